@@ -1,1 +1,720 @@
-"""Placeholder: the stdlib client for the coactive-credd socket protocol is being written."""
+"""Get a current Coactive access token from the local coactive-credd daemon.
+
+One stdlib-only module: vendor it by copying this file, or use the copy installed with
+``coactive-credd``.  It speaks the daemon's socket protocol (HTTP/1.1 over a Unix socket)::
+
+    import coactive_token
+    token = coactive_token.get_token()                   # the access token, as a str
+    info = coactive_token.fetch_token("prod", min_ttl=600)
+    info.expires_at, info.authorization                  # aware UTC datetime, "Bearer ..."
+
+    requests.get(url, auth=coactive_token.CoactiveAuth())  # or httpx.Client(auth=...)
+
+Every failure is a ``CredddError``; each subclass also derives from the stdlib type a
+caller would already catch, and carries the exit code the command-line shims use::
+
+    CredddError (Exception)                 .code .message .hint .exit_code .status
+    ├── DaemonUnreachable (ConnectionError)  exit 3  the daemon is not running or not answering
+    ├── BadRequest (ValueError)              exit 2  bad_request, forbidden
+    ├── UnknownProfile (LookupError)         exit 4  unknown_profile
+    ├── ReauthRequired                       exit 5  reauth_required: log in again
+    ├── UpstreamUnavailable                  exit 6  upstream_unavailable, no valid token
+    └── VaultLocked                          exit 7  locked
+
+Error messages never contain a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import AsyncGenerator, Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = [
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_REAUTH",
+    "EXIT_UNAVAILABLE",
+    "EXIT_UNKNOWN_PROFILE",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "BadRequest",
+    "Client",
+    "CoactiveAuth",
+    "CredddError",
+    "DaemonUnreachable",
+    "ReauthRequired",
+    "Token",
+    "UnknownProfile",
+    "UpstreamUnavailable",
+    "VaultLocked",
+    "aget_token",
+    "default_profile",
+    "default_socket_path",
+    "fetch_token",
+    "format_token",
+    "get_token",
+    "main",
+]
+
+# fmt: off
+EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNKNOWN_PROFILE, EXIT_REAUTH, EXIT_UNAVAILABLE, EXIT_LOCKED = (  # noqa: E501
+    0, 2, 3, 4, 5, 6, 7
+)
+# fmt: on
+EXIT_OTHER = 1  # an answer the protocol does not define; not one of the SPEC's codes
+
+ENV_SOCKET = "COACTIVE_CREDD_SOCKET"
+ENV_HOME = "COACTIVE_CREDD_HOME"
+ENV_PROFILE = "COACTIVE_PROFILE"
+DEFAULT_PROFILE = "default"
+DEFAULT_TIMEOUT = 30.0
+
+START_HINT = "start it with: coactive-credd serve; or as a service: coactive-credd install-service"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class CredddError(Exception):
+    """Root of every error this module raises.  ``str()`` is one line: ``message (hint)``."""
+
+    exit_code = EXIT_OTHER
+
+    def __init__(
+        self, message: str, *, code: str = "error", hint: str = "", status: int | None = None
+    ) -> None:
+        self.code = code
+        self.message = _one_line(message)
+        self.hint = _one_line(hint)
+        self.status = status
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class DaemonUnreachable(CredddError, ConnectionError):
+    """Nothing answers on the socket, or the daemon did not answer in time."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class BadRequest(CredddError, ValueError):
+    """The daemon refused the request as malformed, or refused this user (``forbidden``)."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnknownProfile(CredddError, LookupError):
+    """No profile of that name is configured."""
+
+    exit_code = EXIT_UNKNOWN_PROFILE
+
+
+class ReauthRequired(CredddError):
+    """Coactive rejected the stored credentials; ``coactive-credd login`` again."""
+
+    exit_code = EXIT_REAUTH
+
+
+class UpstreamUnavailable(CredddError):
+    """There is no valid token and Coactive cannot be reached right now."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class VaultLocked(CredddError):
+    """The daemon's vault is locked (passphrase mode)."""
+
+    exit_code = EXIT_LOCKED
+
+
+_BY_CODE: dict[str, type[CredddError]] = {
+    "bad_request": BadRequest,
+    "forbidden": BadRequest,
+    "unknown_profile": UnknownProfile,
+    "reauth_required": ReauthRequired,
+    "upstream_unavailable": UpstreamUnavailable,
+    "locked": VaultLocked,
+}
+# Used only when an error answer carries no recognisable code.
+_BY_STATUS: dict[int, str] = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "unknown_profile",
+    423: "locked",
+    424: "reauth_required",
+    503: "upstream_unavailable",
+}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error_from_answer(status: int, body: bytes) -> CredddError:
+    """Translate an error answer ``{"error": {"code", "message", "hint"}}`` to its class."""
+    code = message = hint = ""
+    try:
+        err = json.loads(body.decode("utf-8"))["error"]
+        code = str(err.get("code") or "")
+        message = str(err.get("message") or "")
+        hint = str(err.get("hint") or "")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    if code not in _BY_CODE:
+        code = code or _BY_STATUS.get(status, f"http_{status}")
+    cls = _BY_CODE.get(code, CredddError)
+    return cls(
+        message or f"coactive-credd answered {status} ({code})", code=code, hint=hint, status=status
+    )
+
+
+def _unreachable(socket_path: str, exc: BaseException) -> DaemonUnreachable:
+    if isinstance(exc, TimeoutError):
+        what = f"coactive-credd did not answer in time on {socket_path}"
+    elif isinstance(exc, FileNotFoundError):
+        what = f"coactive-credd is not running (no socket at {socket_path})"
+    elif isinstance(exc, ConnectionRefusedError):
+        what = f"coactive-credd is not running (nothing listens on {socket_path})"
+    elif isinstance(exc, PermissionError):
+        what = f"cannot open coactive-credd's socket {socket_path}: permission denied"
+    else:
+        what = f"lost the connection to coactive-credd on {socket_path}"
+    return DaemonUnreachable(what, code="unreachable", hint=START_HINT)
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def default_socket_path() -> str:
+    """The socket path every shim and the daemon agree on (docs/ARCHITECTURE.md)."""
+    explicit = os.environ.get(ENV_SOCKET)
+    if explicit:
+        return explicit
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return os.path.join(home, "credd.sock")
+    if sys.platform == "darwin":
+        return os.path.join(
+            os.path.expanduser("~"), "Library/Caches/TemporaryItems/coactive-credd/credd.sock"
+        )
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "coactive-credd", "credd.sock")
+    uid = os.getuid()
+    if os.path.isdir(f"/run/user/{uid}"):
+        return f"/run/user/{uid}/coactive-credd/credd.sock"
+    return f"/tmp/runtime-{uid}/coactive-credd/credd.sock"  # noqa: S108 - per-uid, 0700
+
+
+def default_profile() -> str:
+    """``$COACTIVE_PROFILE``, or ``default``."""
+    return os.environ.get(ENV_PROFILE) or DEFAULT_PROFILE
+
+
+# --------------------------------------------------------------------------- the token
+
+
+@dataclass(frozen=True, repr=False)
+class Token:
+    """One access token as the daemon served it.  ``repr()`` never shows the token."""
+
+    profile: str
+    access_token: str
+    token_type: str
+    expires_at: datetime
+    expires_in: int
+
+    def __repr__(self) -> str:
+        return (
+            f"Token(profile={self.profile!r}, token_type={self.token_type!r}, "
+            f"expires_at={self.expires_at.isoformat()!r}, expires_in={self.expires_in})"
+        )
+
+    @property
+    def authorization(self) -> str:
+        """The ``Authorization`` header value: ``Bearer <token>``."""
+        return f"Bearer {self.access_token}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The daemon's JSON shape (``expires_at`` as RFC 3339 UTC)."""
+        return {
+            "profile": self.profile,
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_at": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expires_in": self.expires_in,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Token:
+        try:
+            expires_at = datetime.fromisoformat(str(data["expires_at"]))
+            if expires_at.tzinfo is None:
+                expires_at = expires_at.replace(tzinfo=UTC)
+            return cls(
+                profile=str(data["profile"]),
+                access_token=str(data["access_token"]),
+                token_type=str(data.get("token_type") or "Bearer"),
+                expires_at=expires_at.astimezone(UTC),
+                expires_in=int(data["expires_in"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # Name only the fault: the answer holds a token.
+            raise CredddError(
+                f"coactive-credd sent a malformed token answer ({type(exc).__name__})",
+                code="bad_answer",
+            ) from None
+
+
+def format_token(token: Token, fmt: str = "raw") -> str:
+    """Render a token as ``raw`` (the token), ``json``, ``header`` or ``env`` (sh syntax)."""
+    if fmt == "raw":
+        return token.access_token
+    if fmt == "json":
+        return json.dumps(token.to_dict())
+    if fmt == "header":
+        return f"Authorization: {token.authorization}"
+    if fmt == "env":
+        quoted = "'" + token.access_token.replace("'", "'\\''") + "'"
+        return f"COACTIVE_ACCESS_TOKEN={quoted}"
+    raise ValueError(f"unknown format {fmt!r}: use raw, json, header or env")
+
+
+def token_sha256(access_token: str) -> str:
+    """The hex digest the daemon expects in ``rejected_token_sha256``."""
+    return hashlib.sha256(access_token.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- sync client
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _token_path(route: str, profile: str | None, min_ttl: int | None) -> str:
+    query: dict[str, str | int] = {"profile": profile or default_profile()}
+    if min_ttl:
+        query["min_ttl"] = int(min_ttl)
+    return f"{route}?{urlencode(query)}"
+
+
+def _refresh_request(
+    profile: str | None, rejected_token: str | None
+) -> tuple[str, dict[str, Any] | None]:
+    body = (
+        None if rejected_token is None else {"rejected_token_sha256": token_sha256(rejected_token)}
+    )
+    return _token_path("/v1/token/refresh", profile, None), body
+
+
+def _check_min_ttl(min_ttl: int) -> None:
+    if isinstance(min_ttl, bool) or not isinstance(min_ttl, int) or min_ttl < 0:
+        raise BadRequest("min_ttl must be a whole number of seconds, 0 or more", code="bad_request")
+
+
+class Client:
+    """A connection to the daemon, kept alive between calls; safe to share between threads.
+
+    ``socket_path`` defaults to :func:`default_socket_path`; ``timeout`` bounds each call
+    (a call that has to wait for Coactive can take a while).
+    """
+
+    def __init__(self, socket_path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+        self._conn: _UnixHTTPConnection | None = None
+        self._used = False  # the open connection has already carried a request
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _roundtrip(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes]:
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Accept": "application/json"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        with self._lock:
+            while True:
+                reused = self._conn is not None and self._used
+                if self._conn is None:
+                    self._conn = _UnixHTTPConnection(self.socket_path, self.timeout)
+                    self._used = False
+                try:
+                    self._conn.request(method, path, body=payload, headers=headers)
+                    resp = self._conn.getresponse()
+                    data = resp.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    self._drop()
+                    # The daemon may close an idle keep-alive connection at any time: a request
+                    # that failed on a reused connection is sent once more on a fresh one.
+                    if reused and not isinstance(exc, TimeoutError):
+                        continue
+                    raise _unreachable(self.socket_path, exc) from None
+                self._used = True
+                if resp.will_close:
+                    self._drop()
+                return resp.status, data
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Send any request (e.g. admin calls); answers ``(status, JSON object)``.
+
+        Error answers are returned, not raised; a body that is not a JSON object comes back
+        as ``{"body": text}``.  Raises :class:`DaemonUnreachable` when there is no daemon.
+        """
+        status, data = self._roundtrip(method, path, body)
+        return status, _json_object(data)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        status, data = self._roundtrip(method, path, body)
+        if status >= 400:
+            raise _error_from_answer(status, data)
+        return _json_object(data)
+
+    def token(self, profile: str | None = None, min_ttl: int = 0) -> Token:
+        """The profile's current token, valid for at least ``min_ttl`` more seconds."""
+        _check_min_ttl(min_ttl)
+        return Token.from_dict(self._call("GET", _token_path("/v1/token", profile, min_ttl)))
+
+    def refresh(self, profile: str | None = None, rejected_token: str | None = None) -> Token:
+        """Force a new token; with ``rejected_token``, only if that token is still current."""
+        path, body = _refresh_request(profile, rejected_token)
+        return Token.from_dict(self._call("POST", path, body))
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status: version, pid, locked, profiles (never a secret)."""
+        return self._call("GET", "/v1/status")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data.decode("utf-8")) if data else {}
+    except ValueError:
+        return {"body": data.decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"body": value}
+
+
+def fetch_token(
+    profile: str | None = None, min_ttl: int = 0, *, socket_path: str | None = None
+) -> Token:
+    """The profile's current :class:`Token` (one short-lived connection)."""
+    with Client(socket_path) as client:
+        return client.token(profile, min_ttl)
+
+
+def get_token(
+    profile: str | None = None, min_ttl: int = 0, *, socket_path: str | None = None
+) -> str:
+    """The profile's current access token, valid for at least ``min_ttl`` more seconds."""
+    return fetch_token(profile, min_ttl, socket_path=socket_path).access_token
+
+
+# --------------------------------------------------------------------------- async client
+
+
+async def _arequest(
+    socket_path: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
+) -> tuple[int, bytes]:
+    import asyncio
+
+    payload = b"" if body is None else json.dumps(body).encode("utf-8")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {len(payload)}\r\n"
+    )
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(socket_path)
+            writer.write(head.encode("ascii") + b"\r\n" + payload)
+            await writer.drain()
+            raw = await reader.read()
+    except (OSError, TimeoutError) as exc:
+        raise _unreachable(socket_path, exc) from None
+    finally:
+        if writer is not None:
+            writer.close()
+    return _parse_http_response(socket_path, raw)
+
+
+def _parse_http_response(socket_path: str, raw: bytes) -> tuple[int, bytes]:
+    """Split a whole HTTP/1.1 answer (read to EOF) into status and decoded body."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        raise _unreachable(socket_path, ConnectionResetError()) from None
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        out, rest = bytearray(), body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            out += rest[:size]
+            rest = rest[size + 2 :]
+        body = bytes(out)
+    elif b"content-length" in headers:
+        body = body[: int(headers[b"content-length"])]
+    return status, body
+
+
+async def _acall(
+    socket_path: str | None,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    status, data = await _arequest(
+        socket_path or default_socket_path(), method, path, body, timeout
+    )
+    if status >= 400:
+        raise _error_from_answer(status, data)
+    return _json_object(data)
+
+
+async def afetch_token(
+    profile: str | None = None, min_ttl: int = 0, *, socket_path: str | None = None
+) -> Token:
+    """Like :func:`fetch_token`, on the running event loop (no thread)."""
+    _check_min_ttl(min_ttl)
+    return Token.from_dict(
+        await _acall(socket_path, "GET", _token_path("/v1/token", profile, min_ttl))
+    )
+
+
+async def aget_token(
+    profile: str | None = None, min_ttl: int = 0, *, socket_path: str | None = None
+) -> str:
+    """Like :func:`get_token`, on the running event loop (no thread)."""
+    return (await afetch_token(profile, min_ttl, socket_path=socket_path)).access_token
+
+
+async def arefresh(
+    profile: str | None = None,
+    rejected_token: str | None = None,
+    *,
+    socket_path: str | None = None,
+) -> Token:
+    """Like :meth:`Client.refresh`, on the running event loop."""
+    path, body = _refresh_request(profile, rejected_token)
+    return Token.from_dict(await _acall(socket_path, "POST", path, body))
+
+
+# --------------------------------------------------------------------------- HTTP auth
+
+
+class CoactiveAuth:
+    """Bearer auth for ``requests`` and ``httpx``, without importing either.
+
+    ``requests.get(url, auth=CoactiveAuth())`` and ``httpx.Client(auth=CoactiveAuth())``
+    (sync or async) add ``Authorization: Bearer <token>``.  When Coactive answers 401, the
+    rejected token is reported to the daemon (which replaces it only if it is still the
+    current one) and the request is sent once more with the new token.  A request whose body
+    cannot be replayed (a stream) is not retried: its 401 is returned as it is.
+    """
+
+    # httpx reads these; neither body needs buffering for this flow.
+    requires_request_body = False
+    requires_response_body = False
+
+    _httpx_class: type[CoactiveAuth] | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> CoactiveAuth:
+        # httpx only runs the full auth flow for instances of httpx.Auth (any other callable
+        # gets a one-shot wrapper without the retry).  When the caller has imported httpx,
+        # the instance is made of a subclass mixing it in; httpx is never imported here.
+        httpx = sys.modules.get("httpx")
+        if cls is CoactiveAuth and httpx is not None and hasattr(httpx, "Auth"):
+            if CoactiveAuth._httpx_class is None:
+                CoactiveAuth._httpx_class = type("CoactiveAuth", (CoactiveAuth, httpx.Auth), {})
+            cls = CoactiveAuth._httpx_class
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        profile: str | None = None,
+        *,
+        min_ttl: int = 0,
+        socket_path: str | None = None,
+        client: Client | None = None,
+    ) -> None:
+        self.profile = profile
+        self.min_ttl = min_ttl
+        self.socket_path = socket_path
+        self._client = client or Client(socket_path)
+
+    def __repr__(self) -> str:
+        return f"CoactiveAuth(profile={self.profile!r})"
+
+    # -- requests -----------------------------------------------------------------
+
+    def __call__(self, request: Any) -> Any:
+        token = self._client.token(self.profile, self.min_ttl).access_token
+        request.headers["Authorization"] = f"Bearer {token}"
+        if hasattr(request, "register_hook"):  # requests.PreparedRequest
+            request._coactive_token = token
+            request.register_hook("response", self._requests_on_response)
+        return request
+
+    def _requests_on_response(self, response: Any, **kwargs: Any) -> Any:
+        request = response.request
+        if (
+            response.status_code != 401
+            or getattr(request, "_coactive_retried", False)
+            or not _replayable(request.body)
+        ):
+            return response
+        rejected = getattr(request, "_coactive_token", None)
+        token = self._client.refresh(self.profile, rejected_token=rejected).access_token
+        # Free the connection before sending again, as requests' own digest auth does.
+        _ = response.content
+        response.close()
+        retry = request.copy()
+        retry.headers["Authorization"] = f"Bearer {token}"
+        retry._coactive_token = token
+        retry._coactive_retried = True
+        again = response.connection.send(retry, **kwargs)
+        again.history.append(response)
+        again.request = retry
+        return again
+
+    # -- httpx --------------------------------------------------------------------
+
+    def auth_flow(self, request: Any) -> Generator[Any, Any, None]:
+        token = self._client.token(self.profile, self.min_ttl).access_token
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401 and _httpx_replayable(request):
+            token = self._client.refresh(self.profile, rejected_token=token).access_token
+            request.headers["Authorization"] = f"Bearer {token}"
+            yield request
+
+    async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        token = (
+            await afetch_token(self.profile, self.min_ttl, socket_path=self._client.socket_path)
+        ).access_token
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401 and _httpx_replayable(request):
+            new = await arefresh(self.profile, token, socket_path=self._client.socket_path)
+            request.headers["Authorization"] = f"Bearer {new.access_token}"
+            yield request
+
+
+def _replayable(body: object) -> bool:
+    return body is None or isinstance(body, bytes | str)
+
+
+def _httpx_replayable(request: Any) -> bool:
+    # httpx reads byte bodies into request._content up front; streams it does not.
+    return hasattr(request, "_content")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _usage_error(message: str) -> NoReturn:
+    sys.stderr.write(f"coactive-token: {message} (see: coactive-token --help)\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``coactive-token [--profile P] [--min-ttl S] [--json|--header]``: print the token."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            _usage_error(message)
+
+    parser = _Parser(
+        prog="coactive-token",
+        description="Print the current Coactive access token from coactive-credd.",
+    )
+    parser.add_argument("--profile", help="profile name (default: $COACTIVE_PROFILE or default)")
+    parser.add_argument(
+        "--min-ttl",
+        default="0",
+        metavar="SECONDS",
+        help="the token must stay valid at least this long",
+    )
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument(
+        "--json",
+        dest="fmt",
+        action="store_const",
+        const="json",
+        help="print the daemon's JSON answer",
+    )
+    fmt.add_argument(
+        "--header",
+        dest="fmt",
+        action="store_const",
+        const="header",
+        help="print 'Authorization: Bearer <token>'",
+    )
+    args = parser.parse_args(argv)
+    if not args.min_ttl.isdigit():
+        _usage_error("--min-ttl must be a whole number of seconds")
+    try:
+        token = fetch_token(args.profile, int(args.min_ttl))
+    except CredddError as exc:
+        sys.stderr.write(f"coactive-token: {exc}\n")
+        return exc.exit_code
+    sys.stdout.write(format_token(token, args.fmt or "raw") + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
