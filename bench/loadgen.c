@@ -48,6 +48,7 @@ static long total_requests = 0;    /* shared budget when > 0 */
 static long per_client = 0;        /* each client makes exactly this many when > 0 */
 static double warmup_s = 0;
 static int timeout_s = 30;
+static int preconnect = 0;         /* keepalive: connect before the clients are released */
 
 static char request_buf[1024];
 static size_t request_len;
@@ -63,6 +64,7 @@ struct client {
     size_t n, cap;
     long errors;
     long reconnects;
+    int fd;             /* keepalive: the connection made before the start, or -1 */
     char first_error[160];
 };
 
@@ -199,7 +201,7 @@ static int claim(void) {
 
 static void *run_keepalive(struct client *c) {
     char buf[16384];
-    int fd = -1;
+    int fd = c->fd;
     long done = 0;
     while (per_client > 0 ? done < per_client : claim()) {
         done++;
@@ -321,6 +323,14 @@ static void *run_gitcache(struct client *c) {
 
 static void *client_main(void *arg) {
     struct client *c = arg;
+    c->fd = -1;
+    if (preconnect && mode == MODE_KEEPALIVE) {
+        c->fd = connect_unix();
+        if (c->fd < 0)
+            note_error(c, "connect");
+        else
+            c->reconnects++;
+    }
     pthread_barrier_wait(&start_barrier);
     switch (mode) {
     case MODE_KEEPALIVE:
@@ -449,6 +459,7 @@ static void usage(void) {
             "usage: loadgen --socket PATH [--mode keepalive|conn|gitcache] [--clients N]\n"
             "               (--duration S | --requests N | --per-client N) [--warmup S]\n"
             "               [--path /v1/token?profile=default] [--git-host HOST] [--timeout S]\n"
+            "               [--preconnect 1]   (keepalive: connect before the start)\n"
             "       loadgen --serve PATH [--duration S]   (trivial canned server)\n");
     exit(2);
 }
@@ -490,6 +501,8 @@ int main(int argc, char **argv) {
             git_host = v;
         else if (!strcmp(a, "--timeout"))
             timeout_s = atoi(v);
+        else if (!strcmp(a, "--preconnect"))
+            preconnect = atoi(v);
         else
             usage();
     }
