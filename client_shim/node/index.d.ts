@@ -1,0 +1,68 @@
+// Type declarations for @coactive/credd-token.
+
+export declare const EXIT: Readonly<{
+  OK: 0;
+  USAGE: 2;
+  UNREACHABLE: 3;
+  UNKNOWN_PROFILE: 4;
+  REAUTH: 5;
+  UNAVAILABLE: 6;
+  LOCKED: 7;
+}>;
+
+export interface TokenInfo {
+  profile: string;
+  accessToken: string;
+  tokenType: string;
+  expiresAt: Date;
+  /** Whole seconds of validity left when the daemon answered. */
+  expiresIn: number;
+}
+
+export interface CallOptions {
+  /** Defaults to $COACTIVE_CREDD_SOCKET, else the daemon's default path. */
+  socketPath?: string;
+  /** Per call; default 30000. */
+  timeoutMs?: number;
+}
+
+export interface TokenOptions extends CallOptions {
+  /** Defaults to $COACTIVE_PROFILE, else "default". */
+  profile?: string;
+  /** The token must stay valid at least this many seconds. */
+  minTtl?: number;
+}
+
+export interface RefreshOptions extends CallOptions {
+  profile?: string;
+  /** Replace the token only if this one is still the current one. */
+  rejectedToken?: string;
+}
+
+export declare class CredddError extends Error {
+  /** The daemon's error code: bad_request, forbidden, unknown_profile, locked, reauth_required, upstream_unavailable; or unreachable. */
+  code: string;
+  hint: string;
+  /** The HTTP status of the daemon's answer, or null. */
+  status: number | null;
+  /** The exit code the command-line shims use for this error. */
+  exitCode: number;
+}
+export declare class DaemonUnreachable extends CredddError {}
+export declare class BadRequest extends CredddError {}
+export declare class UnknownProfile extends CredddError {}
+export declare class ReauthRequired extends CredddError {}
+export declare class UpstreamUnavailable extends CredddError {}
+export declare class VaultLocked extends CredddError {}
+
+export declare function defaultSocketPath(env?: NodeJS.ProcessEnv): string;
+export declare function defaultProfile(env?: NodeJS.ProcessEnv): string;
+export declare function getToken(options?: TokenOptions): Promise<string>;
+export declare function fetchToken(options?: TokenOptions): Promise<TokenInfo>;
+export declare function refresh(options?: RefreshOptions): Promise<TokenInfo>;
+export declare function status(options?: CallOptions): Promise<Record<string, unknown>>;
+export declare function request(
+  method: string,
+  path: string,
+  options?: CallOptions & { body?: unknown },
+): Promise<{ status: number; body: string }>;
