@@ -1,0 +1,471 @@
+"""The ``coactive-credd`` command: argparse over the package's rooms.
+
+Client commands (``token``, ``exec``, ``status``, ``refresh``) go through
+:mod:`coactive_token` and import neither aiohttp nor cryptography, so they start fast; the
+heavy rooms are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .paths import Paths
+
+PROG = "coactive-credd"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNKNOWN_PROFILE = 4
+EXIT_REJECTED = 5
+EXIT_UNAVAILABLE = 6
+EXIT_LOCKED = 7
+
+
+class CommandError(Exception):
+    """A failure to print as one line (what is wrong; the command that fixes it)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _paths(socket: str | None = None) -> Paths:
+    from . import paths
+
+    return paths.resolve(socket)
+
+
+def _profile(args: argparse.Namespace) -> str:
+    from . import config
+
+    name: str = args.profile or os.environ.get("COACTIVE_PROFILE") or "default"
+    try:
+        return config.check_profile_name(name)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+# ---- client commands (stdlib only) ---------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import coactive_token
+
+    fmt = "json" if args.json else args.format
+    with coactive_token.Client() as client:
+        token = client.token(_profile(args), args.min_ttl)
+    print(coactive_token.format_token(token, fmt))
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    import coactive_token
+
+    with coactive_token.Client() as client:
+        token = client.refresh(_profile(args))
+    print(
+        f"profile {token.profile}: new token …{token.access_token[-4:]}, expires in {token.expires_in} s"
+    )
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    import coactive_token
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CommandError("exec needs a command: coactive-credd exec -- CMD [ARGS...]", EXIT_USAGE)
+    with coactive_token.Client() as client:
+        token = client.token(_profile(args), args.min_ttl)
+    env = dict(os.environ, COACTIVE_ACCESS_TOKEN=token.access_token, COACTIVE_PROFILE=token.profile)
+    try:
+        os.execvpe(command[0], command, env)  # noqa: S606 - exec is the point
+    except OSError as exc:
+        _say(f"cannot run {command[0]!r}: {exc.strerror}; check the command and PATH")
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+    return 0  # not reached
+
+
+def _ago(stamp: str | None, now: float) -> str:
+    if not stamp:
+        return "-"
+    from datetime import datetime
+
+    delta = int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - now)
+    word = "in " if delta >= 0 else ""
+    tail = "" if delta >= 0 else " ago"
+    d = abs(delta)
+    text = f"{d // 3600}h{d % 3600 // 60:02d}m" if d >= 3600 else f"{d // 60}m{d % 60:02d}s"
+    return f"{word}{text}{tail}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    import coactive_token
+
+    with coactive_token.Client() as client:
+        st = client.status()
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    now = time.time()
+    print(f"coactive-credd {st.get('version')} (pid {st.get('pid')}) on {st.get('socket', '?')}")
+    print(
+        f"vault: {'locked — run `coactive-credd unlock`' if st.get('locked') else 'unlocked'}"
+        f" (key: {st.get('key_source', '?')})"
+    )
+    profiles = st.get("profiles", [])
+    if not profiles:
+        print("no profiles: run `coactive-credd login --profile NAME`")
+        return 0
+    rows = [("PROFILE", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "BASE URL")]
+    for p in profiles:
+        rows.append(
+            (
+                p["name"],
+                p["auth"],
+                p["state"],
+                _ago(p.get("expires_at"), now),
+                _ago(p.get("next_refresh_at"), now),
+                p["base_url"],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for p in profiles:
+        if p.get("last_error"):
+            print(f"{p['name']}: last error: {p['last_error']}")
+    return 0
+
+
+# ---- commands that touch the vault ---------------------------------------------------------
+
+
+def _read_secret(prompt: str, from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        secret = line.rstrip("\r\n")
+    elif sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass(prompt)
+    else:
+        raise CommandError(
+            "no credential given and standard input is not a terminal; "
+            "pipe it in with --personal-token-stdin or --client-secret-stdin",
+            EXIT_USAGE,
+        )
+    secret = secret.strip()
+    if not secret:
+        raise CommandError(
+            "the credential is empty; pass the personal token or client secret", EXIT_USAGE
+        )
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in secret):
+        raise CommandError(
+            "the credential contains spaces or control characters; check what you pasted",
+            EXIT_USAGE,
+        )
+    return secret
+
+
+def _notify_daemon(paths: Paths) -> bool:
+    """Tell a running daemon to re-read config and vault; False if none is running."""
+    import coactive_token
+
+    try:
+        with coactive_token.Client(str(paths.socket), timeout=5) as client:
+            client.request("POST", "/v1/admin/reload")
+    except coactive_token.CredddError:
+        return False
+    return True
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from . import config, fsutil, upstream
+    from .vault import CachedToken, ProfileSecrets, VaultData
+
+    name = _profile(args)
+    try:
+        base_url = upstream.validate_base_url(args.base_url or config.DEFAULT_BASE_URL)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.client_id is not None:
+        auth: config.Auth = "client_credentials"
+        secret = _read_secret("Client secret: ", args.client_secret_stdin)
+    elif args.client_secret_stdin:
+        raise CommandError("--client-secret-stdin needs --client-id ID", EXIT_USAGE)
+    else:
+        auth = "personal_token"
+        secret = _read_secret("Personal token: ", args.personal_token_stdin)
+    paths = _paths()
+    old = config.load(paths.config_file).profiles.get(name)
+    pc = config.ProfileConfig(
+        name=name, base_url=base_url, auth=auth, ca_bundle=old.ca_bundle if old else None
+    )
+    cached = None
+    if not args.no_verify:
+        cred = upstream.Credential(auth=auth, secret=secret, client_id=args.client_id)
+
+        async def verify() -> upstream.Grant:
+            up = upstream.Upstream()
+            try:
+                return await up.login(base_url, cred, ca_bundle=pc.ca_bundle)
+            finally:
+                await up.close()
+
+        sent_at = time.time()
+        try:
+            grant = asyncio.run(verify())
+        except upstream.CredentialsRejected as exc:
+            raise CommandError(
+                f"Coactive rejected these credentials ({exc.detail}); nothing was saved — check them and run login again",
+                EXIT_REJECTED,
+            ) from None
+        except upstream.UpstreamError as exc:
+            raise CommandError(
+                f"could not verify the credentials: {exc.detail}; nothing was saved — retry, or pass --no-verify to save them unchecked",
+                EXIT_UNAVAILABLE,
+            ) from None
+        cached = CachedToken(
+            grant.access_token, grant.token_type, sent_at + grant.expires_in, sent_at
+        )
+
+    for d in paths.private_dirs:
+        fsutil.ensure_private_dir(d)
+    vault = _vault(paths)
+
+    def put(data: VaultData) -> None:
+        data.profiles[name] = ProfileSecrets(secret=secret, client_id=args.client_id, token=cached)
+
+    vault.update(put)
+    with fsutil.locked(paths.config_file.with_name("config.lock")):
+        config.update(paths.config_file, lambda c: config.with_profile(c, pc))
+    running = _notify_daemon(paths)
+    kind = "personal token" if auth == "personal_token" else f"client id {args.client_id}"
+    checked = "verified" if cached else "saved without verifying"
+    tail = (
+        "the running daemon picked it up"
+        if running
+        else "start the daemon with `coactive-credd serve`"
+    )
+    print(f"profile {name!r} ({kind}) at {base_url}: {checked}; {tail}", file=sys.stderr)
+    return 0
+
+
+def _vault(paths: Paths) -> Any:
+    from .vault import Vault
+
+    return Vault(paths.vault_file, paths.key_file, paths.lock_file)
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from . import config, fsutil
+    from .vault import VaultData
+
+    name = _profile(args)
+    paths = _paths()
+    known = name in config.load(paths.config_file).profiles
+
+    def drop(data: VaultData) -> None:
+        nonlocal known
+        known = data.profiles.pop(name, None) is not None or known
+
+    _vault(paths).update(drop)
+    if not known:
+        raise CommandError(
+            f"no profile named {name!r}; `coactive-credd status` lists them", EXIT_UNKNOWN_PROFILE
+        )
+    with fsutil.locked(paths.config_file.with_name("config.lock")):
+        config.update(paths.config_file, lambda c: config.without_profile(c, name))
+    _notify_daemon(paths)
+    print(f"profile {name!r}: credentials and cached token removed", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import logsetup, server
+
+    logsetup.configure(args.log_level)
+    server.harden_process()
+    try:
+        asyncio.run(server.run(_paths(args.socket)))
+    except server.StartupError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.main(duration=args.duration)
+
+
+# ---- argument parsing ----------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG, description="Keep Coactive access tokens fresh and hand them to local programs."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=fn)
+        return p
+
+    def profile(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--profile", metavar="P", help="profile name (default: $COACTIVE_PROFILE or 'default')"
+        )
+
+    p = add("login", cmd_login, "store credentials for a profile (verified with one exchange)")
+    profile(p)
+    p.add_argument(
+        "--base-url", metavar="URL", help="Coactive API base URL (default https://api.coactive.ai)"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--personal-token-stdin",
+        action="store_true",
+        help="read a personal token from one line of stdin",
+    )
+    g.add_argument("--client-id", metavar="ID", help="system credentials: the client id")
+    p.add_argument(
+        "--client-secret-stdin",
+        action="store_true",
+        help="read the client secret from one line of stdin",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="save without checking the credentials with Coactive",
+    )
+
+    p = add("logout", cmd_logout, "remove a profile's credentials and cached token")
+    profile(p)
+
+    p = add("serve", cmd_serve, "run the daemon in the foreground (what the service units run)")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="socket path (default: $COACTIVE_CREDD_SOCKET or the per-user runtime dir)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("COACTIVE_CREDD_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default info)",
+    )
+
+    p = add("token", cmd_token, "print the current access token")
+    profile(p)
+    p.add_argument(
+        "--min-ttl",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="needed validity; a shorter-lived token is refreshed first",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the whole answer as JSON (same as --format json)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["raw", "json", "header", "env"],
+        default="raw",
+        help="raw token, JSON, an Authorization header line, or sh assignment",
+    )
+
+    p = add("refresh", cmd_refresh, "force a new token now")
+    profile(p)
+
+    p = add("status", cmd_status, "show every profile's state (never a secret)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("exec", cmd_exec, "run a command with COACTIVE_ACCESS_TOKEN in its environment")
+    profile(p)
+    p.add_argument(
+        "--min-ttl",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="needed validity for the command's run",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    p = add("demo", cmd_demo, "a self-contained demo against a fake Coactive, about a minute long")
+    p.add_argument(
+        "--duration", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS
+    )
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "min_ttl", 0) < 0:
+        _say("--min-ttl must be 0 or more seconds")
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        _say(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _known_failure(exc)
+
+
+def _known_failure(exc: Exception) -> int:
+    """Turn the rooms' errors into one line and an exit code; anything else is a bug."""
+    mod = sys.modules.get("coactive_token")
+    if mod is not None and isinstance(exc, mod.CredddError):
+        _say(str(exc))
+        return int(exc.exit_code)
+    names = {"VaultLocked": EXIT_LOCKED}
+    for base in type(exc).__mro__:
+        if base.__module__.startswith("coactive_credd") and base.__name__ in (
+            "VaultError",
+            "ConfigError",
+            "InsecurePathError",
+            "StartupError",
+        ):
+            _say(str(exc))
+            return names.get(type(exc).__name__, EXIT_FAILURE)
+    raise exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

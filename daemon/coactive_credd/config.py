@@ -1,0 +1,182 @@
+"""Profiles and daemon settings, read from ``config.toml``.
+
+Precedence: command-line flags > environment (``COACTIVE_*``, see :mod:`paths`) > the file >
+the defaults below. The file holds nothing secret; secrets live in the vault.
+
+::
+
+    [daemon]
+    skew = 30               # a token is served only while now < expires_at - skew
+    refresh_fraction = 0.25 # refresh when this share of the token's lifetime is left
+
+    [profiles.default]
+    base_url = "https://api.coactive.ai"
+    auth = "personal_token"          # or "client_credentials"
+    # ca_bundle = "/etc/ssl/corp.pem"  # for TLS-inspecting proxies
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from . import fsutil
+
+DEFAULT_BASE_URL = "https://api.coactive.ai"
+DEFAULT_SKEW = 30.0
+DEFAULT_REFRESH_FRACTION = 0.25
+AUTH_KINDS = ("personal_token", "client_credentials")
+Auth = Literal["personal_token", "client_credentials"]
+_PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The config file or a value in it is wrong; the message says where and how to fix it."""
+
+
+def check_profile_name(name: str) -> str:
+    """Return ``name`` if it is a valid profile name, else raise ``ValueError``."""
+    if not _PROFILE_RE.match(name):
+        raise ValueError(
+            f"invalid profile name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    name: str
+    base_url: str = DEFAULT_BASE_URL
+    auth: Auth = "personal_token"
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    skew: float = DEFAULT_SKEW
+    refresh_fraction: float = DEFAULT_REFRESH_FRACTION
+    # Auto-lock for passphrase vaults (gpg-agent's default-cache-ttl / max-cache-ttl); 0 = off.
+    lock_after_idle: float = 0.0
+    lock_after_unlock: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    profiles: dict[str, ProfileConfig] = field(default_factory=dict)
+
+
+def _number(
+    table: dict[str, Any], key: str, default: float, lo: float, hi: float, where: str
+) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{where}: {key} must be between {lo:g} and {hi:g}, got {value!r}")
+    return float(value)
+
+
+def parse(text: str, source: str = "config.toml") -> Config:
+    """Parse and validate the config text; errors name ``source`` and the offending key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML ({exc}); fix or remove the file") from exc
+    d = raw.get("daemon", {})
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: [daemon] must be a table")
+    daemon = DaemonConfig(
+        skew=_number(d, "skew", DEFAULT_SKEW, 0, 3600, f"{source} [daemon]"),
+        refresh_fraction=_number(
+            d, "refresh_fraction", DEFAULT_REFRESH_FRACTION, 0.05, 0.9, f"{source} [daemon]"
+        ),
+        lock_after_idle=_number(d, "lock_after_idle", 0, 0, 10**7, f"{source} [daemon]"),
+        lock_after_unlock=_number(d, "lock_after_unlock", 0, 0, 10**7, f"{source} [daemon]"),
+    )
+    profiles: dict[str, ProfileConfig] = {}
+    ptable = raw.get("profiles", {})
+    if not isinstance(ptable, dict):
+        raise ConfigError(f"{source}: [profiles] must be a table of [profiles.NAME] tables")
+    for name, p in ptable.items():
+        where = f"{source} [profiles.{name}]"
+        try:
+            check_profile_name(name)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        if not isinstance(p, dict):
+            raise ConfigError(f"{where} must be a table")
+        auth = p.get("auth", "personal_token")
+        if auth not in AUTH_KINDS:
+            raise ConfigError(f"{where}: auth must be one of {', '.join(AUTH_KINDS)}, got {auth!r}")
+        base_url = p.get("base_url", DEFAULT_BASE_URL)
+        ca_bundle = p.get("ca_bundle")
+        if not isinstance(base_url, str) or (
+            ca_bundle is not None and not isinstance(ca_bundle, str)
+        ):
+            raise ConfigError(f"{where}: base_url and ca_bundle must be strings")
+        profiles[name] = ProfileConfig(
+            name=name, base_url=base_url.rstrip("/"), auth=cast(Auth, auth), ca_bundle=ca_bundle
+        )
+    return Config(daemon=daemon, profiles=profiles)
+
+
+def load(path: Path) -> Config:
+    """Load the config file; a missing file is an empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return parse(text, str(path))
+
+
+def _toml_value(v: str | float | bool) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return json.dumps(v)  # a JSON string is a valid TOML basic string
+
+
+def render(cfg: Config) -> str:
+    """Render ``cfg`` as TOML, leaving out values equal to their defaults."""
+    lines = ["# coactive-credd configuration; `coactive-credd login` and `logout` rewrite it."]
+    dd = DaemonConfig()
+    d = [
+        f"{k} = {_toml_value(getattr(cfg.daemon, k))}"
+        for k in ("skew", "refresh_fraction", "lock_after_idle", "lock_after_unlock")
+        if getattr(cfg.daemon, k) != getattr(dd, k)
+    ]
+    if d:
+        lines += ["", "[daemon]", *d]
+    for name in sorted(cfg.profiles):
+        p = cfg.profiles[name]
+        lines += ["", f"[profiles.{json.dumps(name)}]", f"base_url = {_toml_value(p.base_url)}"]
+        lines.append(f"auth = {_toml_value(p.auth)}")
+        if p.ca_bundle:
+            lines.append(f"ca_bundle = {_toml_value(p.ca_bundle)}")
+    return "\n".join(lines) + "\n"
+
+
+def update(path: Path, fn: Callable[[Config], Config]) -> Config:
+    """Read-modify-write the config file atomically. Callers hold the vault lock."""
+    fsutil.ensure_private_dir(path.parent)
+    new = fn(load(path))
+    fsutil.atomic_write(path, render(new).encode(), mode=0o600)
+    return new
+
+
+def with_profile(cfg: Config, profile: ProfileConfig) -> Config:
+    return replace(cfg, profiles={**cfg.profiles, profile.name: profile})
+
+
+def without_profile(cfg: Config, name: str) -> Config:
+    return replace(cfg, profiles={k: v for k, v in cfg.profiles.items() if k != name})

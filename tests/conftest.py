@@ -1,0 +1,289 @@
+"""Shared fixtures: a private home, the fake Coactive, real daemons (subprocess and in-process).
+
+Every secret a test hands out is registered in ``SECRETS``; the ``daemon`` fixture scans the
+daemon's log for them at teardown, and ``test_no_secret_leaks`` scans every CLI output.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+
+PERSONAL_TOKEN = "cpt_Pers0nal.T0ken-for_tests~only"
+CLIENT_ID = "client-4711"
+CLIENT_SECRET = "cs_S3cret/with+odd=chars"
+SECRETS: set[str] = {PERSONAL_TOKEN, CLIENT_SECRET}
+OUTPUTS: list[str] = []  # every CLI stdout/stderr and daemon log of the session
+
+
+def leaked(text: str, extra: set[str] | None = None) -> list[str]:
+    """The secrets (registered ones and ``extra``) that appear in ``text``."""
+    return sorted(s for s in SECRETS | (extra or set()) if s and s in text)
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # Short path under /tmp: a Unix socket path must fit in 108 bytes.
+    d = Path(tempfile.mkdtemp(prefix="ccd-", dir="/tmp"))
+    d.chmod(0o700)
+    monkeypatch.setenv("COACTIVE_CREDD_HOME", str(d))
+    monkeypatch.delenv("COACTIVE_CREDD_SOCKET", raising=False)
+    monkeypatch.delenv("COACTIVE_PROFILE", raising=False)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    monkeypatch.delenv("LISTEN_PID", raising=False)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCoactive]:
+    with FakeCoactiveThread(expires_in=3600) as f:
+        f.add_personal_token(PERSONAL_TOKEN)
+        f.add_client(CLIENT_ID, CLIENT_SECRET)
+        yield f
+        SECRETS.update(f.issued)
+
+
+def run_cli(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``coactive-credd ARGS`` for real; its output joins OUTPUTS for the leak scan."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "coactive_credd", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    OUTPUTS.append(proc.stdout + proc.stderr)
+    return proc
+
+
+def login(
+    fake: FakeCoactive, profile: str = "default", *extra: str
+) -> subprocess.CompletedProcess[str]:
+    proc = run_cli(
+        "login",
+        "--profile",
+        profile,
+        "--base-url",
+        fake.base_url,
+        "--personal-token-stdin",
+        *extra,
+        input=PERSONAL_TOKEN + "\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 10) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def call(
+    sock: str | Path,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request over the socket; returns (status, parsed JSON or text)."""
+    conn = UnixHTTP(str(sock))
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read().decode()
+        ctype = resp.getheader("Content-Type", "")
+        return resp.status, json.loads(raw) if "json" in ctype else raw
+    finally:
+        conn.close()
+
+
+@dataclass
+class Daemon:
+    socket: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return call(self.socket, "GET", path, **kw)
+
+    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        return call(self.socket, "POST", path, body)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_daemon(
+    home: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True
+) -> Daemon:
+    sock = home / "credd.sock"
+    logf = home / f"daemon-{time.monotonic_ns()}.log"
+    full_env = {**os.environ, **(env or {})}
+    with open(logf, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "coactive_credd", "serve", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    d = Daemon(socket=sock, log=logf, proc=proc, home=home, env=full_env)
+    if wait:
+        wait_ready(d)
+    return d
+
+
+def wait_ready(d: Daemon, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if d.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {d.proc.returncode}:\n{d.log_text()}")
+        try:
+            if d.get("/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"daemon not ready after {timeout} s:\n{d.log_text()}")
+
+
+@pytest.fixture
+def daemon(home: Path, fake: FakeCoactive) -> Iterator[Daemon]:
+    """A real `coactive-credd serve` with profile `default` logged in against the fake."""
+    login(fake)
+    d = start_daemon(home)
+    yield d
+    d.stop()
+    text = d.log_text()
+    OUTPUTS.append(text)
+    assert not leaked(text, set(fake.issued)), "a secret appeared in the daemon log"
+
+
+# ---- an in-process daemon with a clock the test moves --------------------------------------
+
+
+class FakeClock:
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def jump(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class InProc:
+    daemon: Any
+    clock: FakeClock
+    fake: FakeCoactive
+    socket: Path
+    session: Any
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        async with self.session.get("http://localhost" + path, **kw) as r:
+            return r.status, (
+                await r.json() if r.content_type == "application/json" else await r.text()
+            )
+
+    async def post(self, path: str, json_body: Any = None) -> tuple[int, Any]:
+        async with self.session.post("http://localhost" + path, json=json_body) as r:
+            return r.status, await r.json()
+
+    async def settle(self) -> None:
+        """Let the scheduler and refresh tasks run after a clock jump."""
+        import asyncio
+
+        self.daemon.wake()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if not any(p.inflight for p in self.daemon.profiles.values()):
+                await asyncio.sleep(0.01)
+                if not any(p.inflight for p in self.daemon.profiles.values()):
+                    return
+
+
+@pytest.fixture
+async def inproc(home: Path) -> AsyncIterator[InProc]:
+    """Fake Coactive + a Daemon in this event loop, with a FakeClock; profile `default` logged in."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+    from coactive_credd import paths, server
+
+    f = FakeCoactive(expires_in=3600)
+    f.add_personal_token(PERSONAL_TOKEN)
+    f.add_client(CLIENT_ID, CLIENT_SECRET)
+    await f.start()
+    proc = await asyncio.to_thread(
+        run_cli,
+        "login",
+        "--profile",
+        "default",
+        "--base-url",
+        f.base_url,
+        "--personal-token-stdin",
+        "--no-verify",
+        input=PERSONAL_TOKEN + "\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    clock = FakeClock()
+    p = paths.resolve()
+    d = server.Daemon(p, clock=clock, rand=lambda: 0.5)
+    d.load()
+    sock = server.bind_socket(p.socket)
+    runner = web.ServerRunner(web.Server(d.handle, access_log=None), handle_signals=False)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    sched = asyncio.create_task(d.scheduler())
+    session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(p.socket)))
+    ip = InProc(daemon=d, clock=clock, fake=f, socket=p.socket, session=session)
+    await ip.settle()
+    try:
+        yield ip
+    finally:
+        sched.cancel()
+        await session.close()
+        await runner.cleanup()
+        await d.upstream.close()
+        await f.stop()
+        SECRETS.update(f.issued)
