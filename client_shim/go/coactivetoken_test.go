@@ -1,0 +1,223 @@
+package coactivetoken
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const odd = "cat_Odd-chars.~+/="
+
+// standIn serves handler on a temp Unix socket, as the daemon would.
+func standIn(t *testing.T, handler http.HandlerFunc) *Client {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(handler)
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := NewClient(path)
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+func answer(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func tokenAnswer(profile, token string) map[string]any {
+	return map[string]any{
+		"profile": profile, "access_token": token, "token_type": "Bearer",
+		"expires_at": "2030-01-02T03:04:05Z", "expires_in": 3599,
+	}
+}
+
+func TestFetchSendsProfileAndMinTTL(t *testing.T) {
+	var got string
+	c := standIn(t, func(w http.ResponseWriter, r *http.Request) {
+		got = r.URL.RequestURI()
+		answer(w, 200, tokenAnswer(r.URL.Query().Get("profile"), odd))
+	})
+	tok, err := c.Fetch(context.Background(), "prod", 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != "/v1/token?min_ttl=600&profile=prod" {
+		t.Errorf("request %q", got)
+	}
+	want := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	if tok.AccessToken != odd || tok.Profile != "prod" || !tok.ExpiresAt.Equal(want) || tok.ExpiresIn != 3599 {
+		t.Errorf("token %+v", *tok)
+	}
+	if shown := fmt.Sprintf("%v %+v %#v %s", tok, *tok, *tok, tok); strings.Contains(shown, odd) {
+		t.Errorf("formatting shows the token: %s", shown)
+	}
+}
+
+func TestErrorAnswersMapToExitCodes(t *testing.T) {
+	cases := []struct {
+		code   string
+		status int
+		exit   int
+	}{
+		{"bad_request", 400, 2}, {"forbidden", 403, 2}, {"unknown_profile", 404, 4},
+		{"reauth_required", 424, 5}, {"upstream_unavailable", 503, 6}, {"locked", 423, 7},
+	}
+	for _, tc := range cases {
+		c := standIn(t, func(w http.ResponseWriter, r *http.Request) {
+			answer(w, tc.status, map[string]any{"error": map[string]string{
+				"code": tc.code, "message": "m " + tc.code, "hint": "do this"}})
+		})
+		_, err := c.Token(context.Background(), "", 0)
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("%s: %v", tc.code, err)
+		}
+		if e.Code != tc.code || e.ExitCode != tc.exit || e.Status != tc.status || e.Error() != "m "+tc.code+" (do this)" {
+			t.Errorf("%s: %+v", tc.code, e)
+		}
+	}
+}
+
+func TestUnreachableFailsFast(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "none.sock"))
+	start := time.Now()
+	_, err := c.Token(context.Background(), "", 0)
+	var e *Error
+	if !errors.As(err, &e) || e.ExitCode != ExitUnreachable || !strings.Contains(e.Error(), "coactive-credd serve") {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("took %s", d)
+	}
+}
+
+func TestDefaultSocketPath(t *testing.T) {
+	t.Setenv("COACTIVE_CREDD_SOCKET", "/x/s")
+	t.Setenv("COACTIVE_CREDD_HOME", "/h")
+	if p := DefaultSocketPath(); p != "/x/s" {
+		t.Error(p)
+	}
+	t.Setenv("COACTIVE_CREDD_SOCKET", "")
+	if p := DefaultSocketPath(); p != "/h/credd.sock" {
+		t.Error(p)
+	}
+	t.Setenv("COACTIVE_PROFILE", "")
+	if DefaultProfile() != "default" {
+		t.Error(DefaultProfile())
+	}
+}
+
+// fakeDaemon hands out tok-1, tok-2, ... and replaces the token on a refresh only when the
+// rejected hash matches the current one, as the daemon does.
+type fakeDaemon struct {
+	mu        sync.Mutex
+	n         int
+	refreshes int
+}
+
+func (f *fakeDaemon) current() string { return "tok-" + string(rune('0'+f.n)) }
+
+func (f *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.n = 1
+	}
+	if r.Method == http.MethodPost {
+		var body struct {
+			Sum string `json:"rejected_token_sha256"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		sum := sha256.Sum256([]byte(f.current()))
+		if body.Sum == hex.EncodeToString(sum[:]) {
+			f.n++
+			f.refreshes++
+		}
+	}
+	answer(w, 200, tokenAnswer("default", f.current()))
+}
+
+func TestTransportRetriesOnceWithANewToken(t *testing.T) {
+	fd := &fakeDaemon{}
+	c := standIn(t, fd.serve)
+	var seen []string
+	var bodies []string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Header.Get("Authorization"))
+		b, _ := io.ReadAll(r.Body)
+		bodies = append(bodies, string(b))
+		if r.Header.Get("Authorization") != "Bearer tok-2" {
+			w.WriteHeader(401)
+			return
+		}
+		w.WriteHeader(200)
+	}))
+	defer api.Close()
+	hc := &http.Client{Transport: &Transport{Client: c}}
+	resp, err := hc.Post(api.URL, "application/json", strings.NewReader(`{"q":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.Join(seen, ",") != "Bearer tok-1,Bearer tok-2" {
+		t.Errorf("status %d, sent %v", resp.StatusCode, seen)
+	}
+	if strings.Join(bodies, ",") != `{"q":1},{"q":1}` {
+		t.Errorf("bodies %v", bodies)
+	}
+	// A token Coactive keeps rejecting: one retry, then the 401 goes back to the caller.
+	seen = nil
+	api.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Header.Get("Authorization"))
+		w.WriteHeader(401)
+	})
+	resp, err = hc.Get(api.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || len(seen) != 2 || fd.refreshes != 2 {
+		t.Errorf("status %d, sent %v, refreshes %d", resp.StatusCode, seen, fd.refreshes)
+	}
+}
+
+func TestTransportDoesNotReplayAStream(t *testing.T) {
+	fd := &fakeDaemon{}
+	c := standIn(t, fd.serve)
+	calls := 0
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.WriteHeader(401)
+	}))
+	defer api.Close()
+	pr, pw := io.Pipe()
+	go func() { _, _ = pw.Write([]byte("data")); pw.Close() }()
+	req, _ := http.NewRequest(http.MethodPut, api.URL, pr)
+	resp, err := (&http.Client{Transport: &Transport{Client: c}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || calls != 1 || fd.refreshes != 0 {
+		t.Errorf("status %d, calls %d, refreshes %d", resp.StatusCode, calls, fd.refreshes)
+	}
+}

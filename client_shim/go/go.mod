@@ -1,0 +1,3 @@
+module github.com/coactive-ai/coactive-credd/client_shim/go
+
+go 1.19
