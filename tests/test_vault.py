@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -355,3 +356,476 @@ def test_vault_format_vector_opens(home: Path) -> None:
     data = make_vault(home).load()
     assert data.to_json() == VECTOR_PLAINTEXT
     assert data.profiles["default"].token == CachedToken("at-123", "Bearer", 1700003600.0, 1.7e9)
+
+
+# === phase 2: passphrase, OS-held keys, rekey ===========================================
+
+PASS = "correct horse battery staple"
+SMALL_COST = (10, 8, 1)  # ~1 ms per derivation; the default cost is checked once below
+
+
+def pvault(home: Path, **kw: object) -> Vault:
+    kw.setdefault("scrypt_cost", SMALL_COST)
+    kw.setdefault("wrong_passphrase_delay", 0.2)
+    return Vault(home / "vault.bin", home / "vault.key", home / "vault.lock", **kw)  # type: ignore[arg-type]
+
+
+def header_of(home: Path) -> v.Header:
+    return v.parse((home / "vault.bin").read_bytes(), home / "vault.bin")[0]
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_systemd_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+
+# --- KDF vectors ------------------------------------------------------------------------
+
+
+def test_scrypt_rfc7914_vectors() -> None:
+    # RFC 7914 section 12; a 32-byte derivation is the first half of the 64-byte vector.
+    assert v.derive_key("", v.ScryptParams(4, 1, 1, b"")).hex() == (
+        "77d6576238657b203b19ca42c18a0497f16b4844e3074ae8dfdffa3fede21442"
+    )
+    assert v.derive_key("password", v.ScryptParams(10, 8, 16, b"NaCl")).hex() == (
+        "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162"
+    )
+
+
+def test_passphrase_is_nfc_normalised() -> None:
+    params = v.ScryptParams(4, 1, 1, bytes(16))
+    assert v.derive_key("caf\u00e9", params) == v.derive_key("cafe\u0301", params)
+    assert v.derive_key("caf\u00e9", params) != v.derive_key("cafe", params)
+
+
+PASS_VECTOR_FILE = bytes.fromhex(
+    "43434456010200130a0801000102030405060708090a0b0c0d0e0f000102030405060708090a0b5ea7916d"
+    "a24108ad093a30d228ae129ccb92d8943f254e03071ae46e99d302f961aca5dbd74fda80f6dee245b51dc7"
+    "04634778d0806a8c28b0ac221e8979cd824d32138f8528ca018b"
+)
+
+
+def test_passphrase_vault_vector(home: Path) -> None:
+    params = v.ScryptParams(10, 8, 1, bytes(range(16)))
+    key = v.derive_key(PASS, params)
+    assert key.hex() == "9a9f74cc441de571a18c4bf8580ad51f86745d14b39065ad24ad92fc05c99515"
+    plaintext = b'{"profiles":{"ci":{"secret":"cs-1","client_id":"cid-1"}}}'
+    blob = v.seal(key, v.SOURCE_PASSPHRASE, params.encode(), plaintext, bytes(range(12)))
+    assert blob == PASS_VECTOR_FILE
+    home.mkdir(mode=0o700)
+    (home / "vault.bin").write_bytes(PASS_VECTOR_FILE)
+    (home / "vault.bin").chmod(0o600)
+    vault = pvault(home)
+    assert vault.locked and vault.key_source == "passphrase"
+    assert vault.unlock(PASS).to_json() == plaintext
+    assert not vault.locked
+
+
+# --- passphrase mode --------------------------------------------------------------------
+
+
+def test_passphrase_round_trip_through_a_restart(vault: Vault, home: Path) -> None:
+    vault.update(add_profile)
+    daemon = pvault(home)
+    daemon.rekey_to_passphrase(PASS)
+    assert header_of(home).source == v.SOURCE_PASSPHRASE
+    assert not (home / "vault.key").exists()  # nothing left that opens the vault alone
+    assert daemon.key_source == "passphrase" and not daemon.locked
+    assert daemon.load().profiles["default"].secret == SECRET  # stays unlocked here
+
+    restarted = pvault(home)
+    assert restarted.locked
+    before = (home / "vault.bin").read_bytes()
+    with pytest.raises(v.VaultLocked, match=r"vault.bin is locked.*coactive-credd unlock"):
+        restarted.load()
+    with pytest.raises(v.VaultLocked):
+        restarted.update(add_profile)
+    assert (home / "vault.bin").read_bytes() == before
+
+    data = restarted.unlock(PASS)
+    assert data.profiles["default"].token is not None
+    restarted.update(lambda d: d.profiles.__setitem__("more", ProfileSecrets("s2")))
+    assert header_of(home).source == v.SOURCE_PASSPHRASE
+    assert set(restarted.load().profiles) == {"default", "more"}
+
+    restarted.lock()
+    assert restarted.locked
+    with pytest.raises(v.VaultLocked):
+        restarted.load()
+
+
+def test_wrong_passphrase_is_refused_after_a_delay(vault: Vault, home: Path) -> None:
+    import time
+
+    pvault(home).rekey_to_passphrase(PASS)
+    before = (home / "vault.bin").read_bytes()
+    restarted = pvault(home, wrong_passphrase_delay=0.3)
+    start = time.monotonic()
+    with pytest.raises(v.WrongPassphrase) as err:
+        restarted.unlock("wrong " + PASS)
+    assert time.monotonic() - start >= 0.3
+    msg = str(err.value)
+    assert "does not open" in msg and "coactive-credd unlock" in msg and str(home) in msg
+    assert PASS not in msg
+    assert restarted.locked
+    assert (home / "vault.bin").read_bytes() == before
+
+
+def test_passphrase_never_at_rest_or_in_reprs(vault: Vault, home: Path) -> None:
+    vault.update(add_profile)
+    pv = pvault(home)
+    pv.rekey_to_passphrase(PASS)
+    for path in home.iterdir():
+        for needle in (PASS, SECRET, ACCESS):
+            assert needle.encode() not in path.read_bytes()
+    assert PASS not in repr(pv) and PASS not in repr(pv._unlocked)
+    assert pv._unlocked is not None
+    assert v.derive_key(PASS, v.ScryptParams.decode(header_of(home).params)) not in repr(
+        pv.__dict__
+    ).encode()
+
+
+def test_default_scrypt_cost_is_recorded_in_the_header(vault: Vault, home: Path) -> None:
+    vault.update(add_profile)
+    make_vault(home).rekey_to_passphrase(PASS)  # one derivation at the default cost
+    params = v.ScryptParams.decode(header_of(home).params)
+    assert (params.log2_n, params.r, params.p) == v.SCRYPT_COST == (16, 8, 1)
+    assert len(params.salt) == 16
+
+
+def test_unlock_of_a_vault_without_passphrase_says_so(vault: Vault) -> None:
+    vault.update(add_profile)
+    with pytest.raises(v.VaultError, match=r"not protected by a passphrase.*rekey"):
+        vault.unlock(PASS)
+
+
+def test_empty_passphrase_is_refused(vault: Vault, home: Path) -> None:
+    before = written(vault, home)
+    with pytest.raises(v.VaultError, match="empty passphrase"):
+        vault.rekey_to_passphrase("")
+    assert (home / "vault.bin").read_bytes() == before
+
+
+def test_rekey_by_another_process_locks_the_stale_key(vault: Vault, home: Path) -> None:
+    vault.update(add_profile)
+    daemon = pvault(home)
+    daemon.rekey_to_passphrase(PASS)
+    other = pvault(home)
+    other.unlock(PASS)
+    other.rekey_to_passphrase("a new passphrase")  # new salt: the daemon's key is stale
+    with pytest.raises(v.VaultLocked, match="unlock` again"):
+        daemon.load()
+    assert daemon.locked
+    daemon.unlock("a new passphrase")
+    assert daemon.load().profiles["default"].secret == SECRET
+
+
+def test_forged_scrypt_cost_is_refused_without_deriving(vault: Vault, home: Path) -> None:
+    home.mkdir(mode=0o700)
+    forged = v.ScryptParams(30, 8, 1, bytes(16))  # 128 GiB: must never be attempted
+    blob = v.seal(bytes(32), v.SOURCE_PASSPHRASE, forged.encode(), b"{}", bytes(12))
+    (home / "vault.bin").write_bytes(blob)
+    (home / "vault.bin").chmod(0o600)
+    with pytest.raises(VaultCorrupt):
+        pvault(home).unlock(PASS)
+
+
+def test_rekey_back_to_key_file(vault: Vault, home: Path) -> None:
+    vault.update(add_profile)
+    pv = pvault(home)
+    pv.rekey_to_passphrase(PASS)
+    pv.rekey_to_key_file()
+    assert header_of(home).source == v.SOURCE_KEY_FILE
+    assert mode_of(home / "vault.key") == 0o600 and not (home / "vault.key.new").exists()
+    fresh = make_vault(home)
+    assert not fresh.locked and fresh.key_source == "key-file"
+    assert fresh.load().profiles["default"].secret == SECRET
+
+
+def test_rekey_key_file_rotates_the_key(vault: Vault, home: Path) -> None:
+    vault.update(add_profile)
+    old_key = (home / "vault.key").read_bytes()
+    vault.rekey_to_key_file()
+    assert (home / "vault.key").read_bytes() != old_key
+    assert make_vault(home).load().profiles["default"].secret == SECRET
+
+
+def test_rekey_refuses_a_corrupt_vault_and_changes_nothing(vault: Vault, home: Path) -> None:
+    blob = bytearray(written(vault, home))
+    blob[-1] ^= 1
+    (home / "vault.bin").write_bytes(bytes(blob))
+    before = {p.name: p.read_bytes() for p in home.iterdir()}
+    with pytest.raises(VaultCorrupt):
+        pvault(home).rekey_to_passphrase(PASS)
+    with pytest.raises(VaultCorrupt):
+        vault.rekey_to_key_file()
+    assert {p.name: p.read_bytes() for p in home.iterdir()} == before
+
+
+# --- crash at every step of a rekey -----------------------------------------------------
+
+CRASHER = """
+import os, sys
+from pathlib import Path
+from coactive_credd.vault import Vault
+home, start, target, crash_at = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+vault = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock", scrypt_cost=(10, 8, 1))
+if start == "passphrase":
+    vault.unlock(sys.stdin.readline().rstrip("\\n"))
+new_passphrase = sys.stdin.readline().rstrip("\\n") if target == "passphrase" else ""
+steps = 0
+def crashing(real):
+    def step(*args, **kwargs):
+        global steps
+        steps += 1
+        if steps == crash_at:
+            os._exit(70)  # power cut: no cleanup, no finally
+        return real(*args, **kwargs)
+    return step
+for name in ("replace", "unlink", "fsync", "write"):
+    setattr(os, name, crashing(getattr(os, name)))
+if target == "passphrase":
+    vault.rekey_to_passphrase(new_passphrase)
+else:
+    vault.rekey_to_key_file()
+os._exit(0)
+"""
+
+OLD_PASS, NEW_PASS = "old passphrase one", "new passphrase two"
+
+
+def open_after_crash(home: Path) -> tuple[Vault, VaultData]:
+    """Open the vault the way a restarted daemon would, with whichever key it names."""
+    vault = pvault(home, wrong_passphrase_delay=0.0)
+    if not vault.locked:
+        return vault, vault.load()
+    for candidate in (OLD_PASS, NEW_PASS):
+        with contextlib.suppress(v.WrongPassphrase):
+            return vault, vault.unlock(candidate)
+    raise AssertionError("no passphrase opens the vault")
+
+
+@pytest.mark.parametrize(
+    ("start", "target"),
+    [("key-file", "passphrase"), ("passphrase", "key-file"), ("key-file", "key-file")],
+)
+def test_crash_at_every_step_of_rekey_leaves_a_vault_that_opens(
+    tmp_path: Path, start: str, target: str
+) -> None:
+    for crash_at in range(1, 40):
+        home = tmp_path / f"crash-{crash_at}"
+        setup = pvault(home, wrong_passphrase_delay=0.0)
+        setup.update(add_profile)
+        if start == "passphrase":
+            setup.rekey_to_passphrase(OLD_PASS)
+        stdin = (OLD_PASS + "\n" if start == "passphrase" else "") + NEW_PASS + "\n"
+        done = subprocess.run(
+            [sys.executable, "-c", CRASHER, str(home), start, target, str(crash_at)],
+            input=stdin,
+            text=True,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode in (0, 70), done.stderr
+        recovered, data = open_after_crash(home)
+        assert data.profiles["default"].secret == SECRET, f"crash at step {crash_at}"
+        # A writer after the crash finishes what was interrupted and keeps working.
+        recovered.update(lambda d: d.profiles.__setitem__("after", ProfileSecrets("s")))
+        assert set(open_after_crash(home)[1].profiles) == {"default", "after"}
+        if done.returncode == 0:
+            break
+    else:
+        raise AssertionError("the rekey never completed")
+    assert crash_at > 3  # the loop really crossed the write, fsync and rename steps
+    assert header_of(home).source == (
+        v.SOURCE_PASSPHRASE if target == "passphrase" else v.SOURCE_KEY_FILE
+    )
+
+
+# --- systemd credential -----------------------------------------------------------------
+
+
+@pytest.fixture
+def credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """A $CREDENTIALS_DIRECTORY as systemd gives a service, holding a 32-byte key."""
+    creds = tmp_path / "credentials"
+    creds.mkdir(mode=0o500)
+    key = os.urandom(32)
+    (creds / "coactive-credd.key").write_bytes(key)
+    (creds / "coactive-credd.key").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    return key
+
+
+def test_new_vault_uses_the_systemd_credential(home: Path, credentials: bytes) -> None:
+    service = make_vault(home)
+    assert service.key_source == "systemd-credential"
+    service.update(add_profile)
+    assert header_of(home).source == v.SOURCE_SYSTEMD
+    assert header_of(home).params == v.key_id(credentials)
+    assert not (home / "vault.key").exists()
+    assert make_vault(home).load().profiles["default"].secret == SECRET
+
+
+def test_systemd_vault_outside_the_service_says_how_to_reach_it(
+    home: Path, credentials: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_vault(home).update(add_profile)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    cli = make_vault(home)
+    assert cli.key_source == "systemd-credential" and not cli.locked
+    assert_refused(cli, home, v.VaultKeyMissing, "systemd credential coactive-credd.key.*service")
+
+
+def test_systemd_credential_may_be_hex(tmp_path: Path, home: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    key = os.urandom(32)
+    (creds / "coactive-credd.key").write_text(key.hex() + "\n")
+    make_vault(home).update(add_profile)
+    Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
+          credentials_dir=creds).rekey_to_systemd_credential()
+    assert header_of(home).params == v.key_id(key)
+
+
+def test_bad_systemd_credential_is_refused(tmp_path: Path, home: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "coactive-credd.key").write_bytes(b"too short")
+    service = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
+                    credentials_dir=creds)
+    with pytest.raises(v.VaultKeyMissing, match=r"not a vault key.*systemd-creds encrypt"):
+        service.update(add_profile)
+    assert not (home / "vault.bin").exists()
+
+
+def test_rekey_between_key_file_and_systemd_credential(
+    vault: Vault, home: Path, credentials: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    vault.update(add_profile)  # written by the CLI: a key file
+    assert header_of(home).source == v.SOURCE_KEY_FILE
+    with pytest.raises(v.VaultKeyMissing, match="LoadCredentialEncrypted"):
+        vault.rekey_to_systemd_credential()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(home.parent / "credentials"))
+    service = make_vault(home)
+    service.rekey_to_systemd_credential()
+    assert header_of(home).source == v.SOURCE_SYSTEMD and not (home / "vault.key").exists()
+    service.rekey_to_key_file()
+    assert header_of(home).source == v.SOURCE_KEY_FILE
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    assert make_vault(home).load().profiles["default"].secret == SECRET
+
+
+# --- macOS Keychain through a stand-in for /usr/bin/security ----------------------------
+
+FAKE_SECURITY = """#!{python}
+# Behaves like /usr/bin/security for the three commands the vault uses, keeping items in
+# a JSON file, and records every argv so the test can check no key ever travels in one.
+import json, shlex, sys
+from pathlib import Path
+store = Path(sys.argv[0]).with_name("keychain.json")
+items = json.loads(store.read_text()) if store.exists() else {{}}
+with open(Path(sys.argv[0]).with_name("argv.log"), "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+
+def opts(args):
+    return {{args[i]: args[i + 1] for i in range(0, len(args) - 1) if args[i].startswith("-")}}
+
+def run(args):
+    cmd, o = args[0], opts(args[1:])
+    key = o.get("-s", "") + "/" + o.get("-a", "")
+    if cmd == "find-generic-password":
+        if key not in items:
+            print("security: SecKeychainSearchCopyNext: The specified item could not be found"
+                  " in the keychain.", file=sys.stderr)
+            return 44
+        print(items[key])
+    elif cmd == "add-generic-password":
+        items[key] = o["-w"]
+    elif cmd == "delete-generic-password":
+        if items.pop(key, None) is None:
+            return 44
+    else:
+        return 1
+    store.write_text(json.dumps(items))
+    return 0
+
+if sys.argv[1] == "-i":
+    for line in sys.stdin:
+        if line.strip():
+            run(shlex.split(line))
+    sys.exit(0)
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+@pytest.fixture
+def keychain(tmp_path: Path) -> v.Keychain:
+    tool = tmp_path / "bin" / "security"
+    tool.parent.mkdir()
+    tool.write_text(FAKE_SECURITY.format(python=sys.executable))
+    tool.chmod(0o755)
+    return v.Keychain(command=[str(tool)])
+
+
+def keychain_items(kc: v.Keychain) -> dict[str, str]:
+    import json
+
+    store = Path(kc.command[0]).with_name("keychain.json")
+    return dict(json.loads(store.read_text())) if store.exists() else {}
+
+
+def test_rekey_to_keychain_and_back(vault: Vault, home: Path, keychain: v.Keychain) -> None:
+    vault.update(add_profile)
+    kv = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock", keychain=keychain)
+    kv.rekey_to_keychain()
+    header = header_of(home)
+    assert header.source == v.SOURCE_KEYCHAIN and kv.key_source == "keychain"
+    assert not (home / "vault.key").exists()
+    items = keychain_items(keychain)
+    assert list(items) == [f"coactive-credd/vault-key-{header.params.hex()}"]
+
+    restarted = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
+                      keychain=keychain)
+    assert restarted.load().profiles["default"].secret == SECRET
+    restarted.update(lambda d: d.profiles.__setitem__("x", ProfileSecrets("s")))
+
+    argv_log = Path(keychain.command[0]).with_name("argv.log").read_text()
+    key_hex = next(iter(items.values()))
+    assert key_hex not in argv_log and "-i" in argv_log
+
+    restarted.rekey_to_key_file()
+    assert keychain_items(keychain) == {}  # the old key is removed from the Keychain
+    assert set(make_vault(home).load().profiles) == {"default", "x"}
+
+
+def test_keychain_item_missing(vault: Vault, home: Path, keychain: v.Keychain) -> None:
+    vault.update(add_profile)
+    kv = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock", keychain=keychain)
+    kv.rekey_to_keychain()
+    Path(keychain.command[0]).with_name("keychain.json").write_text("{}")
+    assert_refused(kv, home, v.VaultKeyMissing, "macOS Keychain .*not there")
+
+
+def test_keychain_tool_missing(vault: Vault, home: Path, keychain: v.Keychain,
+                               tmp_path: Path) -> None:
+    vault.update(add_profile)
+    Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
+          keychain=keychain).rekey_to_keychain()
+    elsewhere = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
+                      keychain=v.Keychain(command=[str(tmp_path / "no-such-security")]))
+    assert_refused(elsewhere, home, v.VaultKeyMissing, "Keychain cannot be reached")
+
+
+def test_keychain_store_failure_leaves_the_vault_as_it_was(
+    vault: Vault, home: Path, tmp_path: Path
+) -> None:
+    before = written(vault, home)
+    false = v.Keychain(command=["false"])
+    kv = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock", keychain=false)
+    with pytest.raises(v.VaultError, match="could not store the vault key in the Keychain"):
+        kv.rekey_to_keychain()
+    assert (home / "vault.bin").read_bytes() == before
+    assert make_vault(home).load().profiles["default"].secret == SECRET
