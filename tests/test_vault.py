@@ -489,7 +489,7 @@ def test_default_scrypt_cost_is_recorded_in_the_header(vault: Vault, home: Path)
     vault.update(add_profile)
     make_vault(home).rekey_to_passphrase(PASS)  # one derivation at the default cost
     params = v.ScryptParams.decode(header_of(home).params)
-    assert (params.log2_n, params.r, params.p) == v.SCRYPT_COST == (16, 8, 1)
+    assert (params.log2_n, params.r, params.p) == v.SCRYPT_COST == (17, 8, 1)
     assert len(params.salt) == 16
 
 
