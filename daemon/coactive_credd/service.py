@@ -102,14 +102,14 @@ def _libsystem() -> tuple[ActivateFn, FreeFn]:
 
 
 def launchd_socket_fds(
-    name: str, libsystem: Callable[[], tuple[ActivateFn, FreeFn]] = _libsystem
+    name: str, libsystem: Callable[[], tuple[ActivateFn, FreeFn]] | None = None
 ) -> list[int]:
     """The descriptors launchd created for the plist's ``Sockets`` entry ``name``.
 
     ``[]`` when this process was not started by launchd (``ESRCH``) or its job has no such
     entry (``ENOENT``), so running ``coactive-credd serve`` by hand on macOS just works.
     """
-    activate, free = libsystem()
+    activate, free = (libsystem or _libsystem)()
     fds = _IntArrayPtr()
     count = ctypes.c_size_t(0)
     err = activate(name.encode(), ctypes.byref(fds), ctypes.byref(count))
@@ -255,7 +255,7 @@ def journal_logging_wanted() -> bool:
     """True when stderr is connected to the journal (``$JOURNAL_STREAM`` names stderr).
 
     The journal adds its own timestamps and reads a ``<N>`` syslog priority at the start of
-    each line, so the daemon then logs with :class:`JournalFormatter` instead.
+    each line, so the daemon then logs that way instead (see ``logsetup``).
     """
     value = os.environ.get("JOURNAL_STREAM", "")
     dev, _, ino = value.partition(":")
@@ -266,26 +266,8 @@ def journal_logging_wanted() -> bool:
         return False
 
 
-# logging level -> syslog priority (sd-daemon(3) SD_ERR...SD_DEBUG)
-_PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
-
-
-class JournalFormatter(logging.Formatter):
-    """``<N>message`` on every line, no timestamp: the journal keeps both, as metadata."""
-
-    def __init__(self, fmt: str = "%(message)s") -> None:
-        super().__init__(fmt)
-
-    def format(self, record: logging.LogRecord) -> str:
-        prio = next((p for level, p in _PRIORITY if record.levelno >= level), 7)
-        text = super().format(record)
-        # Each line becomes its own journal entry: a traceback keeps its record's priority.
-        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
-
-
 __all__ = [
     "ActivationError",
-    "JournalFormatter",
     "Notifier",
     "inherited_sockets",
     "journal_logging_wanted",
