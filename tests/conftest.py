@@ -1,7 +1,8 @@
 """Shared fixtures: a private home, the fake Coactive, real daemons (subprocess and in-process).
 
-Every secret a test hands out is registered in ``SECRETS``; the ``daemon`` fixture scans the
-daemon's log for them at teardown, and ``test_no_secret_leaks`` scans every CLI output.
+Leak checks are built into the fixtures: every CLI run is checked for the long-lived
+credentials (``CREDENTIALS``; an access token may be printed by ``token``, a credential never),
+and every daemon log for the credentials and every access token the fake issued.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
 PERSONAL_TOKEN = "cpt_Pers0nal.T0ken-for_tests~only"
 CLIENT_ID = "client-4711"
 CLIENT_SECRET = "cs_S3cret/with+odd=chars"
-SECRETS: set[str] = {PERSONAL_TOKEN, CLIENT_SECRET}
-OUTPUTS: list[str] = []  # every CLI stdout/stderr and daemon log of the session
+CREDENTIALS = frozenset({PERSONAL_TOKEN, CLIENT_SECRET})
 
 
 def leaked(text: str, extra: set[str] | None = None) -> list[str]:
-    """The secrets (registered ones and ``extra``) that appear in ``text``."""
-    return sorted(s for s in SECRETS | (extra or set()) if s and s in text)
+    """The credentials (and ``extra`` secrets) that appear in ``text``."""
+    return sorted(s for s in CREDENTIALS | (extra or set()) if s and s in text)
 
 
 @pytest.fixture
@@ -56,13 +56,12 @@ def fake() -> Iterator[FakeCoactive]:
         f.add_personal_token(PERSONAL_TOKEN)
         f.add_client(CLIENT_ID, CLIENT_SECRET)
         yield f
-        SECRETS.update(f.issued)
 
 
 def run_cli(
     *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``coactive-credd ARGS`` for real; its output joins OUTPUTS for the leak scan."""
+    """Run ``coactive-credd ARGS`` for real, and check its output carries no credential."""
     proc = subprocess.run(
         [sys.executable, "-m", "coactive_credd", *args],
         input=input,
@@ -71,7 +70,8 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
-    OUTPUTS.append(proc.stdout + proc.stderr)
+    found = leaked(proc.stdout + proc.stderr)
+    assert not found, f"coactive-credd {args[0] if args else ''} printed a credential"
     return proc
 
 
@@ -191,9 +191,7 @@ def daemon(home: Path, fake: FakeCoactive) -> Iterator[Daemon]:
     d = start_daemon(home)
     yield d
     d.stop()
-    text = d.log_text()
-    OUTPUTS.append(text)
-    assert not leaked(text, set(fake.issued)), "a secret appeared in the daemon log"
+    assert not leaked(d.log_text(), set(fake.issued)), "a secret appeared in the daemon log"
 
 
 # ---- an in-process daemon with a clock the test moves --------------------------------------
@@ -242,8 +240,14 @@ class InProc:
 
 
 @pytest.fixture
-async def inproc(home: Path) -> AsyncIterator[InProc]:
-    """Fake Coactive + a Daemon in this event loop, with a FakeClock; profile `default` logged in."""
+async def inproc(home: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[InProc]:
+    """Fake Coactive + a Daemon in this event loop, with a FakeClock; profile `default` logged in.
+
+    At teardown the daemon's log records are scanned for credentials and issued tokens.
+    """
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     import asyncio
 
     import aiohttp
@@ -273,7 +277,7 @@ async def inproc(home: Path) -> AsyncIterator[InProc]:
     sock = server.bind_socket(p.socket)
     runner = web.ServerRunner(web.Server(d.handle, access_log=None), handle_signals=False)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, backlog=1024).start()
     sched = asyncio.create_task(d.scheduler())
     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(p.socket)))
     ip = InProc(daemon=d, clock=clock, fake=f, socket=p.socket, session=session)
@@ -286,4 +290,4 @@ async def inproc(home: Path) -> AsyncIterator[InProc]:
         await runner.cleanup()
         await d.upstream.close()
         await f.stop()
-        SECRETS.update(f.issued)
+        assert not leaked(caplog.text, set(f.issued)), "a secret appeared in the daemon log"

@@ -32,7 +32,13 @@ from . import __version__, config, engine, fsutil, service
 from .config import Config, ProfileConfig
 from .paths import Paths
 from .shield import Shielded
-from .upstream import Credential, CredentialsRejected, Upstream, UpstreamError
+from .upstream import (
+    Credential,
+    CredentialsRejected,
+    Upstream,
+    UpstreamError,
+    validate_base_url,
+)
 from .vault import CachedToken, Vault, VaultData, VaultError, VaultLocked
 
 log = logging.getLogger("coactive_credd")
@@ -163,6 +169,13 @@ class Daemon:
         credentials start afresh (with the token `login` left in the vault, if any).
         """
         cfg = config.load(self.paths.config_file)
+        for pc in cfg.profiles.values():
+            try:
+                validate_base_url(pc.base_url)
+            except ValueError as exc:
+                raise config.ConfigError(
+                    f"{self.paths.config_file} [profiles.{pc.name}]: {exc}"
+                ) from None
         self.cfg = cfg
         self.policy = engine.Policy(
             skew=cfg.daemon.skew, refresh_fraction=cfg.daemon.refresh_fraction
@@ -225,7 +238,17 @@ class Daemon:
                 p.rt.on_rejected("no credentials stored")
                 return
             sent_at = self.clock()
-            cred = Credential(auth=p.cfg.auth, secret=p.secret.reveal(), client_id=p.client_id)
+            try:
+                cred = Credential(auth=p.cfg.auth, secret=p.secret.reveal(), client_id=p.client_id)
+            except ValueError as exc:
+                p.rt.on_rejected(f"the stored credentials are malformed ({exc})")
+                log.error(
+                    "profile=%s %s; run `coactive-credd login --profile %s`",
+                    name,
+                    p.rt.last_error,
+                    name,
+                )
+                return
             try:
                 grant = await self.upstream.login(p.cfg.base_url, cred, ca_bundle=p.cfg.ca_bundle)
             except CredentialsRejected as exc:
@@ -690,7 +713,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         background.append(asyncio.create_task(_watchdog(daemon.notifier, interval)))
     try:
         for s in sockets:
-            await web.SockSite(runner, s, shutdown_timeout=2.0).start()
+            await web.SockSite(runner, s, shutdown_timeout=2.0, backlog=1024).start()
         log.info(
             "coactive-credd %s serving %d profile(s) on %s%s",
             __version__,

@@ -390,7 +390,8 @@ class Upstream:
         try:
             grant = await self._exchange(base_url + LOGIN_PATH, cred, ca_bundle)
         except UpstreamError as exc:
-            log.warning("login at %s failed: %s", base_url, exc.detail)
+            # The caller decides what a failure means (retry, re-login) and logs it once, at its level.
+            log.debug("login at %s failed: %s", base_url, exc.detail)
             raise
         log.debug(
             "login at %s: token …%s, expires in %d s",
