@@ -174,7 +174,6 @@ class Notifier:
     ) -> None:
         self._address: str | bytes | None = _notify_address(address) if address else None
         self._watchdog_usec = watchdog_usec
-        self._sock: socket.socket | None = None
 
     @classmethod
     def from_env(cls) -> Notifier:
@@ -204,9 +203,10 @@ class Notifier:
         if self._address is None:
             return
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.sendto("\n".join(assignments).encode(), self._address)
+            # A socket per message, as sd_notify() does: messages are rare (readiness, status
+            # changes, a watchdog ping every WatchdogSec/2) and nothing stays open.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                s.sendto("\n".join(assignments).encode(), self._address)
         except OSError as exc:
             log.warning("could not notify the service manager: %s", exc)
 
@@ -241,11 +241,6 @@ class Notifier:
 
     def watchdog(self) -> None:
         self.notify("WATCHDOG=1")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 # ---- logging -----------------------------------------------------------------------------
