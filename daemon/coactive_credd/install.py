@@ -122,21 +122,29 @@ class Layout:
         return cls(home, config, data, Path(sock) if sock else None, passed)
 
 
-def _unit_escape(word: str) -> str:
-    """One word for a unit file: specifiers and variables escaped, quoted when needed."""
-    word = word.replace("%", "%%").replace("$", "$$")
-    if any(c in word for c in " \t\"'\\;"):
+def _spec(text: str) -> str:
+    """Escape systemd specifiers: a literal ``%`` in a path is ``%%`` in a unit file."""
+    return text.replace("%", "%%")
+
+
+def _quoted(word: str) -> str:
+    """One word of a space-separated setting, quoted when it holds a space or a quote."""
+    if any(c in word for c in " \t\"'\\"):
         return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return word
+
+
+def _exec_word(word: str) -> str:
+    """One word of an Exec*= line, where ``$`` would also expand a variable."""
+    return _quoted(word.replace("$", "$$"))
 
 
 def _unit_path(path: Path, home: Path) -> str:
     """``%h/...`` for paths under the home folder, so the unit reads like the shipped one."""
     try:
-        rel = path.relative_to(home)
+        return "%h/" + _spec(str(path.relative_to(home)))
     except ValueError:
-        return _unit_escape(str(path))
-    return "%h/" + _unit_escape(str(rel))
+        return _spec(str(path))
 
 
 SOCKET_TEMPLATE = """\
@@ -204,23 +212,22 @@ Also=coactive-credd.socket
 def render_systemd_units(executable: str, layout: Layout) -> dict[str, str]:
     """``{unit name: text}`` for the socket and the service."""
     home = layout.home
-    listen = (
-        "%t/coactive-credd/credd.sock"
-        if layout.socket is None
-        else _unit_escape(str(layout.socket))
-    )
-    runtime = (
-        "%t/coactive-credd" if layout.socket is None else _unit_path(layout.socket.parent, home)
-    )
+    if layout.socket is None:
+        listen, runtime = "%t/coactive-credd/credd.sock", "%t/coactive-credd"
+    else:
+        # ListenStream= takes the rest of the line as the path: no quoting there.
+        listen, runtime = _spec(str(layout.socket)), _unit_path(layout.socket.parent, home)
     data = [_unit_path(p, home) for p in dict.fromkeys([layout.config_dir, layout.data_dir])]
     environment = "".join(
-        f"Environment={_unit_escape(f'{k}={v}')}\n" for k, v in sorted(layout.environment.items())
+        f"Environment={_quoted(_spec(f'{k}={v}'))}\n" for k, v in sorted(layout.environment.items())
     )
     service = SERVICE_TEMPLATE.format(
         environment=environment,
-        data_dirs=" ".join(data),
-        exec_start=_unit_escape(executable),
-        rw_paths=" ".join([*data, "-" + runtime]),
+        data_dirs=" ".join(_exec_word(d) for d in data),
+        exec_start=_exec_word(_spec(executable)),
+        rw_paths=" ".join(
+            _quoted(d) for d in [*data, *([] if runtime in data else ["-" + runtime])]
+        ),
     )
     return {SOCKET_UNIT: SOCKET_TEMPLATE.format(listen=listen), SERVICE_UNIT: service}
 
