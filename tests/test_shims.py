@@ -1,0 +1,255 @@
+"""One conformance suite for every shim, driven by ``tests/vectors/conformance.json``.
+
+Each case prepares a real ``coactive-credd serve`` and the fake Coactive, then runs each shim
+for real as a subprocess: the POSIX sh shim under dash, the Python module's CLI, the Node
+CLI, the Go CLI and the git credential helper. Every CLI takes the same flags, so one vector
+describes the call for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from coactive_credd.fakeupstream import FakeCoactive
+
+from .conftest import PERSONAL_TOKEN, Daemon, leaked, login, start_daemon, wait_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIM = ROOT / "client_shim"
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "conformance.json").read_text())
+CASES = {c["name"]: c for c in VECTORS["cases"]}
+CLIS = ("sh", "python", "node", "go")
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed; .ci/run installs it")
+    return path
+
+
+@pytest.fixture(scope="session")
+def go_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go CLI, built once per session."""
+    out = tmp_path_factory.mktemp("go") / "coactive-token"
+    subprocess.run(
+        [_need("go"), "build", "-o", str(out), "./cmd/coactive-token"],
+        cwd=SHIM / "go",
+        check=True,
+        timeout=110,
+        env={**os.environ, "CGO_ENABLED": "0"},
+    )
+    return out
+
+
+def cli_argv(shim: str, go_cli: Path | None) -> list[str]:
+    if shim == "sh":
+        return [_need("dash"), str(SHIM / "sh" / "coactive-token")]
+    if shim == "python":
+        return [sys.executable, str(SHIM / "python" / "coactive_token.py")]
+    if shim == "node":
+        return [_need("node"), str(SHIM / "node" / "bin" / "coactive-token.js")]
+    assert go_cli is not None
+    return [str(go_cli)]
+
+
+def flags(args: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if "profile" in args:
+        out += ["--profile", str(args["profile"])]
+    if "min_ttl" in args:
+        out += ["--min-ttl", str(args["min_ttl"])]
+    if args.get("json"):
+        out.append("--json")
+    if args.get("header"):
+        out.append("--header")
+    return out
+
+
+@dataclass
+class Prepared:
+    """A case made real: the daemon (if any), the fake, and what the shims get."""
+
+    fake: FakeCoactive
+    profile: str
+    env: dict[str, str]
+    socket: str
+    daemon: Daemon | None = None
+    logins_before: int = 0
+    first_token: str | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def current_token(self) -> str:
+        return self.fake.issued[-1]
+
+
+@pytest.fixture
+def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]], Prepared]]:
+    made: list[Prepared] = []
+
+    def _prepare(case: dict[str, Any]) -> Prepared:
+        setup = case.get("setup", {})
+        profile = setup.get("profile", "default")
+        sock = str(home / "credd.sock")
+        p = Prepared(fake=fake, profile=profile, env={}, socket=sock)
+        made.append(p)
+        if setup.get("locked"):
+            pytest.skip("the daemon cannot be locked yet: its vault has no passphrase mode")
+        mode = setup.get("daemon", "up")
+        if mode == "down":
+            return p
+        if mode == "stale":
+            # A socket file left behind by a daemon that died: connecting is refused.
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(sock)
+            s.close()
+            return p
+        if "token" in setup:
+            fake.next_tokens = [setup["token"]]
+        if "first_expires_in" in setup:
+            fake.expires_in = setup["first_expires_in"]
+        if setup.get("verify", True):
+            login(fake, profile)
+        else:
+            login(fake, profile, "--no-verify")
+        if setup.get("revoked"):
+            fake.revoke(PERSONAL_TOKEN)
+        if "fault" in setup:
+            fake.retry_after = None
+            fake.fault = setup["fault"]
+        args: list[str] = []
+        if setup.get("socket") == "elsewhere":
+            alt = Path(tempfile.mkdtemp(prefix="ccs-", dir="/tmp"))
+            alt.chmod(0o700)
+            p.cleanups.append(lambda: shutil.rmtree(alt, ignore_errors=True))
+            sock = str(alt / "d.sock")
+            args = ["--socket", sock]
+        d = start_daemon(home, *args, wait=False)
+        d.socket = Path(sock)
+        wait_ready(d)
+        p.daemon, p.socket = d, sock
+        if "expires_in" in setup:
+            fake.expires_in = setup["expires_in"]
+        p.first_token = fake.issued[-1] if fake.issued else None
+        p.logins_before = fake.logins
+        p.env = {k: v.format(socket=sock) for k, v in case.get("env", {}).items()}
+        return p
+
+    yield _prepare
+    for p in made:
+        if p.daemon is not None:
+            p.daemon.stop()
+            assert not leaked(p.daemon.log_text(), set(fake.issued)), "a token in the daemon log"
+        for fn in p.cleanups:
+            fn()
+
+
+def run(
+    argv: list[str], env: dict[str, str], stdin: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    return proc, time.monotonic() - started
+
+
+def cli_params() -> list[Any]:
+    return [pytest.param(c, s, id=f"{c}-{s}") for c in CASES for s in CLIS]
+
+
+@pytest.mark.parametrize(("case_name", "shim"), cli_params())
+def test_cli_conformance(
+    case_name: str,
+    shim: str,
+    prepare: Callable[[dict[str, Any]], Prepared],
+    request: pytest.FixtureRequest,
+) -> None:
+    case = CASES[case_name]
+    go = request.getfixturevalue("go_cli") if shim == "go" else None
+    p = prepare(case)
+    proc, elapsed = run(cli_argv(shim, go) + flags(case.get("args", {})), p.env)
+    expect = case["expect"]
+    where = f"{shim} {case_name}: exit {proc.returncode}, stdout {proc.stdout!r}, stderr {proc.stderr!r}"
+
+    assert proc.returncode == expect["exit"], where
+    if expect["exit"] == 0:
+        token = p.current_token()
+        assert proc.stderr == "", where
+        if "stdout" in expect:
+            assert proc.stdout == expect["stdout"].format(token=token), where
+        if "json" in expect:
+            answer = json.loads(proc.stdout)
+            for key, value in expect["json"].items():
+                assert answer[key] == value.format(token=token), where
+            expires_at = datetime.fromisoformat(answer["expires_at"])
+            left = (expires_at - datetime.now(UTC)).total_seconds()
+            assert abs(left - answer["expires_in"]) <= 5, where
+            assert 3000 < answer["expires_in"] <= 3600, where
+        if "logins_added" in expect:
+            assert p.fake.logins - p.logins_before == expect["logins_added"], where
+        if expect.get("new_token"):
+            assert token != p.first_token, where
+    else:
+        assert proc.stdout == "", where
+        assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, where
+        assert proc.stderr.startswith("coactive-token: "), where
+        for needle in expect.get("stderr_has", []):
+            assert needle in proc.stderr, where
+        assert not leaked(proc.stderr, set(p.fake.issued)), where
+    if "max_seconds" in expect:
+        assert elapsed < expect["max_seconds"], f"{where}: took {elapsed:.3f} s"
+
+
+GIT_CASES = [name for name, c in CASES.items() if c.get("git") is not None]
+
+
+@pytest.mark.parametrize("case_name", GIT_CASES)
+def test_git_helper_conformance(
+    case_name: str, prepare: Callable[[dict[str, Any]], Prepared]
+) -> None:
+    case = CASES[case_name]
+    p = prepare(case)
+    host = p.fake.base_url.split("://", 1)[1]
+    stdin = f"protocol=http\nhost={host}\n"
+    if "profile" in case.get("args", {}):
+        stdin += f"username={case['args']['profile']}\n"
+    argv = [_need("dash"), str(SHIM / "sh" / "git-credential-coactive"), "get"]
+    proc, _ = run(argv, p.env, stdin + "\n")
+    where = (
+        f"git {case_name}: exit {proc.returncode}, stdout {proc.stdout!r}, stderr {proc.stderr!r}"
+    )
+    assert proc.returncode == 0, where
+    assert not leaked(proc.stderr, set(p.fake.issued)), where
+    if case["git"] == "nothing":
+        assert proc.stdout == "", where
+        return
+    lines = proc.stdout.splitlines()
+    assert [line.split("=", 1)[0] for line in lines] == [
+        "username",
+        "password",
+        "password_expiry_utc",
+    ], where
+    answer = dict(line.split("=", 1) for line in lines)
+    assert answer["username"] == p.profile, where
+    assert answer["password"] == p.current_token(), where
+    left = int(answer["password_expiry_utc"]) - time.time()
+    assert 3000 < left <= 3601, where
