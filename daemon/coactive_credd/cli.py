@@ -320,6 +320,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(duration=args.duration)
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from . import install
+
+    return install.install_service(args.dry_run)
+
+
+def cmd_uninstall_service(args: argparse.Namespace) -> int:
+    from . import install
+
+    return install.uninstall_service(args.dry_run)
+
+
+def cmd_service_status(args: argparse.Namespace) -> int:
+    from . import install
+
+    return install.service_status()
+
+
 # ---- argument parsing ----------------------------------------------------------------------
 
 
@@ -429,6 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS
     )
 
+    dry_run = "print every file and command instead of writing or running anything"
+    p = add(
+        "install-service",
+        cmd_install_service,
+        "run the daemon as a user service (systemd or launchd): at login, restarted if it dies",
+    )
+    p.add_argument("--dry-run", action="store_true", help=dry_run)
+    p = add(
+        "uninstall-service",
+        cmd_uninstall_service,
+        "stop the user service and remove its files (credentials and config stay)",
+    )
+    p.add_argument("--dry-run", action="store_true", help=dry_run)
+    add("service-status", cmd_service_status, "is the user service installed and running?")
+
     return parser
 
 
@@ -461,6 +494,7 @@ def _known_failure(exc: Exception) -> int:
             "ConfigError",
             "InsecurePathError",
             "StartupError",
+            "ActivationError",
         ):
             _say(str(exc))
             return names.get(type(exc).__name__, EXIT_FAILURE)
