@@ -410,3 +410,16 @@ def test_the_executable_path_keeps_symlinks(
     monkeypatch.setattr("sys.argv", ["/x/coactive_credd/__main__.py"])
     monkeypatch.setattr("sys.executable", str(real.parent / "python"))
     assert install.installed_executable() == str(real)
+
+
+def test_cli_dry_run(user_home: Path) -> None:
+    proc = subprocess.run(
+        ["coactive-credd", "install-service", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    exe = shutil.which("coactive-credd")
+    assert f"ExecStart={exe} serve" in proc.stdout or f"<string>{exe}</string>" in proc.stdout
+    assert tree(user_home) == {}

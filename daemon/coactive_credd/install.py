@@ -422,7 +422,7 @@ def uninstall_plan(target: Target) -> list[Step]:
     return steps
 
 
-def _execute(steps: list[Step], runner: Runner, out: TextIO) -> int:
+def _execute(steps: list[Step], runner: Runner, out: TextIO, err: TextIO) -> int:
     for step in steps:
         if step.kind == "mkdir":
             assert step.path is not None
@@ -449,9 +449,9 @@ def _execute(steps: list[Step], runner: Runner, out: TextIO) -> int:
             if step.may_fail:
                 print(f"ran {command} (it said {detail or result.returncode!r}; fine)", file=out)
                 continue
-            print(f"`{command}` failed: {detail}", file=out)
+            print(f"`{command}` failed: {detail}", file=err)
             if "bus" in detail.lower() or "XDG_RUNTIME_DIR" in detail:
-                print(f"this session has no systemd user manager; {NO_MANAGER}", file=out)
+                print(f"this session has no systemd user manager; {NO_MANAGER}", file=err)
             return 1
     return 0
 
@@ -482,15 +482,20 @@ def _remove_if_empty(folder: Path, out: TextIO) -> None:
 # ---- the commands ----------------------------------------------------------------------------
 
 
-def _choose(manager: Manager | None, dry_run: bool, out: TextIO) -> Manager | None:
+def _streams(out: TextIO | None) -> tuple[TextIO, TextIO]:
+    """Progress to ``out`` (stdout), failures to stderr; a caller's ``out`` gets both."""
+    return (out, out) if out is not None else (sys.stdout, sys.stderr)
+
+
+def _choose(manager: Manager | None, dry_run: bool, err: TextIO) -> Manager | None:
     if manager is not None:
         return manager
     found = detect_manager()
     if found is None and dry_run:
-        print(f"note: {NO_MANAGER}; showing what a systemd install would do", file=out)
+        print(f"note: {NO_MANAGER}; showing what a systemd install would do", file=err)
         return "systemd"
     if found is None:
-        print(NO_MANAGER, file=out)
+        print(NO_MANAGER, file=err)
     return found
 
 
@@ -504,14 +509,14 @@ def install_service(
     out: TextIO | None = None,
 ) -> int:
     """Write the service files and start the service; 0 on success, 1 otherwise."""
-    out = out or sys.stdout
-    chosen = _choose(manager, dry_run, out)
+    out, err = _streams(out)
+    chosen = _choose(manager, dry_run, err)
     if chosen is None:
         return 1
     try:
         exe = executable or installed_executable()
     except InstallError as exc:
-        print(exc, file=out)
+        print(exc, file=err)
         return 1
     target = _target(chosen, exe, layout or Layout.from_env())
     steps = install_plan(target)
@@ -520,7 +525,7 @@ def install_service(
         for step in steps:
             print(step.describe(), file=out)
         return 0
-    rc = _execute(steps, runner, out)
+    rc = _execute(steps, runner, out, err)
     if rc == 0:
         print(
             f"coactive-credd runs as a {chosen} service; check it with `{PROG} service-status`",
@@ -538,8 +543,8 @@ def uninstall_service(
     out: TextIO | None = None,
 ) -> int:
     """Stop the service and remove what install wrote; credentials and config stay."""
-    out = out or sys.stdout
-    chosen = _choose(manager, dry_run, out)
+    out, err = _streams(out)
+    chosen = _choose(manager, dry_run, err)
     if chosen is None:
         return 1
     # The executable only shapes file contents, which uninstall does not compare.
@@ -553,7 +558,7 @@ def uninstall_service(
         for step in steps:
             print(step.describe(), file=out)
         return 0
-    rc = _execute(steps, runner, out)
+    rc = _execute(steps, runner, out, err)
     if rc == 0:
         print("service removed; your credentials and config are untouched", file=out)
     return rc
@@ -571,8 +576,8 @@ def service_status(
     0 when installed and running; 1 when not installed or no service manager; otherwise the
     service manager's own code (``systemctl status`` answers 3 for a stopped unit).
     """
-    out = out or sys.stdout
-    chosen = _choose(manager, False, out)
+    out, err = _streams(out)
+    chosen = _choose(manager, False, err)
     if chosen is None:
         return 1
     target = _target(chosen, SHIPPED_EXECUTABLE, layout or Layout.from_env())
