@@ -8,7 +8,6 @@ on the still-valid token, then recovery. Nothing is left behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -178,7 +177,10 @@ def main(duration: float = 60.0) -> int:
     finally:
         if daemon is not None and daemon.poll() is None:
             daemon.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
         shutil.rmtree(home, ignore_errors=True)
     return 0

@@ -540,7 +540,8 @@ class Daemon:
                         token_tail(tok.access_token) if tok else "",
                     )
             await asyncio.shield(self.start_refresh(p))
-            return self._after_refresh(request, p, 0)
+            if p.rt.reauth or p.rt.failures:  # the caller asked for a new token and got none
+                raise self._failure(p, self.clock())
         return self._after_refresh(request, p, 0)
 
     async def get_status(self, request: web.BaseRequest) -> web.Response:
