@@ -69,11 +69,14 @@ __all__ = [
     "main",
 ]
 
-# fmt: off
-EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_UNKNOWN_PROFILE, EXIT_REAUTH, EXIT_UNAVAILABLE, EXIT_LOCKED = (  # noqa: E501
-    0, 2, 3, 4, 5, 6, 7
-)
-# fmt: on
+# The SPEC's exit codes, shared by every shim's command line.
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_UNKNOWN_PROFILE = 4
+EXIT_REAUTH = 5
+EXIT_UNAVAILABLE = 6
+EXIT_LOCKED = 7
 EXIT_OTHER = 1  # an answer the protocol does not define; not one of the SPEC's codes
 
 ENV_SOCKET = "COACTIVE_CREDD_SOCKET"
@@ -592,15 +595,31 @@ class CoactiveAuth:
         self.profile = profile
         self.min_ttl = min_ttl
         self.socket_path = socket_path
-        self._client = client or Client(socket_path)
+        # Without a client of the caller's, each call opens its own short connection, so the
+        # auth object owns nothing that needs closing.
+        self._client = client
 
     def __repr__(self) -> str:
         return f"CoactiveAuth(profile={self.profile!r})"
 
+    def _socket_path(self) -> str | None:
+        return self._client.socket_path if self._client is not None else self.socket_path
+
+    def _token(self) -> str:
+        if self._client is not None:
+            return self._client.token(self.profile, self.min_ttl).access_token
+        return get_token(self.profile, self.min_ttl, socket_path=self.socket_path)
+
+    def _refresh(self, rejected: str | None) -> str:
+        if self._client is not None:
+            return self._client.refresh(self.profile, rejected_token=rejected).access_token
+        with Client(self.socket_path) as client:
+            return client.refresh(self.profile, rejected_token=rejected).access_token
+
     # -- requests -----------------------------------------------------------------
 
     def __call__(self, request: Any) -> Any:
-        token = self._client.token(self.profile, self.min_ttl).access_token
+        token = self._token()
         request.headers["Authorization"] = f"Bearer {token}"
         if hasattr(request, "register_hook"):  # requests.PreparedRequest
             request._coactive_token = token
@@ -616,7 +635,7 @@ class CoactiveAuth:
         ):
             return response
         rejected = getattr(request, "_coactive_token", None)
-        token = self._client.refresh(self.profile, rejected_token=rejected).access_token
+        token = self._refresh(rejected)
         # Free the connection before sending again, as requests' own digest auth does.
         _ = response.content
         response.close()
@@ -632,22 +651,22 @@ class CoactiveAuth:
     # -- httpx --------------------------------------------------------------------
 
     def auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        token = self._client.token(self.profile, self.min_ttl).access_token
+        token = self._token()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401 and _httpx_replayable(request):
-            token = self._client.refresh(self.profile, rejected_token=token).access_token
+            token = self._refresh(token)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
 
     async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
         token = (
-            await afetch_token(self.profile, self.min_ttl, socket_path=self._client.socket_path)
+            await afetch_token(self.profile, self.min_ttl, socket_path=self._socket_path())
         ).access_token
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401 and _httpx_replayable(request):
-            new = await arefresh(self.profile, token, socket_path=self._client.socket_path)
+            new = await arefresh(self.profile, token, socket_path=self._socket_path())
             request.headers["Authorization"] = f"Bearer {new.access_token}"
             yield request
 
