@@ -386,3 +386,34 @@ def test_demo_runs_and_leaves_nothing_behind() -> None:
     assert "curl" in out.stdout and "python" in out.stdout and "HTTP 200" in out.stdout
     demo_home = Path(out.stdout.split("Files in ", 1)[1].split(",", 1)[0])
     assert demo_home.name.startswith("ccd-demo-") and not demo_home.exists()
+
+
+def test_sighup_rereads_config_and_vault(daemon: Daemon, fake: FakeCoactive) -> None:
+    # a login the daemon is not told about (its notification goes to another socket)
+    quiet = run_cli(
+        "login",
+        "--profile",
+        "later",
+        "--base-url",
+        fake.base_url,
+        "--personal-token-stdin",
+        input=PERSONAL_TOKEN + "\n",
+        env={"COACTIVE_CREDD_SOCKET": "/nonexistent/s"},
+    )
+    assert quiet.returncode == 0
+    assert run_cli("token", "--profile", "later").returncode == 4
+    daemon.proc.send_signal(1)  # SIGHUP
+    deadline = time.monotonic() + 10
+    while run_cli("token", "--profile", "later").returncode != 0:
+        assert time.monotonic() < deadline, daemon.log_text()
+        time.sleep(0.1)
+    assert "reloaded: 2 profile(s)" in daemon.log_text()
+
+
+def test_the_daemon_process_is_hardened(daemon: Daemon) -> None:
+    proc = Path(f"/proc/{daemon.proc.pid}")
+    status = (proc / "status").read_text()
+    assert "Umask:\t0077" in status
+    limits = (proc / "limits").read_text()
+    core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"]
