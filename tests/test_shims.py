@@ -188,7 +188,7 @@ def test_cli_conformance(
     p = prepare(case)
     proc, elapsed = run(cli_argv(shim, go) + flags(case.get("args", {})), p.env)
     expect = case["expect"]
-    where = f"{shim} {case_name}: exit {proc.returncode}, stdout {proc.stdout!r}, stderr {proc.stderr!r}"
+    where = f"{shim} {case_name}: exit {proc.returncode}, out {proc.stdout!r}, err {proc.stderr!r}"
 
     assert proc.returncode == expect["exit"], where
     if expect["exit"] == 0:
@@ -253,3 +253,29 @@ def test_git_helper_conformance(
     assert answer["password"] == p.current_token(), where
     left = int(answer["password_expiry_utc"]) - time.time()
     assert 3000 < left <= 3601, where
+
+
+SOCKET_ENVS = {
+    "explicit": {"COACTIVE_CREDD_SOCKET": "/nonexistent/a.sock", "COACTIVE_CREDD_HOME": "/nx/h"},
+    "home": {"COACTIVE_CREDD_HOME": "/nonexistent/home"},
+    "xdg": {"XDG_RUNTIME_DIR": "/nonexistent/xdg"},
+    "fallback": {},
+}
+
+
+@pytest.mark.parametrize("shim", CLIS)
+def test_every_shim_computes_the_same_default_socket_path(
+    shim: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import coactive_token
+
+    go = request.getfixturevalue("go_cli") if shim == "go" else None
+    for name, env in SOCKET_ENVS.items():
+        for var in ("COACTIVE_CREDD_SOCKET", "COACTIVE_CREDD_HOME", "XDG_RUNTIME_DIR"):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        expected = coactive_token.default_socket_path()
+        proc, _ = run(cli_argv(shim, go), {})
+        assert proc.returncode == 3, (name, proc.stderr)
+        assert f"(no socket at {expected})" in proc.stderr, (name, expected, proc.stderr)
