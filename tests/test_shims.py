@@ -279,3 +279,32 @@ def test_every_shim_computes_the_same_default_socket_path(
         proc, _ = run(cli_argv(shim, go), {})
         assert proc.returncode == 3, (name, proc.stderr)
         assert f"(no socket at {expected})" in proc.stderr, (name, expected, proc.stderr)
+
+
+def test_node_unit_tests_pass() -> None:
+    """client_shim/node's own tests (`node --test`), so CI runs them with the rest."""
+    proc = subprocess.run(
+        [_need("node"), "--test", "test/"],
+        cwd=SHIM / "node",
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "# fail 0" in proc.stdout
+
+
+def test_go_unit_tests_pass() -> None:
+    """client_shim/go's own tests (`go vet` and `go test ./...`), so CI runs them too."""
+    go = _need("go")
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    for args in (["vet", "./..."], ["test", "./..."]):
+        proc = subprocess.run(
+            [go, *args], cwd=SHIM / "go", capture_output=True, text=True, timeout=110, env=env
+        )
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    gofmt = shutil.which("gofmt") or str(Path(go).resolve().parent / "gofmt")
+    proc = subprocess.run(
+        [gofmt, "-l", "."], cwd=SHIM / "go", capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stdout == "", f"gofmt: {proc.stdout}{proc.stderr}"
