@@ -181,6 +181,8 @@ NotifyAccess=main
 # when the sandbox is set up; "+" creates them outside it, before the first login has.
 ExecStartPre=+/bin/mkdir -p {data_dirs}
 ExecStart={exec_start} serve
+# SIGHUP re-reads the config and the vault (`systemctl --user reload coactive-credd`).
+ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2s
 WatchdogSec=30s
