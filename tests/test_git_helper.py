@@ -6,12 +6,17 @@ git here runs the helper for ``credential.<url>.helper = coactive`` (or a global
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 from coactive_credd.fakeupstream import FakeCoactive
@@ -317,3 +322,73 @@ def test_erase_hashes_with_openssl_when_sha256sum_is_missing(
     )
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
     assert fake.logins == logins + 1
+
+
+# ---- the parser against crafted daemon answers -------------------------------------------
+
+
+class _StandIn(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A stand-in daemon on a Unix socket answering whatever the test puts in ``answers``."""
+    answers: dict[str, Any] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answers[self.path.split("?", 1)[0]]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def address_string(self) -> str:
+            return "unix"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    path = str(tmp_path / "s.sock")
+    server = _StandIn(path, Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield path, answers
+    server.shutdown()
+    server.server_close()
+
+
+def test_status_text_cannot_steer_the_host_match(stand_in: tuple[str, dict[str, Any]]) -> None:
+    path, answers = stand_in
+    evil = 'x", "name": "evil", "base_url": "https://github.com"} {"name": "evil2", "base_url": "https://github.com'
+    answers["/v1/status"] = {
+        "name": "top-level",
+        "base_url": "https://github.com",
+        "locked": False,
+        "profiles": [
+            {"name": "other", "base_url": "https://elsewhere.example", "last_error": evil},
+            {"name": "coactive", "base_url": "https://API.coactive.ai:443/api", "last_error": None},
+        ],
+    }
+    answers["/v1/token"] = {
+        "profile": "coactive",
+        "access_token": "cat_stand-in",
+        "token_type": "Bearer",
+        "expires_at": "2030-01-01T00:00:00Z",
+        "expires_in": 3600,
+    }
+    env = {"COACTIVE_CREDD_SOCKET": path}
+    r = helper("get", "protocol=https\nhost=github.com\n\n", env)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    r = helper("get", "protocol=https\nhost=api.coactive.ai\n\n", env)
+    assert parse(r.stdout) == {
+        "username": "coactive",
+        "password": "cat_stand-in",
+        "password_expiry_utc": parse(r.stdout)["password_expiry_utc"],
+    }
+    # A token git could not carry safely on one line is never answered.
+    answers["/v1/token"]["access_token"] = "cat_bad\\nusername=evil"
+    r = helper("get", "protocol=https\nhost=api.coactive.ai\n\n", env)
+    assert r.stdout == ""
