@@ -26,14 +26,12 @@ Error messages never contain a token.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import os
 import socket
 import sys
 import threading
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -41,6 +39,7 @@ from urllib.parse import urlencode
 
 if TYPE_CHECKING:
     import asyncio
+    import http.client
 
 __all__ = [
     "EXIT_LOCKED",
@@ -300,26 +299,47 @@ def format_token(token: Token, fmt: str = "raw") -> str:
 
 def token_sha256(access_token: str) -> str:
     """The hex digest the daemon expects in ``rejected_token_sha256``."""
+    import hashlib
+
     return hashlib.sha256(access_token.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- sync client
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = socket_path
+_connection_class: Callable[[str, float], http.client.HTTPConnection] | None = None
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+
+def _unix_connection(socket_path: str, timeout: float) -> http.client.HTTPConnection:
+    """An HTTPConnection to ``socket_path``.  http.client is imported on first use: it is the
+    largest import here, and a CLI that finds no daemon never needs it."""
+    global _connection_class
+    if _connection_class is None:
+        import http.client
+
+        class _UnixHTTPConnection(http.client.HTTPConnection):
+            def __init__(self, socket_path: str, timeout: float) -> None:
+                super().__init__("localhost", timeout=timeout)
+                self._socket_path = socket_path
+
+            def connect(self) -> None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(self.timeout)
+                    sock.connect(self._socket_path)
+                except BaseException:
+                    sock.close()
+                    raise
+                self.sock = sock
+
+        _connection_class = _UnixHTTPConnection
+    return _connection_class(socket_path, timeout)
+
+
+def _http_exception() -> type[Exception]:
+    import http.client
+
+    return http.client.HTTPException
 
 
 def _token_path(route: str, profile: str | None, min_ttl: int | None) -> str:
@@ -353,7 +373,7 @@ class Client:
     def __init__(self, socket_path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.socket_path = socket_path or default_socket_path()
         self.timeout = timeout
-        self._conn: _UnixHTTPConnection | None = None
+        self._conn: http.client.HTTPConnection | None = None
         self._used = False  # the open connection has already carried a request
         self._lock = threading.Lock()
 
@@ -377,17 +397,20 @@ class Client:
         headers = {"Accept": "application/json"}
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        if self._conn is None and not os.path.exists(self.socket_path):
+            # Fail before importing http.client: the common "daemon not running" case.
+            raise _unreachable(self.socket_path, FileNotFoundError()) from None
         with self._lock:
             while True:
                 reused = self._conn is not None and self._used
                 if self._conn is None:
-                    self._conn = _UnixHTTPConnection(self.socket_path, self.timeout)
+                    self._conn = _unix_connection(self.socket_path, self.timeout)
                     self._used = False
                 try:
                     self._conn.request(method, path, body=payload, headers=headers)
                     resp = self._conn.getresponse()
                     data = resp.read()
-                except (OSError, http.client.HTTPException) as exc:
+                except (OSError, _http_exception()) as exc:
                     self._drop()
                     # The daemon may close an idle keep-alive connection at any time: a request
                     # that failed on a reused connection is sent once more on a fresh one.
