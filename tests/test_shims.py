@@ -96,6 +96,16 @@ class Prepared:
         return self.fake.issued[-1]
 
 
+def lock_vault() -> None:
+    """Put the vault under a passphrase; a daemon started afterwards has it locked."""
+    from coactive_credd import paths
+    from coactive_credd.vault import Vault
+
+    where = paths.resolve()
+    vault = Vault(where.vault_file, where.key_file, where.lock_file, scrypt_cost=(10, 8, 1))
+    vault.rekey_to_passphrase("correct horse battery staple")
+
+
 @pytest.fixture
 def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]], Prepared]]:
     made: list[Prepared] = []
@@ -106,8 +116,6 @@ def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]
         sock = str(home / "credd.sock")
         p = Prepared(fake=fake, profile=profile, env={}, socket=sock)
         made.append(p)
-        if setup.get("locked"):
-            pytest.skip("the daemon cannot be locked yet: its vault has no passphrase mode")
         mode = setup.get("daemon", "up")
         if mode == "down":
             return p
@@ -127,6 +135,8 @@ def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]
             login(fake, profile, "--no-verify")
         if setup.get("revoked"):
             fake.revoke(PERSONAL_TOKEN)
+        if setup.get("locked"):
+            lock_vault()
         if "fault" in setup:
             fake.retry_after = None
             fake.fault = setup["fault"]
