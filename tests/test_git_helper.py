@@ -366,11 +366,13 @@ def test_status_text_cannot_steer_the_host_match(stand_in: tuple[str, dict[str, 
     answers["/v1/status"] = {
         "name": "top-level",
         "base_url": "https://github.com",
+        "daemon": {"name": "nested", "base_url": "https://github.com"},
         "locked": False,
         "profiles": [
             {"name": "other", "base_url": "https://elsewhere.example", "last_error": evil},
             {"name": "coactive", "base_url": "https://API.coactive.ai:443/api", "last_error": None},
         ],
+        "after": {"name": "trailing", "base_url": "https://github.com"},
     }
     answers["/v1/token"] = {
         "profile": "coactive",
