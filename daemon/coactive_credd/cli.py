@@ -251,6 +251,9 @@ def cmd_login(args: argparse.Namespace) -> int:
     for d in paths.private_dirs:
         fsutil.ensure_private_dir(d)
     vault = _vault(paths)
+    from .cli_vault import unlock_for_cli
+
+    unlock_for_cli(vault, from_stdin=False)
 
     def put(data: VaultData) -> None:
         data.profiles[name] = ProfileSecrets(secret=secret, client_id=args.client_id, token=cached)
@@ -288,7 +291,11 @@ def cmd_logout(args: argparse.Namespace) -> int:
         nonlocal known
         known = data.profiles.pop(name, None) is not None or known
 
-    _vault(paths).update(drop)
+    vault = _vault(paths)
+    from .cli_vault import unlock_for_cli
+
+    unlock_for_cli(vault, from_stdin=False)
+    vault.update(drop)
     if not known:
         raise CommandError(
             f"no profile named {name!r}; `coactive-credd status` lists them", EXIT_UNKNOWN_PROFILE
@@ -461,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help=dry_run)
     add("service-status", cmd_service_status, "is the user service installed and running?")
+
+    from . import cli_vault
+
+    cli_vault.add_commands(add)
 
     return parser
 

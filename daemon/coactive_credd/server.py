@@ -39,7 +39,7 @@ from .upstream import (
     UpstreamError,
     validate_base_url,
 )
-from .vault import CachedToken, Vault, VaultData, VaultError, VaultLocked
+from .vault import CachedToken, Vault, VaultData, VaultError, VaultLocked, WrongPassphrase
 
 log = logging.getLogger("coactive_credd")
 
@@ -146,6 +146,8 @@ class Daemon:
         self.policy = engine.Policy()
         self.profiles: dict[str, Profile] = {}
         self.locked = False
+        self.key_source = "key-file"
+        self.last_use = self.unlocked_at = clock()  # for auto-lock
         self.uid = os.geteuid()
         self._wake = asyncio.Event()
         self._persist_lock = asyncio.Lock()
@@ -158,6 +160,8 @@ class Daemon:
             ("GET", "/v1/status"): self.get_status,
             ("GET", "/healthz"): self.get_healthz,
             ("POST", "/v1/admin/reload"): self.post_reload,
+            ("POST", "/v1/admin/lock"): self.post_lock,
+            ("POST", "/v1/admin/unlock"): self.post_unlock,
         }
 
     # ---- profiles -------------------------------------------------------------------------
@@ -185,6 +189,7 @@ class Daemon:
             self.locked = False
         except VaultLocked:
             data, self.locked = VaultData(profiles={}), True
+        self.key_source = self.vault.key_source
         now = self.clock()
         fresh: dict[str, Profile] = {}
         for name, pc in cfg.profiles.items():
@@ -338,7 +343,10 @@ class Daemon:
         """Start refreshes when they fall due; re-read the wall clock at least every 30 s."""
         while True:
             now = self.clock()
-            next_due: float | None = None
+            next_due = self.lock_due()
+            if next_due is not None and next_due <= now:
+                self.lock_now("auto-lock")
+                next_due = None
             if not self.locked:
                 for p in self.profiles.values():
                     due = p.rt.next_due()
@@ -459,7 +467,7 @@ class Daemon:
                 "pass ?min_ttl=SECONDS",
             )
         min_ttl = int(raw)
-        now = self.clock()
+        now = self.last_use = self.clock()
         action = engine.decide(p.rt, now, self.policy, min_ttl)
         if action is engine.Action.SERVE:
             return self._answer(request, p, now)
@@ -493,28 +501,13 @@ class Daemon:
     async def post_refresh(self, request: web.BaseRequest) -> web.Response:
         p = self._profile(request)
         rejected = None
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise ApiError(
-                413, "bad_request", "request body too large", f"send at most {MAX_BODY} bytes"
-            )
-        if body.strip():
-            try:
-                doc = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
+        doc = await self._json_body(request, '{"rejected_token_sha256": "<hex>"}')
+        if doc is not None:
+            if not isinstance(doc.get("rejected_token_sha256", ""), str):
                 raise ApiError(
                     400,
                     "bad_request",
-                    "body is not valid JSON",
-                    'send {"rejected_token_sha256": "<hex>"} or no body',
-                ) from None
-            if not isinstance(doc, dict) or not isinstance(
-                doc.get("rejected_token_sha256", ""), str
-            ):
-                raise ApiError(
-                    400,
-                    "bad_request",
-                    "body must be a JSON object with a string rejected_token_sha256",
+                    "rejected_token_sha256 must be a string",
                     'send {"rejected_token_sha256": "<hex>"}',
                 )
             rejected = doc.get("rejected_token_sha256")
@@ -544,6 +537,85 @@ class Daemon:
                 raise self._failure(p, self.clock())
         return self._after_refresh(request, p, 0)
 
+    async def _json_body(self, request: web.BaseRequest, shape: str) -> dict[str, Any] | None:
+        """The request's JSON object body, None if there is none; 400/413 otherwise."""
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise ApiError(
+                413, "bad_request", "request body too large", f"send at most {MAX_BODY} bytes"
+            )
+        if not body.strip():
+            return None
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "bad_request", "body is not a JSON object", f"send {shape}")
+        return doc
+
+    # ---- lock and unlock (passphrase vaults) ----------------------------------------------
+
+    def lock_due(self) -> float | None:
+        """When auto-lock falls due (gpg-agent's default-cache-ttl / max-cache-ttl pair)."""
+        d = self.cfg.daemon
+        if self.locked or self.key_source != "passphrase":
+            return None
+        dues = []
+        if d.lock_after_idle:
+            dues.append(self.last_use + d.lock_after_idle)
+        if d.lock_after_unlock:
+            dues.append(self.unlocked_at + d.lock_after_unlock)
+        return min(dues) if dues else None
+
+    def lock_now(self, why: str) -> None:
+        """Forget the vault key, every credential and every token."""
+        self.vault.lock()
+        self.locked = True
+        self.profiles = {
+            name: Profile(cfg=p.cfg, secret=None, client_id=None, fp=None)
+            for name, p in self.profiles.items()
+        }
+        log.info("vault locked (%s): credentials and tokens dropped from memory", why)
+        self._notify_status()
+
+    async def post_lock(self, request: web.BaseRequest) -> web.Response:
+        if self.key_source != "passphrase":
+            raise ApiError(
+                409,
+                "bad_request",
+                "the vault has no passphrase, so it cannot be locked",
+                "protect it first: `coactive-credd rekey --passphrase-stdin`",
+            )
+        if not self.locked:
+            self.lock_now("lock requested")
+        return web.json_response({"ok": True, "locked": True})
+
+    async def post_unlock(self, request: web.BaseRequest) -> web.Response:
+        doc = await self._json_body(request, '{"passphrase": "..."}')
+        passphrase = doc.get("passphrase") if doc else None
+        if not isinstance(passphrase, str) or not passphrase:
+            raise ApiError(400, "bad_request", "no passphrase given", 'send {"passphrase": "..."}')
+        try:
+            await asyncio.to_thread(self.vault.unlock, passphrase)
+        except WrongPassphrase:
+            log.warning("unlock refused: wrong passphrase")
+            raise ApiError(
+                401,
+                "wrong_passphrase",
+                "wrong passphrase; the vault stays locked",
+                "run `coactive-credd unlock` again",
+            ) from None
+        except VaultError as exc:
+            raise ApiError(409, "bad_request", str(exc), "see `coactive-credd status`") from None
+        self.last_use = self.unlocked_at = self.clock()
+        self.load()
+        log.info("vault unlocked: %d profile(s)", len(self.profiles))
+        self._notify_status()
+        return web.json_response(
+            {"ok": True, "locked": self.locked, "profiles": len(self.profiles)}
+        )
+
     async def get_status(self, request: web.BaseRequest) -> web.Response:
         now = self.clock()
         profiles = []
@@ -566,7 +638,7 @@ class Daemon:
             "version": __version__,
             "pid": os.getpid(),
             "locked": self.locked,
-            "key_source": self.vault.key_source,
+            "key_source": self.key_source,
             "socket": str(self.paths.socket),
             "profiles": profiles,
         }
