@@ -417,3 +417,36 @@ def test_the_daemon_process_is_hardened(daemon: Daemon) -> None:
     limits = (proc / "limits").read_text()
     core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
     assert core.split()[4:6] == ["0", "0"]
+
+
+def test_two_processes_adding_fifty_profiles_each_lose_nothing(
+    daemon: Daemon, fake: FakeCoactive
+) -> None:
+    script = (
+        "import io, sys\n"
+        "from coactive_credd.cli import main\n"
+        "prefix, url, secret = sys.argv[1], sys.argv[2], sys.stdin.readline()\n"
+        "for i in range(50):\n"
+        "    sys.stdin = io.StringIO(secret)\n"
+        "    rc = main(['login', '--profile', f'{prefix}{i}', '--base-url', url,\n"
+        "              '--personal-token-stdin', '--no-verify'])\n"
+        "    assert rc == 0, rc\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, prefix, fake.base_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for prefix in ("a", "b")
+    ]
+    for p in procs:
+        out, err = p.communicate(PERSONAL_TOKEN + "\n", timeout=120)
+        assert p.returncode == 0, err
+        assert PERSONAL_TOKEN not in out + err
+    _, st = daemon.get("/v1/status")
+    names = {p["name"] for p in st["profiles"]}
+    assert names == {"default"} | {f"{x}{i}" for x in "ab" for i in range(50)}
+    assert run_cli("token", "--profile", "b49").returncode == 0
