@@ -23,7 +23,9 @@ _SYSLOG_LEVEL = {
 
 class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{_SYSLOG_LEVEL.get(record.levelno, 6)}>{super().format(record)}"
+        # Every line of a multi-line record (a traceback) keeps the record's severity.
+        prefix = f"<{_SYSLOG_LEVEL.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
 
 
 def configure(level: str = "info") -> None:

@@ -655,6 +655,7 @@ class Daemon:
         )
 
     def reload(self) -> None:
+        self.notifier.reloading()
         try:
             self.load()
             log.info(
@@ -664,7 +665,7 @@ class Daemon:
             )
         except (config.ConfigError, VaultError, OSError) as exc:
             log.error("reload failed, keeping the previous state: %s", exc)
-        self._notify_status()
+        self.notifier.ready(self.status_line())
 
     def status_line(self) -> str:
         n = len(self.profiles)
