@@ -81,11 +81,13 @@ def assert_no_secret(exc: BaseException, *extra: str) -> None:
         assert s not in str(exc.__cause__) and s not in repr(exc.__cause__)
 
 
-def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+def failures_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "coactive_credd.upstream" and r.levelno == logging.WARNING
+        if r.name == "coactive_credd.upstream"
+        and r.levelno == logging.DEBUG
+        and " failed: " in r.getMessage()
     ]
 
 
@@ -168,7 +170,7 @@ async def test_revoked_credentials_are_rejected_and_not_retryable(
     assert "HTTP 401" in exc.detail and "Invalid or revoked credentials" in exc.detail
     assert str(exc) == exc.detail
     assert_no_secret(exc)
-    assert warnings_of(caplog) == [f"login at {coactive.base_url} failed: {exc.detail}"]
+    assert failures_logged(caplog) == [f"login at {coactive.base_url} failed: {exc.detail}"]
 
 
 async def test_unknown_client_is_rejected(coactive: FakeCoactive, upstream: Upstream) -> None:
@@ -217,7 +219,7 @@ async def test_faults_are_retryable_unavailability(
     assert exc.status == status
     assert says in exc.detail
     assert_no_secret(exc)
-    assert warnings_of(caplog) == [f"login at {coactive.base_url} failed: {exc.detail}"]
+    assert failures_logged(caplog) == [f"login at {coactive.base_url} failed: {exc.detail}"]
     assert coactive.logins == 0
     # The same client recovers once the fault clears.
     coactive.fault = None
