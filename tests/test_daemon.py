@@ -450,3 +450,26 @@ def test_two_processes_adding_fifty_profiles_each_lose_nothing(
     names = {p["name"] for p in st["profiles"]}
     assert names == {"default"} | {f"{x}{i}" for x in "ab" for i in range(50)}
     assert run_cli("token", "--profile", "b49").returncode == 0
+
+
+def test_ca_bundle_for_a_tls_inspecting_proxy(home: Path, tls_files: tuple[Path, Path]) -> None:
+    import ssl
+
+    from coactive_credd.fakeupstream import FakeCoactiveThread
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*tls_files)
+    with FakeCoactiveThread(ssl_context=context) as tls:
+        tls.add_personal_token(PERSONAL_TOKEN)
+        args = ["login", "--base-url", tls.base_url, "--personal-token-stdin"]
+        untrusted = run_cli(*args, input=PERSONAL_TOKEN + "\n")
+        assert untrusted.returncode == 6 and "ca_bundle" in untrusted.stderr
+        trusted = run_cli(*args, "--ca-bundle", str(tls_files[0]), input=PERSONAL_TOKEN + "\n")
+        assert trusted.returncode == 0, trusted.stderr
+        assert f'ca_bundle = "{tls_files[0]}"' in (home / "config.toml").read_text()
+        d = start_daemon(home)
+        try:
+            assert run_cli("refresh").returncode == 0  # the daemon trusts the bundle too
+            assert tls.logins == 2
+        finally:
+            d.stop()

@@ -217,9 +217,15 @@ def cmd_login(args: argparse.Namespace) -> int:
         secret = _read_secret("Personal token: ", args.personal_token_stdin)
     paths = _paths()
     old = config.load(paths.config_file).profiles.get(name)
-    pc = config.ProfileConfig(
-        name=name, base_url=base_url, auth=auth, ca_bundle=old.ca_bundle if old else None
-    )
+    ca_bundle = args.ca_bundle or (old.ca_bundle if old else None)
+    if ca_bundle is not None:
+        ca_bundle = os.path.abspath(os.path.expanduser(ca_bundle))
+        if not os.path.isfile(ca_bundle):
+            raise CommandError(
+                f"--ca-bundle {ca_bundle}: no such file; give the PEM file of your proxy's CA",
+                EXIT_USAGE,
+            )
+    pc = config.ProfileConfig(name=name, base_url=base_url, auth=auth, ca_bundle=ca_bundle)
     cached = None
     if not args.no_verify:
         cred = upstream.Credential(auth=auth, secret=secret, client_id=args.client_id)
@@ -390,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-secret-stdin",
         action="store_true",
         help="read the client secret from one line of stdin",
+    )
+    p.add_argument(
+        "--ca-bundle",
+        metavar="PEM",
+        help="trust this CA bundle for Coactive's TLS (a TLS-inspecting proxy); kept in the config",
     )
     p.add_argument(
         "--no-verify",

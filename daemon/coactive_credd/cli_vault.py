@@ -111,7 +111,15 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     # With a passphrase vault the current passphrase comes first (first line of stdin).
     unlock_for_cli(vault, from_stdin=not sys.stdin.isatty())
     new: str | None = None
-    if not args.key_file:
+    if args.keychain:
+        if sys.platform != "darwin":
+            raise CommandError(
+                "--keychain keeps the key in the macOS login Keychain; on this system use --passphrase-stdin or --key-file",
+                EXIT_USAGE,
+            )
+        vault.rekey_to_keychain()
+        what = "a key in the login Keychain"
+    elif not args.key_file:
         new = read_passphrase("New passphrase: ", args.passphrase_stdin, confirm=True)
         vault.rekey_to_passphrase(new)
         what = "a passphrase"
@@ -151,4 +159,7 @@ def add_commands(add: Any) -> None:
     )
     g.add_argument(
         "--key-file", action="store_true", help="back to a random key file (the default)"
+    )
+    g.add_argument(
+        "--keychain", action="store_true", help="macOS: keep the key in the login Keychain"
     )
