@@ -259,10 +259,20 @@ def trivial_server(loadgen: Path, workdir: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def ceiling_server(workdir: Path, *, api: str = "streams") -> Iterator[tuple[Path, int]]:
-    sock = workdir / f"ceiling-{api}.sock"
+def ceiling_server(
+    workdir: Path, *, api: str = "streams", uvloop: bool = False
+) -> Iterator[tuple[Path, int]]:
+    sock = workdir / f"ceiling-{api}{'-uvloop' if uvloop else ''}.sock"
+    cmd = [
+        sys.executable,
+        str(BENCH_DIR / "ceiling_server.py"),
+        "--socket",
+        str(sock),
+        "--api",
+        api,
+    ]
     proc = subprocess.Popen(
-        [sys.executable, str(BENCH_DIR / "ceiling_server.py"), "--socket", str(sock), "--api", api],
+        cmd + (["--uvloop"] if uvloop else []),
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -12,6 +12,7 @@ together.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import sys
@@ -53,7 +54,8 @@ def main() -> int:
             sys.stdin = io.StringIO(token + "\n")
             name = f"{args.prefix}{i:04d}"
             argv = ["login", "--profile", name, "--base-url", args.base_url]
-            rc = cli_main([*argv, "--personal-token-stdin"])
+            with contextlib.redirect_stdout(io.StringIO()):
+                rc = cli_main([*argv, "--personal-token-stdin"])
             if rc:
                 print(f"login of profile {name} exited {rc}", file=sys.stderr)
                 return rc

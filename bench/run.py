@@ -45,8 +45,8 @@ class Plan:
 
     smoke: bool
     clients: tuple[int, ...] = (1, 4, 16, 64)
-    serve_seconds: float = 1.0
-    serve_warmup: float = 0.25
+    serve_seconds: float = 0.8
+    serve_warmup: float = 0.2
     serve_reps: int = 3
     cold_runs: int = 21
     storm_callers: int = 1000
@@ -177,6 +177,7 @@ class Suite:
                 ("trivial-conn", "C canned server, connection per request", tsock, "conn", 0),
                 ("trivial-git", "C canned server, git's protocol", tsock, "gitcache", 0),
             ]
+            targets += self._serving_references(stack)
             runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
             for rep in range(plan.serve_reps):
                 for clients in plan.clients:
@@ -227,6 +228,66 @@ class Suite:
             "warmup": plan.serve_warmup,
             "rows": rows,
         }
+
+    def _serving_references(
+        self, stack: contextlib.ExitStack
+    ) -> list[tuple[str, str, Path, str, int]]:
+        """Where the time goes: aiohttp's own floor, its parser alone, the daemon on uvloop."""
+        refs: list[tuple[str, str, Path, str, int]] = []
+        if self.plan.smoke:
+            return refs
+        asock, apid = stack.enter_context(harness.ceiling_server(self.workdir, api="aiohttp"))
+        psock, ppid = stack.enter_context(harness.ceiling_server(self.workdir, api="parser"))
+        refs += [
+            (
+                "aiohttp-ka",
+                "ref: aiohttp web.Server, canned web.Response, keep-alive",
+                asock,
+                "keepalive",
+                apid,
+            ),
+            (
+                "aiohttp-conn",
+                "ref: aiohttp web.Server, canned web.Response, connection per request",
+                asock,
+                "conn",
+                apid,
+            ),
+            (
+                "parser-ka",
+                "ref: asyncio Protocol + aiohttp's C parser, keep-alive",
+                psock,
+                "keepalive",
+                ppid,
+            ),
+            (
+                "parser-conn",
+                "ref: asyncio Protocol + aiohttp's C parser, connection per request",
+                psock,
+                "conn",
+                ppid,
+            ),
+        ]
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            self.skip("serving coactive-credd on uvloop", "uvloop is not installed")
+            return refs
+        # The same daemon with uvloop's event loop policy installed before it starts.
+        wrapper = [
+            sys.executable,
+            "-c",
+            "import sys, uvloop; uvloop.install(); "
+            "from coactive_credd.cli import main; sys.exit(main())",
+        ]
+        c = stack.enter_context(harness.Credd(command=wrapper, home=harness.short_tmpdir("ccb-")))
+        c.login()
+        c.start()
+        refs += [
+            ("credd-uv-ka", "ref: (a) on uvloop, keep-alive", c.sock, "keepalive", c.pid),
+            ("credd-uv-conn", "ref: (b) on uvloop, connection per request", c.sock, "conn", c.pid),
+        ]
+        return refs
 
     # ---- 2. cold start --------------------------------------------------------------------
 
