@@ -35,6 +35,11 @@ CLIENT_ID = "client-4711"
 CLIENT_SECRET = "cs_S3cret/with+odd=chars"
 CREDENTIALS = frozenset({PERSONAL_TOKEN, CLIENT_SECRET})
 
+# A shim that finds no daemon starts one by default. Tests start the daemons they want
+# themselves, and some check what a shim does when there is none, so autostart is off for
+# every process the tests run; tests/test_autostart.py turns it on where it tests it.
+os.environ["COACTIVE_CREDD_AUTOSTART"] = "0"
+
 
 def leaked(text: str, extra: set[str] | None = None) -> list[str]:
     """The credentials (and ``extra`` secrets) that appear in ``text``."""
@@ -258,7 +263,7 @@ async def inproc(home: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[
 
     import aiohttp
     from aiohttp import web
-    from coactive_credd import paths, server
+    from coactive_credd import api, paths, refresh, server
 
     f = FakeCoactive(expires_in=3600)
     f.add_personal_token(PERSONAL_TOKEN)
@@ -278,10 +283,10 @@ async def inproc(home: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[
     assert proc.returncode == 0, proc.stderr
     clock = FakeClock()
     p = paths.resolve()
-    d = server.Daemon(p, clock=clock, rand=lambda: 0.5)
+    d = refresh.Daemon(p, clock=clock, rand=lambda: 0.5)
     d.load()
     sock = server.bind_socket(p.socket)
-    runner = web.ServerRunner(web.Server(d.handle, access_log=None), handle_signals=False)
+    runner = web.ServerRunner(web.Server(api.Api(d).handle, access_log=None), handle_signals=False)
     await runner.setup()
     await web.SockSite(runner, sock, backlog=1024).start()
     sched = asyncio.create_task(d.scheduler())

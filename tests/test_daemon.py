@@ -294,7 +294,10 @@ def test_bad_input_gets_a_clear_4xx_and_the_daemon_keeps_serving(daemon: Daemon)
     assert daemon.proc.poll() is None
 
 
-def test_client_commands_fail_fast_with_exit_3_when_no_daemon(home: Path) -> None:
+def test_client_commands_fail_fast_with_exit_3_when_no_daemon(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COACTIVE_CREDD_AUTOSTART", "0")
     t0 = time.monotonic()
     out = run_cli("token")
     assert out.returncode == 3
@@ -473,3 +476,27 @@ def test_ca_bundle_for_a_tls_inspecting_proxy(home: Path, tls_files: tuple[Path,
             assert tls.logins == 2
         finally:
             d.stop()
+
+
+async def test_a_daemon_whose_socket_is_removed_or_replaced_stops(tmp_path: Path) -> None:
+    import asyncio
+
+    from coactive_credd.server import watch_socket
+
+    sock = tmp_path / "s"
+    for replace in (False, True):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(sock))
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch_socket(sock, sock.stat().st_ino, stop, interval=0.02))
+        await asyncio.sleep(0.1)
+        assert not stop.is_set()  # still ours: keep serving
+        sock.unlink()
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if replace:
+            other.bind(str(sock))
+        await asyncio.wait_for(task, 2)
+        assert stop.is_set()
+        s.close()
+        other.close()
+        sock.unlink(missing_ok=True)

@@ -1,0 +1,331 @@
+"""The socket protocol (v1): the peer check, the routes and the error answers.
+
+Runs on aiohttp's low-level server (no router, no middleware, no access log): every request
+is one of a handful of paths, and the token answer sits on the hot path of every API call a
+user makes. What the answers mean is decided in :mod:`refresh` and :mod:`engine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__, config, engine
+from .refresh import Daemon, Profile, rfc3339, token_tail
+from .vault import VaultError, WrongPassphrase
+
+log = logging.getLogger("coactive_credd")
+
+MAX_BODY = 4096
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ApiError(Exception):
+    """An error answer of the socket protocol: ``{"error": {code, message, hint}}``."""
+
+    def __init__(self, status: int, code: str, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.hint = status, code, message, hint
+
+    def response(self) -> web.Response:
+        body = {"error": {"code": self.code, "message": self.message, "hint": self.hint}}
+        return web.Response(
+            status=self.status, body=json.dumps(body).encode(), content_type="application/json"
+        )
+
+
+def peer_credentials(sock: Any) -> tuple[int, int | None]:
+    """The (uid, pid) of the process at the other end of a Unix socket."""
+    if hasattr(socket, "SO_PEERCRED"):
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", raw)
+        return uid, pid
+    # macOS/BSD: LOCAL_PEERCRED on SOL_LOCAL (0) answers a struct xucred {u_int version; uid_t uid; ...}
+    raw = sock.getsockopt(0, 0x001, 76)
+    _version, uid = struct.unpack_from("II", raw)
+    return uid, None
+
+
+class Api:
+    """Answers the socket protocol for a :class:`Daemon`."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.uid = os.geteuid()
+        self._routes: dict[
+            tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.Response]]
+        ] = {
+            ("GET", "/v1/token"): self.get_token,
+            ("POST", "/v1/token/refresh"): self.post_refresh,
+            ("GET", "/v1/status"): self.get_status,
+            ("GET", "/healthz"): self.get_healthz,
+            ("POST", "/v1/admin/reload"): self.post_reload,
+            ("POST", "/v1/admin/lock"): self.post_lock,
+            ("POST", "/v1/admin/unlock"): self.post_unlock,
+        }
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            uid, pid = peer_credentials(sock) if sock is not None else (-1, None)
+            if uid != self.uid:
+                log.warning(
+                    "refused a request from uid %d (pid %s): not the daemon's uid", uid, pid
+                )
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "only the daemon's own user may use this socket",
+                    "connect as the user who runs coactive-credd",
+                )
+            route = self._routes.get((request.method, request.path))
+            if route is None:
+                if any(path == request.path for _, path in self._routes):
+                    raise ApiError(
+                        405,
+                        "bad_request",
+                        f"{request.method} is not allowed on {request.path}",
+                        "see docs/PROTOCOL.md",
+                    )
+                raise ApiError(
+                    404,
+                    "not_found",
+                    f"no such path: {request.path}",
+                    "the API is GET /v1/token, POST /v1/token/refresh, GET /v1/status, GET /healthz",
+                )
+            return await route(request)
+        except ApiError as exc:
+            return exc.response()
+        except Exception:
+            log.exception("internal error answering %s %s", request.method, request.path)
+            return ApiError(
+                500, "internal", "internal error in coactive-credd", "see the daemon's log"
+            ).response()
+
+    def _profile(self, request: web.BaseRequest) -> Profile:
+        name = request.query.get("profile") or "default"
+        try:
+            config.check_profile_name(name)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc), "pass ?profile=NAME") from None
+        p = self.d.profiles.get(name)
+        if p is None:
+            raise ApiError(
+                404,
+                "unknown_profile",
+                f"no profile named {name!r}",
+                f"run `coactive-credd login --profile {name}`",
+            )
+        if self.d.locked:
+            raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
+        return p
+
+    def _answer(self, request: web.BaseRequest, p: Profile, now: float) -> web.Response:
+        tok = p.rt.token
+        assert tok is not None
+        if "text/plain" in request.headers.get("Accept", ""):
+            return web.Response(text=tok.access_token)
+        return web.Response(body=p.render(now), content_type="application/json")
+
+    def _failure(self, p: Profile, now: float) -> ApiError:
+        name = p.cfg.name
+        if p.rt.reauth:
+            if p.cfg.auth == "client_credentials":
+                fix = f"coactive-credd login --profile {name} --client-id ID --client-secret-stdin"
+            else:
+                fix = f"coactive-credd login --profile {name}"
+            return ApiError(
+                424,
+                "reauth_required",
+                f"Coactive rejected the stored credentials for profile {name!r} ({p.rt.last_error})",
+                f"run `{fix}`",
+            )
+        retry = (
+            ""
+            if p.rt.retry_at is None
+            else f"; next attempt in {max(0, int(p.rt.retry_at - now))} s"
+        )
+        return ApiError(
+            503,
+            "upstream_unavailable",
+            f"no valid token for profile {name!r} and Coactive cannot be reached ({p.rt.last_error}){retry}",
+            f"check the network and `coactive-credd status`, then `coactive-credd refresh --profile {name}`",
+        )
+
+    async def get_token(self, request: web.BaseRequest) -> web.Response:
+        p = self._profile(request)
+        raw = request.query.get("min_ttl", "0")
+        if not raw.isdigit() or int(raw) > 86400:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"min_ttl must be a whole number of seconds from 0 to 86400, got {raw[:32]!r}",
+                "pass ?min_ttl=SECONDS",
+            )
+        min_ttl = int(raw)
+        now = self.d.last_use = self.d.clock()
+        action = engine.decide(p.rt, now, self.d.policy, min_ttl)
+        if action is engine.Action.SERVE:
+            return self._answer(request, p, now)
+        if action is engine.Action.SERVE_AND_REFRESH:
+            self.d.start_refresh(p)
+            return self._answer(request, p, now)
+        if action is engine.Action.WAIT_FOR_REFRESH:
+            await asyncio.shield(self.d.start_refresh(p))
+            return self._after_refresh(request, p, min_ttl)
+        raise self._failure(p, now)
+
+    def _after_refresh(self, request: web.BaseRequest, p: Profile, min_ttl: int) -> web.Response:
+        now = self.d.clock()
+        tok = p.rt.token
+        if tok is not None and engine.servable(tok, now, self.d.policy, min_ttl):
+            return self._answer(request, p, now)
+        if (
+            tok is not None
+            and p.rt.failures == 0
+            and not p.rt.reauth
+            and engine.servable(tok, now, self.d.policy)
+        ):
+            raise ApiError(
+                400,
+                "bad_request",
+                f"min_ttl={min_ttl} is longer than the tokens Coactive issues ({int(tok.lifetime)} s)",
+                "ask for a smaller min_ttl",
+            )
+        raise self._failure(p, now)
+
+    async def post_refresh(self, request: web.BaseRequest) -> web.Response:
+        p = self._profile(request)
+        rejected = None
+        doc = await self._json_body(request, '{"rejected_token_sha256": "<hex>"}')
+        if doc is not None:
+            if not isinstance(doc.get("rejected_token_sha256", ""), str):
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    "rejected_token_sha256 must be a string",
+                    'send {"rejected_token_sha256": "<hex>"}',
+                )
+            rejected = doc.get("rejected_token_sha256")
+            if rejected is not None and not _HEX64.match(rejected.lower()):
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    "rejected_token_sha256 must be 64 hex digits",
+                    "send the SHA-256 of the rejected token, in hex",
+                )
+        tok = p.rt.token
+        stale = rejected is None or (
+            tok is not None
+            and hashlib.sha256(tok.access_token.encode()).hexdigest() == rejected.lower()
+        )
+        if stale or tok is None:
+            if p.inflight is None:
+                p.rt.on_new_credentials()  # an explicit refresh lifts reauth_required and backoff
+                if rejected is not None:
+                    log.info(
+                        "profile=%s token %s reported rejected; replacing it",
+                        p.cfg.name,
+                        token_tail(tok.access_token) if tok else "",
+                    )
+            await asyncio.shield(self.d.start_refresh(p))
+            if p.rt.reauth or p.rt.failures:  # the caller asked for a new token and got none
+                raise self._failure(p, self.d.clock())
+        return self._after_refresh(request, p, 0)
+
+    async def _json_body(self, request: web.BaseRequest, shape: str) -> dict[str, Any] | None:
+        """The request's JSON object body, None if there is none; 400/413 otherwise."""
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise ApiError(
+                413, "bad_request", "request body too large", f"send at most {MAX_BODY} bytes"
+            )
+        if not body.strip():
+            return None
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "bad_request", "body is not a JSON object", f"send {shape}")
+        return doc
+
+    async def post_lock(self, request: web.BaseRequest) -> web.Response:
+        if self.d.key_source != "passphrase":
+            raise ApiError(
+                409,
+                "bad_request",
+                "the vault has no passphrase, so it cannot be locked",
+                "protect it first: `coactive-credd rekey --passphrase-stdin`",
+            )
+        if not self.d.locked:
+            self.d.lock_now("lock requested")
+        return web.json_response({"ok": True, "locked": True})
+
+    async def post_unlock(self, request: web.BaseRequest) -> web.Response:
+        doc = await self._json_body(request, '{"passphrase": "..."}')
+        passphrase = doc.get("passphrase") if doc else None
+        if not isinstance(passphrase, str) or not passphrase:
+            raise ApiError(400, "bad_request", "no passphrase given", 'send {"passphrase": "..."}')
+        try:
+            await self.d.unlock(passphrase)
+        except WrongPassphrase:
+            raise ApiError(
+                401,
+                "wrong_passphrase",
+                "wrong passphrase; the vault stays locked",
+                "run `coactive-credd unlock` again",
+            ) from None
+        except VaultError as exc:
+            raise ApiError(409, "bad_request", str(exc), "see `coactive-credd status`") from None
+        return web.json_response(
+            {"ok": True, "locked": self.d.locked, "profiles": len(self.d.profiles)}
+        )
+
+    async def get_status(self, request: web.BaseRequest) -> web.Response:
+        now = self.d.clock()
+        profiles = []
+        for name in sorted(self.d.profiles):
+            p = self.d.profiles[name]
+            rt = p.rt
+            profiles.append(
+                {
+                    "name": name,
+                    "auth": p.cfg.auth,
+                    "base_url": p.cfg.base_url,
+                    "state": str(engine.state(rt, now, self.d.policy, locked=self.d.locked)),
+                    "expires_at": rfc3339(rt.token.expires_at) if rt.token else None,
+                    "next_refresh_at": rfc3339(rt.next_due()),
+                    "last_refresh_at": rfc3339(rt.last_refresh_at),
+                    "last_error": rt.last_error,
+                }
+            )
+        body = {
+            "version": __version__,
+            "pid": os.getpid(),
+            "locked": self.d.locked,
+            "key_source": self.d.key_source,
+            "socket": str(self.d.paths.socket),
+            "profiles": profiles,
+        }
+        return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+    async def get_healthz(self, request: web.BaseRequest) -> web.Response:
+        return web.Response(text="ok")
+
+    async def post_reload(self, request: web.BaseRequest) -> web.Response:
+        self.d.reload()
+        return web.Response(
+            body=json.dumps({"ok": True, "profiles": len(self.d.profiles)}).encode(),
+            content_type="application/json",
+        )
