@@ -22,6 +22,10 @@ caller would already catch, and carries the exit code the command-line shims use
     └── VaultLocked                          exit 7  locked
 
 Error messages never contain a token.
+
+When no daemon answers (no socket, or connection refused), getting a token starts one in the
+background, like git-credential-cache does, unless ``COACTIVE_CREDD_AUTOSTART=0`` or a user
+service is installed (see :func:`autostart_enabled`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import sys
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,12 +66,14 @@ __all__ = [
     "UpstreamUnavailable",
     "VaultLocked",
     "aget_token",
+    "autostart_enabled",
     "default_profile",
     "default_socket_path",
     "fetch_token",
     "format_token",
     "get_token",
     "main",
+    "start_daemon",
 ]
 
 # The SPEC's exit codes, shared by every shim's command line.
@@ -81,6 +89,8 @@ EXIT_OTHER = 1  # an answer the protocol does not define; not one of the SPEC's 
 ENV_SOCKET = "COACTIVE_CREDD_SOCKET"
 ENV_HOME = "COACTIVE_CREDD_HOME"
 ENV_PROFILE = "COACTIVE_PROFILE"
+ENV_AUTOSTART = "COACTIVE_CREDD_AUTOSTART"
+ENV_COMMAND = "COACTIVE_CREDD_COMMAND"
 DEFAULT_PROFILE = "default"
 DEFAULT_TIMEOUT = 30.0
 
@@ -228,6 +238,208 @@ def default_profile() -> str:
     return os.environ.get(ENV_PROFILE) or DEFAULT_PROFILE
 
 
+# --------------------------------------------------------------------------- autostart
+
+AUTOSTART_WAIT = 10.0  # seconds a daemon started here gets to answer
+LOG_NAME = "credd.log"  # beside the socket: the started daemon's stdout and stderr
+# What `coactive-credd install-service` writes: with one of these, the service manager owns
+# the daemon, and a shim starting its own would compete with it.
+_SYSTEMD_UNITS = ("coactive-credd.socket", "coactive-credd.service")
+_LAUNCHD_PLIST = os.path.join("Library", "LaunchAgents", "ai.coactive.credd.plist")
+# A service manager's protocols address the caller (if it runs as a service), never a daemon
+# the caller starts: that daemon would report itself ready on the caller's behalf.
+_SERVICE_ENV = (
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+)
+
+
+def service_installed() -> bool:
+    """Whether a systemd user unit or a launchd agent for coactive-credd is installed."""
+    home = os.path.expanduser("~")
+    config_dirs = [
+        d for d in (os.environ.get("XDG_CONFIG_HOME"), os.path.join(home, ".config")) if d
+    ]
+    candidates = [
+        os.path.join(d, "systemd", "user", u) for d in config_dirs for u in _SYSTEMD_UNITS
+    ]
+    candidates.append(os.path.join(home, _LAUNCHD_PLIST))
+    return any(os.path.lexists(p) for p in candidates)
+
+
+def autostart_enabled() -> bool:
+    """Whether a caller that finds no daemon starts one: ``$COACTIVE_CREDD_AUTOSTART`` ``1``
+    or ``0``; unset, on unless a user service is installed."""
+    value = os.environ.get(ENV_AUTOSTART, "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    return not service_installed()
+
+
+def _no_daemon(exc: BaseException) -> bool:
+    """The connection failed because nothing serves the socket (not: slow, or not ours)."""
+    return isinstance(exc, FileNotFoundError | ConnectionRefusedError)
+
+
+def start_daemon(socket_path: str | None = None, *, wait: float = AUTOSTART_WAIT) -> None:
+    """Start ``coactive-credd serve`` in the background and wait until it answers.
+
+    The daemon runs in its own session with stdin from /dev/null and its output appended to
+    ``credd.log`` (0600) in the socket's private folder; it gets this process's environment.
+    When many callers start one at once, the daemon's startup lock lets one serve and the
+    others exit "already running": their callers wait for the one that won.  Raises
+    :class:`DaemonUnreachable`, naming the log, when no daemon answers in ``wait`` seconds.
+    """
+    sock = os.path.abspath(socket_path or default_socket_path())
+    folder = os.path.dirname(sock)
+    log_path = os.path.join(folder, LOG_NAME)
+    not_running = f"coactive-credd is not running on {sock}"
+    try:
+        _private_folder(folder)
+        log_fd = os.open(
+            log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as exc:
+        raise _start_failed(f"{not_running} and cannot be started there: {exc}") from None
+    argv = _serve_argv(sock)
+    try:
+        os.fchmod(log_fd, 0o600)
+        offset = os.fstat(log_fd).st_size
+        pid = _spawn(argv, log_fd)
+    except OSError as exc:
+        raise _start_failed(
+            f"{not_running} and {argv[0]} could not be started ({exc.strerror}); "
+            f"set {ENV_COMMAND} to the coactive-credd executable"
+        ) from None
+    finally:
+        os.close(log_fd)
+    deadline = time.monotonic() + wait
+    running = True
+    while True:
+        if running:
+            try:
+                running = os.waitpid(pid, os.WNOHANG)[0] == 0
+            except ChildProcessError:  # reaped by the caller's own child handling
+                running = False
+            else:
+                # Another daemon holding the socket is why ours left: wait for that one.
+                if not running and not _lost_race(log_path, offset):
+                    raise _start_failed(f"{not_running} and starting it failed; see {log_path}")
+        if _answers(sock, max(deadline - time.monotonic(), 0.05)):
+            break
+        if time.monotonic() >= deadline:
+            if running:
+                _reap_later(pid)
+            raise _start_failed(
+                f"coactive-credd was started but did not answer on {sock} within {wait:g} s; "
+                f"see {log_path}"
+            )
+        time.sleep(0.025)
+    if running:
+        _reap_later(pid)
+
+
+def _start_failed(message: str) -> DaemonUnreachable:
+    return DaemonUnreachable(message, code="unreachable", hint=START_HINT)
+
+
+def _private_folder(folder: str) -> None:
+    """Create ``folder`` and its missing parents 0700, or check that it is ours and private,
+    as the daemon will: otherwise the log would be written where others can reach it."""
+    missing: list[str] = []
+    probe = folder
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:  # another caller made it just now
+            continue
+        os.chmod(d, 0o700)  # mkdir's mode went through the umask
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{folder} must be a folder of yours with mode 0700")
+
+
+def _serve_argv(sock: str) -> list[str]:
+    command = os.environ.get(ENV_COMMAND)
+    if not command:
+        import importlib.util
+
+        # The same interpreter that has the package needs no PATH (a venv, pipx).
+        if sys.executable and importlib.util.find_spec("coactive_credd") is not None:
+            return [sys.executable, "-m", "coactive_credd", "serve", "--socket", sock]
+        command = "coactive-credd"
+    return [command, "serve", "--socket", sock]
+
+
+def _spawn(argv: list[str], log_fd: int) -> int:
+    """Start ``argv`` detached: no fork of this (perhaps threaded) process, no inherited
+    stdout a caller's ``$(...)`` would wait on."""
+    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_ENV}
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+    ]
+    spawn = os.posix_spawn if os.sep in argv[0] else os.posix_spawnp
+    try:
+        return spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+    except NotImplementedError:  # a libc without POSIX_SPAWN_SETSID: its own group, at least
+        return spawn(argv[0], argv, env, file_actions=actions, setpgroup=0)
+
+
+def _answers(sock: str, timeout: float) -> bool:
+    """``GET /healthz`` answers 200.  A daemon still loading has its socket bound already:
+    the connection waits in the backlog until it serves (or is reset if it fails)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(sock)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        head = b""
+        while b"\r\n" not in head and len(head) < 64:
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            head += chunk
+        return head.split(b" ", 2)[1:2] == [b"200"]
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _lost_race(log_path: str, offset: int) -> bool:
+    """The daemon started here left because another one holds the socket (its last words)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            return b"already running" in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def _reap_later(pid: int) -> None:
+    """Collect the daemon's exit status whenever it ends, so a long-running caller never
+    keeps it as a zombie."""
+
+    import contextlib
+
+    def reap() -> None:
+        with contextlib.suppress(ChildProcessError):  # the caller's own child handling got it
+            os.waitpid(pid, 0)
+
+    threading.Thread(target=reap, name="coactive-credd-reaper", daemon=True).start()
+
+
 # --------------------------------------------------------------------------- the token
 
 
@@ -367,12 +579,22 @@ class Client:
     """A connection to the daemon, kept alive between calls; safe to share between threads.
 
     ``socket_path`` defaults to :func:`default_socket_path`; ``timeout`` bounds each call
-    (a call that has to wait for Coactive can take a while).
+    (a call that has to wait for Coactive can take a while).  When no daemon answers,
+    :meth:`token` and :meth:`refresh` start one (:func:`start_daemon`) if ``autostart`` and
+    :func:`autostart_enabled` allow; :meth:`status` and :meth:`request` never do: they ask
+    about the daemon that is there.
     """
 
-    def __init__(self, socket_path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        autostart: bool = True,
+    ) -> None:
         self.socket_path = socket_path or default_socket_path()
         self.timeout = timeout
+        self.autostart = autostart
         self._conn: http.client.HTTPConnection | None = None
         self._used = False  # the open connection has already carried a request
         self._lock = threading.Lock()
@@ -392,12 +614,19 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def _roundtrip(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes]:
+    def _roundtrip(
+        self, method: str, path: str, body: dict[str, Any] | None, *, start: bool = False
+    ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Accept": "application/json"}
         if payload is not None:
             headers["Content-Type"] = "application/json"
-        if self._conn is None and not os.path.exists(self.socket_path):
+        start = start and self.autostart
+        if (
+            self._conn is None
+            and not os.path.exists(self.socket_path)
+            and not (start and autostart_enabled())
+        ):
             # Fail before importing http.client: the common "daemon not running" case.
             raise _unreachable(self.socket_path, FileNotFoundError()) from None
         with self._lock:
@@ -416,11 +645,15 @@ class Client:
                     # that failed on a reused connection is sent once more on a fresh one.
                     if reused and not isinstance(exc, TimeoutError):
                         continue
-                    raise _unreachable(self.socket_path, exc) from None
-                self._used = True
-                if resp.will_close:
-                    self._drop()
-                return resp.status, data
+                    if not (start and _no_daemon(exc) and autostart_enabled()):
+                        raise _unreachable(self.socket_path, exc) from None
+                else:
+                    self._used = True
+                    if resp.will_close:
+                        self._drop()
+                    return resp.status, data
+                start = False  # once: a daemon that was started and still fails is reported
+                start_daemon(self.socket_path)
 
     def request(
         self, method: str, path: str, body: dict[str, Any] | None = None
@@ -433,8 +666,10 @@ class Client:
         status, data = self._roundtrip(method, path, body)
         return status, _json_object(data)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        status, data = self._roundtrip(method, path, body)
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, start: bool = False
+    ) -> dict[str, Any]:
+        status, data = self._roundtrip(method, path, body, start=start)
         if status >= 400:
             raise _error_from_answer(status, data)
         return _json_object(data)
@@ -442,12 +677,14 @@ class Client:
     def token(self, profile: str | None = None, min_ttl: int = 0) -> Token:
         """The profile's current token, valid for at least ``min_ttl`` more seconds."""
         _check_min_ttl(min_ttl)
-        return Token.from_dict(self._call("GET", _token_path("/v1/token", profile, min_ttl)))
+        return Token.from_dict(
+            self._call("GET", _token_path("/v1/token", profile, min_ttl), start=True)
+        )
 
     def refresh(self, profile: str | None = None, rejected_token: str | None = None) -> Token:
         """Force a new token; with ``rejected_token``, only if that token is still current."""
         path, body = _refresh_request(profile, rejected_token)
-        return Token.from_dict(self._call("POST", path, body))
+        return Token.from_dict(self._call("POST", path, body, start=True))
 
     def status(self) -> dict[str, Any]:
         """The daemon's status: version, pid, locked, profiles (never a secret)."""
@@ -480,8 +717,27 @@ def get_token(
 # --------------------------------------------------------------------------- async client
 
 
+async def _aconnect(
+    socket_path: str, start: bool
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    import asyncio
+
+    try:
+        return await asyncio.open_unix_connection(socket_path)
+    except OSError as exc:
+        if not (start and _no_daemon(exc) and autostart_enabled()):
+            raise
+    await asyncio.to_thread(start_daemon, socket_path)
+    return await asyncio.open_unix_connection(socket_path)
+
+
 async def _arequest(
-    socket_path: str, method: str, path: str, body: dict[str, Any] | None, timeout: float
+    socket_path: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    timeout: float,
+    start: bool = False,
 ) -> tuple[int, bytes]:
     import asyncio
 
@@ -495,10 +751,12 @@ async def _arequest(
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_unix_connection(socket_path)
+            reader, writer = await _aconnect(socket_path, start)
             writer.write(head.encode("ascii") + b"\r\n" + payload)
             await writer.drain()
             raw = await reader.read()
+    except CredddError:  # the daemon could not be started: already says why
+        raise
     except (OSError, TimeoutError) as exc:
         raise _unreachable(socket_path, exc) from None
     finally:
@@ -540,9 +798,10 @@ async def _acall(
     path: str,
     body: dict[str, Any] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    start: bool = True,
 ) -> dict[str, Any]:
     status, data = await _arequest(
-        socket_path or default_socket_path(), method, path, body, timeout
+        socket_path or default_socket_path(), method, path, body, timeout, start
     )
     if status >= 400:
         raise _error_from_answer(status, data)
