@@ -26,14 +26,22 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
-export interface TokenOptions extends CallOptions {
+export interface StartOptions {
+  /**
+   * With no daemon on the socket, start `coactive-credd serve` and wait for it (default:
+   * true, subject to autostartEnabled()); false never starts one.
+   */
+  autostart?: boolean;
+}
+
+export interface TokenOptions extends CallOptions, StartOptions {
   /** Defaults to $COACTIVE_PROFILE, else "default". */
   profile?: string;
   /** The token must stay valid at least this many seconds. */
   minTtl?: number;
 }
 
-export interface RefreshOptions extends CallOptions {
+export interface RefreshOptions extends CallOptions, StartOptions {
   profile?: string;
   /** Replace the token only if this one is still the current one. */
   rejectedToken?: string;
@@ -57,6 +65,10 @@ export declare class VaultLocked extends CredddError {}
 
 export declare function defaultSocketPath(env?: NodeJS.ProcessEnv): string;
 export declare function defaultProfile(env?: NodeJS.ProcessEnv): string;
+/** $COACTIVE_CREDD_AUTOSTART 1 or 0; unset, true unless a user service is installed. */
+export declare function autostartEnabled(env?: NodeJS.ProcessEnv): boolean;
+/** Start `coactive-credd serve` in the background; resolves once it answers. */
+export declare function startDaemon(socketPath?: string, options?: { waitMs?: number }): Promise<void>;
 export declare function getToken(options?: TokenOptions): Promise<string>;
 export declare function fetchToken(options?: TokenOptions): Promise<TokenInfo>;
 export declare function refresh(options?: RefreshOptions): Promise<TokenInfo>;

@@ -7,7 +7,12 @@
 //
 // Every failure is a CredddError with .code (the daemon's error code) and .exitCode (the
 // exit code the command-line shims use). Messages never contain a token.
+//
+// When no daemon answers, fetchToken/getToken/refresh start `coactive-credd serve` in the
+// background and wait for it, unless COACTIVE_CREDD_AUTOSTART=0 or a user service is
+// installed (see autostartEnabled); status and request never do.
 
+const childProcess = require('child_process');
 const http = require('http');
 const crypto = require('crypto');
 const fs = require('fs');
@@ -122,6 +127,152 @@ function defaultProfile(env = process.env) {
   return env.COACTIVE_PROFILE || 'default';
 }
 
+// ---- autostart: the same rule and the same start in every shim
+
+const AUTOSTART_WAIT_MS = 10000;
+const LOG_NAME = 'credd.log';
+// A service manager's protocols address the caller, not a daemon the caller starts.
+const SERVICE_ENV = ['NOTIFY_SOCKET', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES', 'WATCHDOG_USEC', 'WATCHDOG_PID'];
+
+/** Whether a systemd user unit or a launchd agent for coactive-credd is installed. */
+function serviceInstalled(env = process.env) {
+  const home = env.HOME || os.homedir();
+  const configDirs = [env.XDG_CONFIG_HOME, path.join(home, '.config')].filter(Boolean);
+  const candidates = [path.join(home, 'Library', 'LaunchAgents', 'ai.coactive.credd.plist')];
+  for (const d of configDirs) {
+    for (const unit of ['coactive-credd.socket', 'coactive-credd.service']) {
+      candidates.push(path.join(d, 'systemd', 'user', unit));
+    }
+  }
+  return candidates.some((p) => {
+    try {
+      fs.lstatSync(p);
+      return true;
+    } catch (_) {
+      return false;
+    }
+  });
+}
+
+/**
+ * Whether a caller that finds no daemon starts one: COACTIVE_CREDD_AUTOSTART 1 or 0; unset,
+ * on unless a user service is installed (then the service manager owns the daemon).
+ */
+function autostartEnabled(env = process.env) {
+  const value = String(env.COACTIVE_CREDD_AUTOSTART || '').trim().toLowerCase();
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  return !serviceInstalled(env);
+}
+
+function noDaemon(err) {
+  return Boolean(err && err.cause && ['ENOENT', 'ECONNREFUSED'].includes(err.cause.code));
+}
+
+function startFailed(message) {
+  return new DaemonUnreachable(message, { code: 'unreachable', hint: START_HINT });
+}
+
+/** Create the socket's folder 0700, or check that it is ours and private, as the daemon will. */
+function privateFolder(dir) {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== process.getuid() || (st.mode & 0o077) !== 0) {
+    throw new Error(`${dir} must be a folder of yours with mode 0700`);
+  }
+}
+
+function healthy(socketPath, timeoutMs) {
+  return request('GET', '/healthz', { socketPath, timeoutMs }).then(
+    (r) => r.status === 200,
+    () => false,
+  );
+}
+
+/**
+ * Start `coactive-credd serve` in the background and wait until it answers: its own session,
+ * stdin from /dev/null, output appended to credd.log (0600) beside the socket. When many
+ * callers start one at once, the daemon's startup lock lets one serve and the others exit
+ * "already running": their callers wait for the winner. Rejects with DaemonUnreachable,
+ * naming the log, if none answers in time.
+ */
+async function startDaemon(socketPath, { waitMs = AUTOSTART_WAIT_MS } = {}) {
+  const sock = path.resolve(socketPath || defaultSocketPath());
+  const dir = path.dirname(sock);
+  const log = path.join(dir, LOG_NAME);
+  const notRunning = `coactive-credd is not running on ${sock}`;
+  let fd;
+  try {
+    privateFolder(dir);
+    const { O_WRONLY, O_APPEND, O_CREAT, O_NOFOLLOW } = fs.constants;
+    fd = fs.openSync(log, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW, 0o600);
+    fs.fchmodSync(fd, 0o600);
+  } catch (err) {
+    throw startFailed(`${notRunning} and cannot be started there: ${err.message}`);
+  }
+  const command = process.env.COACTIVE_CREDD_COMMAND || 'coactive-credd';
+  const env = { ...process.env };
+  for (const name of SERVICE_ENV) delete env[name];
+  let offset;
+  let child;
+  let exited = false;
+  let spawnError = null;
+  try {
+    offset = fs.fstatSync(fd).size;
+    child = childProcess.spawn(command, ['serve', '--socket', sock], {
+      detached: true, // setsid
+      stdio: ['ignore', fd, fd],
+      env,
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+  child.on('error', (err) => {
+    spawnError = err;
+  });
+  child.on('exit', () => {
+    exited = true;
+  });
+  child.unref(); // the caller may exit while the daemon runs on
+  const deadline = Date.now() + waitMs;
+  let checkedExit = false;
+  for (;;) {
+    if (spawnError) {
+      throw startFailed(
+        `${notRunning} and ${command} could not be started (${spawnError.code || spawnError.message}); ` +
+          'set COACTIVE_CREDD_COMMAND to the coactive-credd executable',
+      );
+    }
+    if (exited && !checkedExit) {
+      checkedExit = true;
+      if (!lostRace(log, offset)) throw startFailed(`${notRunning} and starting it failed; see ${log}`);
+    }
+    if (await healthy(sock, Math.max(deadline - Date.now(), 50))) return;
+    if (Date.now() >= deadline) {
+      throw startFailed(
+        `coactive-credd was started but did not answer on ${sock} within ${waitMs / 1000} s; see ${log}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** The daemon started here left because another one holds the socket (its last words). */
+function lostRace(log, offset) {
+  try {
+    const fd = fs.openSync(log, 'r');
+    try {
+      const buf = Buffer.alloc(1 << 16);
+      const n = fs.readSync(fd, buf, 0, buf.length, offset);
+      return buf.subarray(0, n).includes('already running');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (_) {
+    return false;
+  }
+}
+
 function unreachable(socketPath, err) {
   let what;
   if (err && err.code === 'ENOENT') what = `coactive-credd is not running (no socket at ${socketPath})`;
@@ -129,7 +280,9 @@ function unreachable(socketPath, err) {
   else if (err && err.code === 'EACCES') what = `cannot open coactive-credd's socket ${socketPath}: permission denied`;
   else if (err && err.code === 'ETIMEDOUT') what = `coactive-credd did not answer in time on ${socketPath}`;
   else what = `lost the connection to coactive-credd on ${socketPath}`;
-  return new DaemonUnreachable(what, { code: 'unreachable', hint: START_HINT });
+  const e = new DaemonUnreachable(what, { code: 'unreachable', hint: START_HINT });
+  e.cause = err;
+  return e;
 }
 
 function errorFromAnswer(status, text) {
@@ -175,8 +328,19 @@ function request(method, urlPath, { body = null, socketPath, timeoutMs = DEFAULT
   });
 }
 
+/** request(), starting a daemon first if none answers and autostart allows it. */
+async function requestOrStart(method, urlPath, opts) {
+  try {
+    return await request(method, urlPath, opts);
+  } catch (err) {
+    if (!noDaemon(err) || opts.autostart === false || !autostartEnabled()) throw err;
+  }
+  await startDaemon(opts.socketPath);
+  return request(method, urlPath, opts);
+}
+
 async function call(method, urlPath, opts) {
-  const { status, body } = await request(method, urlPath, opts);
+  const { status, body } = await (opts.start ? requestOrStart : request)(method, urlPath, opts);
   if (status >= 400) throw errorFromAnswer(status, body);
   try {
     return JSON.parse(body);
@@ -212,9 +376,11 @@ function checkMinTtl(minTtl) {
 }
 
 /** The profile's current token with its expiry. */
-async function fetchToken({ profile, minTtl = 0, socketPath, timeoutMs } = {}) {
+async function fetchToken({ profile, minTtl = 0, socketPath, timeoutMs, autostart } = {}) {
   checkMinTtl(minTtl);
-  return toTokenInfo(await call('GET', tokenPath('/v1/token', profile, minTtl), { socketPath, timeoutMs }));
+  return toTokenInfo(
+    await call('GET', tokenPath('/v1/token', profile, minTtl), { socketPath, timeoutMs, autostart, start: true }),
+  );
 }
 
 /** The profile's current access token, valid for at least minTtl more seconds. */
@@ -223,13 +389,19 @@ async function getToken(opts = {}) {
 }
 
 /** Force a new token; with rejectedToken, only if that token is still the current one. */
-async function refresh({ profile, rejectedToken, socketPath, timeoutMs } = {}) {
+async function refresh({ profile, rejectedToken, socketPath, timeoutMs, autostart } = {}) {
   const body =
     rejectedToken == null
       ? null
       : { rejected_token_sha256: crypto.createHash('sha256').update(rejectedToken, 'utf8').digest('hex') };
   return toTokenInfo(
-    await call('POST', tokenPath('/v1/token/refresh', profile, 0), { body, socketPath, timeoutMs }),
+    await call('POST', tokenPath('/v1/token/refresh', profile, 0), {
+      body,
+      socketPath,
+      timeoutMs,
+      autostart,
+      start: true,
+    }),
   );
 }
 
@@ -249,6 +421,8 @@ module.exports = {
   VaultLocked,
   defaultSocketPath,
   defaultProfile,
+  autostartEnabled,
+  startDaemon,
   getToken,
   fetchToken,
   refresh,

@@ -86,7 +86,7 @@ test('error answers map to classes with code and exitCode', async () => {
 
 test('a missing socket fails fast with DaemonUnreachable naming how to start it', async () => {
   const started = process.hrtime.bigint();
-  await assert.rejects(lib.getToken({ socketPath: '/nonexistent/credd.sock' }), (err) => {
+  await assert.rejects(lib.getToken({ socketPath: '/nonexistent/credd.sock', autostart: false }), (err) => {
     assert.ok(err instanceof lib.DaemonUnreachable);
     assert.equal(err.exitCode, 3);
     assert.match(err.message, /coactive-credd serve/);
@@ -141,5 +141,26 @@ test('the CLI prints the token alone, or a header, and exits with the SPEC codes
     assert.equal((await run(['--min-ttl', 'soon'])).code, 2);
   } finally {
     await s.close();
+  }
+});
+
+test('autostart: COACTIVE_CREDD_AUTOSTART decides; unset, on unless a user service is installed', () => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'ccd-node-'));
+  try {
+    const env = { HOME: home };
+    assert.equal(lib.autostartEnabled(env), true);
+    assert.equal(lib.autostartEnabled({ ...env, COACTIVE_CREDD_AUTOSTART: '0' }), false);
+    const units = path.join(home, 'xdg', 'systemd', 'user');
+    fs.mkdirSync(units, { recursive: true });
+    fs.writeFileSync(path.join(units, 'coactive-credd.socket'), '');
+    assert.equal(lib.autostartEnabled(env), true); // XDG_CONFIG_HOME not set: not looked at
+    assert.equal(lib.autostartEnabled({ ...env, XDG_CONFIG_HOME: path.join(home, 'xdg') }), false);
+    assert.equal(lib.autostartEnabled({ ...env, XDG_CONFIG_HOME: path.join(home, 'xdg'), COACTIVE_CREDD_AUTOSTART: '1' }), true);
+    const agents = path.join(home, 'Library', 'LaunchAgents');
+    fs.mkdirSync(agents, { recursive: true });
+    fs.writeFileSync(path.join(agents, 'ai.coactive.credd.plist'), '');
+    assert.equal(lib.autostartEnabled(env), false);
+  } finally {
+    fs.rmSync(home, { recursive: true, force: true });
   }
 });
