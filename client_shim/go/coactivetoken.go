@@ -7,6 +7,10 @@
 //
 // Every failure is an *Error carrying the daemon's error code and the exit code the
 // command-line shims use. Error messages never contain a token.
+//
+// When no daemon answers, fetching or refreshing a token starts `coactive-credd serve` in the
+// background and waits for it (StartDaemon), unless COACTIVE_CREDD_AUTOSTART=0 or a user
+// service is installed (AutostartEnabled).
 package coactivetoken
 
 import (
@@ -61,6 +65,7 @@ type Error struct {
 	Hint     string
 	Status   int // the HTTP status of the daemon's answer; 0 when there was none
 	ExitCode int
+	err      error // why the daemon could not be reached, for CodeUnreachable
 }
 
 func (e *Error) Error() string {
@@ -69,6 +74,9 @@ func (e *Error) Error() string {
 	}
 	return e.Message
 }
+
+// Unwrap returns the connection error behind CodeUnreachable, if any.
+func (e *Error) Unwrap() error { return e.err }
 
 var exitByCode = map[string]int{
 	"bad_request":          ExitUsage,
@@ -137,7 +145,9 @@ func unreachable(socketPath string, err error) *Error {
 	default:
 		what = "lost the connection to coactive-credd on " + socketPath
 	}
-	return newError(CodeUnreachable, what, startHint, 0)
+	e := newError(CodeUnreachable, what, startHint, 0)
+	e.err = err
+	return e
 }
 
 func isTimeout(err error) bool {
@@ -201,10 +211,15 @@ func (t TokenInfo) Authorization() string { return "Bearer " + t.AccessToken }
 
 // Client talks to the daemon over one keep-alive connection. The zero value is not usable;
 // use NewClient. A Client is safe for concurrent use.
+//
+// When no daemon answers, Fetch, Token and Refresh start one (StartDaemon) if
+// AutostartEnabled() and not DisableAutostart; Do and Status never do: they ask about the
+// daemon that is there.
 type Client struct {
-	SocketPath string
-	Timeout    time.Duration
-	http       *http.Client
+	SocketPath       string
+	Timeout          time.Duration
+	DisableAutostart bool // never start a daemon, whatever $COACTIVE_CREDD_AUTOSTART says
+	http             *http.Client
 }
 
 // NewClient returns a client for socketPath ("" means DefaultSocketPath()).
@@ -290,7 +305,13 @@ func tokenPath(route, profile string, minTTL int) string {
 
 func (c *Client) fetch(ctx context.Context, method, path string, body any) (*TokenInfo, error) {
 	var t TokenInfo
-	if err := c.call(ctx, method, path, body, &t); err != nil {
+	err := c.call(ctx, method, path, body, &t)
+	if err != nil && noDaemon(err) && !c.DisableAutostart && AutostartEnabled() {
+		if err = StartDaemon(ctx, c.SocketPath); err == nil {
+			err = c.call(ctx, method, path, body, &t)
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	if t.AccessToken == "" || t.ExpiresAt.IsZero() {

@@ -11,9 +11,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -98,6 +100,7 @@ func TestErrorAnswersMapToExitCodes(t *testing.T) {
 }
 
 func TestUnreachableFailsFast(t *testing.T) {
+	t.Setenv("COACTIVE_CREDD_AUTOSTART", "0")
 	c := NewClient(filepath.Join(t.TempDir(), "none.sock"))
 	start := time.Now()
 	_, err := c.Token(context.Background(), "", 0)
@@ -219,5 +222,43 @@ func TestTransportDoesNotReplayAStream(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 401 || calls != 1 || fd.refreshes != 0 {
 		t.Errorf("status %d, calls %d, refreshes %d", resp.StatusCode, calls, fd.refreshes)
+	}
+}
+
+func TestAutostartEnabled(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("COACTIVE_CREDD_AUTOSTART", "")
+	if !AutostartEnabled() {
+		t.Fatal("off with no service installed")
+	}
+	t.Setenv("COACTIVE_CREDD_AUTOSTART", "0")
+	if AutostartEnabled() {
+		t.Fatal("on with COACTIVE_CREDD_AUTOSTART=0")
+	}
+	t.Setenv("COACTIVE_CREDD_AUTOSTART", "")
+	units := filepath.Join(home, "xdg", "systemd", "user")
+	if err := os.MkdirAll(units, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(units, "coactive-credd.service"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, "xdg"))
+	if AutostartEnabled() {
+		t.Fatal("on with a user service installed")
+	}
+	t.Setenv("COACTIVE_CREDD_AUTOSTART", "1")
+	if !AutostartEnabled() {
+		t.Fatal("off with COACTIVE_CREDD_AUTOSTART=1")
+	}
+}
+
+func TestUnreachableKeepsItsCause(t *testing.T) {
+	t.Setenv("COACTIVE_CREDD_AUTOSTART", "0")
+	_, err := NewClient(filepath.Join(t.TempDir(), "none.sock")).Token(context.Background(), "", 0)
+	if !errors.Is(err, syscall.ENOENT) || !noDaemon(err) {
+		t.Fatalf("got %v", err)
 	}
 }
