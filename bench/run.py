@@ -781,7 +781,12 @@ def machine() -> dict[str, str]:
         "git": out(["git", "--version"]),
         "gcc": out(["gcc", "--version"]).splitlines()[0] if out(["gcc", "--version"]) else "",
         "memory": next(
-            (ln for ln in out(["free", "-h"]).splitlines() if ln.startswith("Mem:")), ""
+            (
+                f"{int(ln.split()[1]) / 2**20:.1f} GiB RAM"
+                for ln in Path("/proc/meminfo").read_text().splitlines()
+                if ln.startswith("MemTotal:")
+            ),
+            "",
         ),
         "load_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
@@ -807,7 +812,19 @@ def main(argv: list[str] | None = None) -> int:
         help="make the idle-CPU window at least this long "
         "(the suite's own length counts; 600 for the full 10 minutes)",
     )
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: re-render the page and plot from a results.json of an earlier run",
+    )
     args = parser.parse_args(argv)
+    if args.from_results:
+        results = json.loads(args.from_results.read_text())
+        out = args.out or (REPO / "docs")
+        report.write(results, out)
+        print(f"wrote {out / 'BENCHMARKS.md'} from {args.from_results}")
+        return 0
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -823,8 +840,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     suite = Suite(plan, workdir)
     suite.results["meta"] = {
-        "command": "python bench/run.py "
-        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": " ".join(
+            ["python bench/run.py", *(shlex.quote(a) for a in (argv or sys.argv[1:]))]
+        ),
         "smoke": plan.smoke,
         "parts": parts,
         "plan": asdict(plan),
