@@ -46,11 +46,11 @@ def _paths(socket: str | None = None) -> Paths:
 
 
 def _profile(args: argparse.Namespace) -> str:
-    from . import config
+    import coactive_token
 
     name: str = args.profile or os.environ.get("COACTIVE_PROFILE") or "default"
     try:
-        return config.check_profile_name(name)
+        return coactive_token.check_profile_name(name)
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
+
+import coactive_token
 
 from . import fsutil
 
@@ -33,7 +34,6 @@ DEFAULT_SKEW = 30.0
 DEFAULT_REFRESH_FRACTION = 0.25
 AUTH_KINDS = ("personal_token", "client_credentials")
 Auth = Literal["personal_token", "client_credentials"]
-_PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ConfigError(Exception):
@@ -41,12 +41,11 @@ class ConfigError(Exception):
 
 
 def check_profile_name(name: str) -> str:
-    """Return ``name`` if it is a valid profile name, else raise ``ValueError``."""
-    if not _PROFILE_RE.match(name):
-        raise ValueError(
-            f"invalid profile name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
-        )
-    return name
+    """Return ``name`` if it is a valid profile name, else raise ``ValueError``.
+
+    The rule is the client's (:func:`coactive_token.check_profile_name`), so a name the
+    daemon accepts is one every shim can send."""
+    return coactive_token.check_profile_name(name)
 
 
 @dataclass(frozen=True)
