@@ -500,3 +500,19 @@ async def test_a_daemon_whose_socket_is_removed_or_replaced_stops(tmp_path: Path
         s.close()
         other.close()
         sock.unlink(missing_ok=True)
+
+
+def test_keep_alive_answers_and_uvloop_is_used_when_installed(daemon: Daemon) -> None:
+    import importlib.util
+
+    from .conftest import UnixHTTP
+
+    conn = UnixHTTP(str(daemon.socket))
+    try:
+        for _ in range(3):  # keep-alive: one connection, three answers
+            conn.request("GET", "/v1/token")
+            assert conn.getresponse().read()
+    finally:
+        conn.close()
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"(event loop: {loop})" in daemon.log_text()

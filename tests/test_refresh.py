@@ -251,3 +251,24 @@ async def test_the_scheduler_rechecks_the_wall_clock(inproc: InProc) -> None:
     inproc.clock.now = (rt.refresh_at or 0) + 1  # jump, and do not wake the scheduler
     await asyncio.sleep(0.3)
     assert inproc.fake.logins == 2
+
+
+async def test_the_peer_is_asked_once_per_connection(
+    inproc: InProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coactive_credd import api
+
+    calls = []
+    real = api.peer_credentials
+
+    def counting(sock: Any) -> tuple[int, int | None]:
+        calls.append(sock)
+        return real(sock)
+
+    monkeypatch.setattr(api, "peer_credentials", counting)
+    conn = aiohttp.UnixConnector(path=str(inproc.socket), limit=1)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        for _ in range(5):
+            async with s.get("http://localhost/v1/token") as r:
+                assert r.status == 200
+    assert len(calls) == 1

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import struct
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,6 +63,9 @@ class Api:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
         self.uid = os.geteuid()
+        self._peers: weakref.WeakKeyDictionary[Any, tuple[int, int | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._routes: dict[
             tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.Response]]
         ] = {
@@ -74,10 +78,25 @@ class Api:
             ("POST", "/v1/admin/unlock"): self.post_unlock,
         }
 
+    def _peer(self, request: web.BaseRequest) -> tuple[int, int | None]:
+        """The peer's (uid, pid), asked of the kernel once per connection, not per request."""
+        transport = request.transport
+        if transport is None:
+            return -1, None
+        try:
+            return self._peers[transport]
+        except KeyError:
+            pass
+        except TypeError:  # a transport that takes no weak reference: ask every time
+            return peer_credentials(transport.get_extra_info("socket"))
+        sock = transport.get_extra_info("socket")
+        peer = peer_credentials(sock) if sock is not None else (-1, None)
+        self._peers[transport] = peer
+        return peer
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
-            sock = request.transport.get_extra_info("socket") if request.transport else None
-            uid, pid = peer_credentials(sock) if sock is not None else (-1, None)
+            uid, pid = self._peer(request)
             if uid != self.uid:
                 log.warning(
                     "refused a request from uid %d (pid %s): not the daemon's uid", uid, pid

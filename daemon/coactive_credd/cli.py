@@ -321,7 +321,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logsetup.configure(args.log_level)
     server.harden_process()
     try:
-        asyncio.run(server.run(_paths(args.socket)))
+        # uvloop, when installed (`pip install coactive-credd[fast]`), answers a little faster.
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(server.run(_paths(args.socket)))
     except server.StartupError as exc:
         raise CommandError(str(exc)) from None
     return 0

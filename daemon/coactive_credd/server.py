@@ -141,11 +141,12 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         for s in sockets:
             await web.SockSite(runner, s, shutdown_timeout=2.0, backlog=1024).start()
         log.info(
-            "coactive-credd %s serving %d profile(s) on %s%s",
+            "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s)",
             __version__,
             len(daemon.profiles),
             paths.socket if own_socket else "an inherited socket",
             " (vault locked)" if daemon.locked else "",
+            type(loop).__module__.split(".")[0],
         )
         daemon.notifier.ready(daemon.status_line())
         if ready is not None:
