@@ -299,6 +299,7 @@ async def inproc(home: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[
         sched.cancel()
         await session.close()
         await runner.cleanup()
+        await d.flush()
         await d.upstream.close()
         await f.stop()
         assert not leaked(caplog.text, set(f.issued)), "a secret appeared in the daemon log"

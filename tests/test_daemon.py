@@ -129,13 +129,15 @@ def test_system_credentials_and_several_profiles(home: Path, fake: FakeCoactive)
 def test_restart_within_the_lifetime_needs_no_login(
     home: Path, daemon: Daemon, fake: FakeCoactive
 ) -> None:
+    assert run_cli("refresh").returncode == 0  # a token only the daemon has seen
     before = run_cli("token").stdout
-    assert daemon.stop() == 0
+    assert before.strip() == fake.issued[-1] and fake.logins == 2
+    assert daemon.stop() == 0  # a clean stop writes it to the vault
     assert not daemon.socket.exists()  # removed on SIGTERM
     d2 = start_daemon(home)
     try:
         assert run_cli("token").stdout == before
-        assert fake.logins == 1
+        assert fake.logins == 2
     finally:
         d2.stop()
 

@@ -272,3 +272,25 @@ async def test_the_peer_is_asked_once_per_connection(
             async with s.get("http://localhost/v1/token") as r:
                 assert r.status == 200
     assert len(calls) == 1
+
+
+async def test_new_tokens_reach_the_vault_in_one_write(
+    inproc: InProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = inproc.daemon.vault
+    writes = []
+    real = vault.update
+
+    def counting(fn: Any) -> Any:
+        writes.append(fn)
+        return real(fn)
+
+    monkeypatch.setattr(vault, "update", counting)
+    before = vault.vault_path.read_bytes()
+    for _ in range(3):
+        assert (await inproc.post("/v1/token/refresh"))[0] == 200
+    assert vault.vault_path.read_bytes() == before  # gathered for one write
+    await inproc.daemon.flush()
+    assert len(writes) == 1
+    cached = vault.load().profiles["default"].token
+    assert cached is not None and cached.access_token == inproc.fake.issued[-1]

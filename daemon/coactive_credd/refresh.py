@@ -14,10 +14,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from . import config, engine, service
 from .config import Config, ProfileConfig
@@ -94,6 +93,7 @@ class Daemon:
         rand: Callable[[], float] = random.random,
         upstream: Upstream | None = None,
         notifier: service.Notifier | None = None,
+        persist_delay: float = 30.0,
     ) -> None:
         self.paths = paths
         self.clock = clock
@@ -109,7 +109,9 @@ class Daemon:
         self.last_use = self.unlocked_at = clock()  # for auto-lock
         self._wake = asyncio.Event()
         self._persist_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.persist_delay = persist_delay
+        self._pending: dict[str, tuple[bytes | None, engine.Token]] = {}
+        self._writer: asyncio.Task[None] | None = None
 
     def load(self) -> None:
         """Read config and vault and bring the in-memory profiles in line with them.
@@ -252,35 +254,54 @@ class Daemon:
                 grant.expires_in,
                 int((p.rt.refresh_at or 0) - self.clock()),
             )
-            self._spawn(self._persist(p, tok))
+            self._queue_persist(p, tok)
         finally:
             p.rt.refreshing = False
             p.inflight = None
             self._wake.set()
             self._notify_status()
 
-    async def _persist(self, p: Profile, tok: engine.Token) -> None:
-        """Keep the new token in the vault (encrypted) so a restart needs no login."""
-        name, fp = p.cfg.name, p.fp
+    def _queue_persist(self, p: Profile, tok: engine.Token) -> None:
+        """Keep the new token in the vault (encrypted) so a restart needs no login.
+
+        Tokens refreshed within ``persist_delay`` of each other go out in one vault write:
+        every write re-encrypts the whole vault, which with many profiles cost most of a
+        login's CPU. A crash loses at most that window, and costs one login per token lost
+        at the next start; a clean stop flushes.
+        """
+        self._pending[p.cfg.name] = (p.fp, tok)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_pending(self.persist_delay))
+
+    async def _write_pending(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._writer = None
+        pending, self._pending = self._pending, {}
 
         def put(data: VaultData) -> None:
-            sec = data.profiles.get(name)
-            # Only if the credentials on disk are still the ones that minted this token.
-            if sec is not None and fingerprint(sec.secret, sec.client_id) == fp:
-                sec.token = CachedToken(
-                    tok.access_token, tok.token_type, tok.expires_at, tok.obtained_at
-                )
+            for name, (fp, tok) in pending.items():
+                sec = data.profiles.get(name)
+                # Only if the credentials on disk are still the ones that minted the token.
+                if sec is not None and fingerprint(sec.secret, sec.client_id) == fp:
+                    sec.token = CachedToken(
+                        tok.access_token, tok.token_type, tok.expires_at, tok.obtained_at
+                    )
 
         async with self._persist_lock:
             try:
                 await asyncio.to_thread(self.vault.update, put)
             except (OSError, VaultError) as exc:
-                log.warning("profile=%s could not keep the token in the vault: %s", name, exc)
+                log.warning("could not keep %d new token(s) in the vault: %s", len(pending), exc)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def flush(self) -> None:
+        """Write every token still waiting for the vault (at shutdown)."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._pending:
+            await self._write_pending(0)
 
     async def scheduler(self) -> None:
         """Start refreshes when they fall due; re-read the wall clock at least every 30 s."""

@@ -161,6 +161,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await runner.cleanup()
+        await daemon.flush()
         await daemon.upstream.close()
         if own_socket and _same_socket(paths.socket, inode):
             paths.socket.unlink()
