@@ -518,3 +518,30 @@ def test_keep_alive_answers_and_uvloop_is_used_when_installed(daemon: Daemon) ->
         conn.close()
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     assert f"(event loop: {loop})" in daemon.log_text()
+
+
+def test_credential_route_matches_gits_origin_to_a_profile(
+    daemon: Daemon, fake: FakeCoactive
+) -> None:
+    login(fake, "zeta")
+    port = fake.base_url.rsplit(":", 1)[1]
+    here = f"/v1/credential?protocol=http&host=127.0.0.1:{port}"
+    tokens = {n: run_cli("token", "--profile", n).stdout.strip() for n in ("default", "zeta")}
+    status, body = daemon.get(here)
+    assert status == 200 and (body["profile"], body["access_token"]) == (
+        "default",
+        tokens["default"],
+    )
+    assert daemon.get(here + "&username=zeta")[1]["profile"] == "zeta"
+    assert daemon.get(here + "&profile=zeta")[1]["profile"] == "zeta"
+    assert daemon.get(here + "&username=nobody&profile=zeta")[1]["profile"] == "zeta"
+    for other in (
+        "protocol=https&host=github.com",
+        "protocol=http&host=127.0.0.1",
+        f"protocol=https&host=127.0.0.1:{port}",
+        f"protocol=http&host=localhost:{port}",
+    ):
+        status, body = daemon.get(f"/v1/credential?{other}")
+        assert (status, body["error"]["code"]) == (404, "no_match"), other
+        assert not leaked(json.dumps(body), set(fake.issued))
+    assert daemon.get("/v1/credential?host=x")[0] == 400

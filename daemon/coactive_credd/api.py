@@ -18,6 +18,7 @@ import struct
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -57,6 +58,16 @@ def peer_credentials(sock: Any) -> tuple[int, int | None]:
     return uid, None
 
 
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None if unparsable."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
+    except ValueError:
+        return None
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
+
+
 class Api:
     """Answers the socket protocol for a :class:`Daemon`."""
 
@@ -70,6 +81,7 @@ class Api:
             tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.Response]]
         ] = {
             ("GET", "/v1/token"): self.get_token,
+            ("GET", "/v1/credential"): self.get_credential,
             ("POST", "/v1/token/refresh"): self.post_refresh,
             ("GET", "/v1/status"): self.get_status,
             ("GET", "/healthz"): self.get_healthz,
@@ -182,7 +194,41 @@ class Api:
         )
 
     async def get_token(self, request: web.BaseRequest) -> web.Response:
-        p = self._profile(request)
+        return await self._serve(request, self._profile(request))
+
+    async def get_credential(self, request: web.BaseRequest) -> web.Response:
+        """The git helper's one call: the token of the profile whose base_url is the origin
+        git asks about (``protocol``, ``host`` with an optional port), preferring ``username``
+        and then ``profile`` when several match; 404 ``no_match`` for any other origin."""
+        q = request.query
+        protocol, host = q.get("protocol", "").lower(), q.get("host", "").lower()
+        if protocol not in ("https", "http") or not host:
+            raise ApiError(
+                400,
+                "bad_request",
+                "protocol (https or http) and host are needed",
+                "pass ?protocol=https&host=HOST[:PORT]",
+            )
+        wanted = _origin(f"{protocol}://{host}")
+        matches = sorted(n for n, p in self.d.profiles.items() if _origin(p.cfg.base_url) == wanted)
+        if not matches:
+            raise ApiError(
+                404,
+                "no_match",
+                f"no profile is configured for {protocol}://{host}",
+                "`coactive-credd status` lists the profiles and their base URLs",
+            )
+        for preferred in (q.get("username"), q.get("profile")):
+            if preferred in matches:
+                name = preferred
+                break
+        else:
+            name = matches[0]
+        if self.d.locked:
+            raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
+        return await self._serve(request, self.d.profiles[name])
+
+    async def _serve(self, request: web.BaseRequest, p: Profile) -> web.Response:
         raw = request.query.get("min_ttl", "0")
         if not raw.isdigit() or int(raw) > 86400:
             raise ApiError(
