@@ -545,3 +545,39 @@ def test_credential_route_matches_gits_origin_to_a_profile(
         assert (status, body["error"]["code"]) == (404, "no_match"), other
         assert not leaked(json.dumps(body), set(fake.issued))
     assert daemon.get("/v1/credential?host=x")[0] == 400
+
+
+def test_interactive_login_prompts_on_the_terminal_without_echo(
+    home: Path, fake: FakeCoactive
+) -> None:
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real command on a terminal
+        os.execvp(  # noqa: S606 - the command under test, on a pseudo-terminal
+            sys.executable,
+            [sys.executable, "-m", "coactive_credd", "login", "--base-url", fake.base_url],
+        )
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 20) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+
+    read_until(b"Personal token: ")
+    assert b"Personal token: " in seen
+    os.write(fd, PERSONAL_TOKEN.encode() + b"\n")
+    read_until(b"verified")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"verified" in seen
+    assert PERSONAL_TOKEN.encode() not in seen  # no echo
+    assert fake.logins == 1
