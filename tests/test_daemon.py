@@ -554,11 +554,14 @@ def test_interactive_login_prompts_on_the_terminal_without_echo(
     import select
 
     pid, fd = pty.fork()
-    if pid == 0:  # the child: the real command on a terminal
-        os.execvp(  # noqa: S606 - the command under test, on a pseudo-terminal
-            sys.executable,
-            [sys.executable, "-m", "coactive_credd", "login", "--base-url", fake.base_url],
-        )
+    if pid == 0:  # the child: the real command on a terminal, and nothing else
+        try:
+            os.execvp(  # noqa: S606 - the command under test, on a pseudo-terminal
+                sys.executable,
+                [sys.executable, "-m", "coactive_credd", "login", "--base-url", fake.base_url],
+            )
+        finally:
+            os._exit(127)
     seen = b""
 
     def read_until(marker: bytes, timeout: float = 20) -> None:
