@@ -43,6 +43,8 @@ def test_passphrase_round_trip_through_a_restarted_daemon(home: Path, fake: Fake
         assert fake.logins == 1  # the cached token from the vault, no new login
         print(f"unlock to first token: {unlock_to_token:.2f} s")
 
+        cmdline = Path(f"/proc/{d.proc.pid}/cmdline").read_bytes()
+        assert PASSPHRASE.encode() not in cmdline and PERSONAL_TOKEN.encode() not in cmdline
         assert run_cli("lock").returncode == 0
         status, body = d.get("/v1/token")  # right after lock
         assert status == 423
