@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from coactive_credd.fakeupstream import FakeCoactive
@@ -324,7 +325,7 @@ def test_erase_hashes_with_openssl_when_sha256sum_is_missing(
     assert fake.logins == logins + 1
 
 
-# ---- the parser against crafted daemon answers -------------------------------------------
+# ---- the query and the parser, against a stand-in daemon ---------------------------------
 
 
 class _StandIn(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -333,13 +334,16 @@ class _StandIn(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 @pytest.fixture
 def stand_in(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """A stand-in daemon on a Unix socket answering whatever the test puts in ``answers``."""
-    answers: dict[str, Any] = {}
+    """A stand-in daemon on a Unix socket: ``answers[path]`` is ``(status, body)``; the
+    request paths it was sent go to ``answers["seen"]``."""
+    answers: dict[str, Any] = {"seen": []}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(answers[self.path.split("?", 1)[0]]).encode()
-            self.send_response(200)
+            answers["seen"].append(self.path)
+            status, doc = answers[self.path.split("?", 1)[0]]
+            body = json.dumps(doc, separators=(",", ":")).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -360,37 +364,98 @@ def stand_in(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     server.server_close()
 
 
-def test_status_text_cannot_steer_the_host_match(stand_in: tuple[str, dict[str, Any]]) -> None:
-    path, answers = stand_in
-    evil = 'x", "name": "evil", "base_url": "https://github.com"} {"name": "evil2", "base_url": "https://github.com'
-    answers["/v1/status"] = {
-        "name": "top-level",
-        "base_url": "https://github.com",
-        "daemon": {"name": "nested", "base_url": "https://github.com"},
-        "locked": False,
-        "profiles": [
-            {"name": "other", "base_url": "https://elsewhere.example", "last_error": evil},
-            {"name": "coactive", "base_url": "https://API.coactive.ai:443/api", "last_error": None},
-        ],
-        "after": {"name": "trailing", "base_url": "https://github.com"},
-    }
-    answers["/v1/token"] = {
-        "profile": "coactive",
-        "access_token": "cat_stand-in",
+def _token_answer(profile: str, token: str) -> dict[str, Any]:
+    return {
+        "profile": profile,
+        "access_token": token,
         "token_type": "Bearer",
         "expires_at": "2030-01-01T00:00:00Z",
         "expires_in": 3600,
     }
-    env = {"COACTIVE_CREDD_SOCKET": path}
-    r = helper("get", "protocol=https\nhost=github.com\n\n", env)
-    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
-    r = helper("get", "protocol=https\nhost=api.coactive.ai\n\n", env)
-    assert parse(r.stdout) == {
-        "username": "coactive",
-        "password": "cat_stand-in",
-        "password_expiry_utc": parse(r.stdout)["password_expiry_utc"],
+
+
+def test_one_request_carries_gits_values_intact(stand_in: tuple[str, dict[str, Any]]) -> None:
+    path, answers = stand_in
+    answers["/v1/credential"] = (200, _token_answer("coactive", "cat_stand-in"))
+    env = {"COACTIVE_CREDD_SOCKET": path, "COACTIVE_PROFILE": "pre ferred&x=1"}
+    host = "API.coactive.ai:443&profile=evil#frag"
+    user = "me@example.com?&username=x %41+"
+    r = helper("get", f"protocol=https\nhost={host}\nusername={user}\n\n", env)
+    assert r.returncode == 0 and r.stderr == ""
+    got = parse(r.stdout)
+    assert (got["username"], got["password"]) == ("coactive", "cat_stand-in")
+    assert 3590 <= int(got["password_expiry_utc"]) - time.time() <= 3601
+    assert len(answers["seen"]) == 1  # one request, nothing else
+    route, query = answers["seen"][0].split("?", 1)
+    assert route == "/v1/credential"
+    assert parse_qs(query, keep_blank_values=True, strict_parsing=True) == {
+        "protocol": ["https"],
+        "host": [host],
+        "username": [user],
+        "profile": ["pre ferred&x=1"],
     }
-    # A token git could not carry safely on one line is never answered.
-    answers["/v1/token"]["access_token"] = "cat_bad\\nusername=evil"
-    r = helper("get", "protocol=https\nhost=api.coactive.ai\n\n", env)
-    assert r.stdout == ""
+    # No username and no COACTIVE_PROFILE: neither is sent.
+    answers["seen"].clear()
+    helper("get", "protocol=https\nhost=api.coactive.ai\n\n", {"COACTIVE_CREDD_SOCKET": path})
+    assert parse_qs(answers["seen"][0].split("?", 1)[1]) == {
+        "protocol": ["https"],
+        "host": ["api.coactive.ai"],
+    }
+
+
+def test_other_schemes_are_not_even_asked(stand_in: tuple[str, dict[str, Any]]) -> None:
+    path, answers = stand_in
+    answers["/v1/credential"] = (200, _token_answer("coactive", "cat_stand-in"))
+    for protocol in ("ssh", "cert", "ftp"):
+        r = helper(
+            "get", f"protocol={protocol}\nhost=api.coactive.ai\n\n", {"COACTIVE_CREDD_SOCKET": path}
+        )
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert answers["seen"] == []
+
+
+@pytest.mark.parametrize(
+    ("status", "doc", "stderr_has"),
+    [
+        (404, {"error": {"code": "no_match", "message": "no profile", "hint": "h"}}, None),
+        (404, {"error": {"code": "not_found", "message": "no such path", "hint": "h"}}, None),
+        (400, {"error": {"code": "bad_request", "message": "bad", "hint": "h"}}, None),
+        (
+            424,
+            {"error": {"code": "reauth_required", "message": "re-login", "hint": "run x"}},
+            "re-login (run x)",
+        ),
+        (
+            423,
+            {"error": {"code": "locked", "message": "the vault is locked", "hint": "unlock"}},
+            "locked",
+        ),
+        (503, "not json", "coactive-credd answered 503"),
+        # 200s that are not a token answer git could carry.
+        (200, _token_answer("coactive", "cat_bad\nusername=evil"), None),
+        (200, _token_answer("coactive", ""), None),
+        (200, _token_answer("bad name\npassword=x", "cat_ok"), None),
+        (200, {"profile": "coactive"}, None),
+        (200, "not json", None),
+    ],
+)
+def test_anything_but_a_token_answer_prints_nothing_for_git(
+    stand_in: tuple[str, dict[str, Any]], status: int, doc: Any, stderr_has: str | None
+) -> None:
+    path, answers = stand_in
+    answers["/v1/credential"] = (status, doc)
+    r = helper("get", "protocol=https\nhost=api.coactive.ai\n\n", {"COACTIVE_CREDD_SOCKET": path})
+    assert (r.returncode, r.stdout) == (0, "")
+    if stderr_has is None:
+        assert r.stderr == ""
+    else:
+        assert r.stderr.startswith("git-credential-coactive: ") and stderr_has in r.stderr
+        assert r.stderr.count("\n") == 1
+    # erase and store stay quiet whatever the answer.
+    for action in ("erase", "store"):
+        r = helper(
+            action,
+            "protocol=https\nhost=api.coactive.ai\npassword=cat_ok\n\n",
+            {"COACTIVE_CREDD_SOCKET": path},
+        )
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
