@@ -1,9 +1,9 @@
 // Package coactivetoken gets a current Coactive access token from the local coactive-credd
-// daemon, over its Unix socket (HTTP/1.1). Standard library only.
+// daemon, over its Unix socket (HTTP/1.1). Standard library only, and not net/http: the few
+// lines of HTTP the daemon needs are written by hand, so a program that only wants a token
+// starts fast. For an http.Client that sends the token itself, see the coactivehttp package.
 //
 //	tok, err := coactivetoken.Token(ctx, "", 0) // profile "" means $COACTIVE_PROFILE or "default"
-//
-//	client := &http.Client{Transport: &coactivetoken.Transport{}}
 //
 // Every failure is an *Error carrying the daemon's error code and the exit code the
 // command-line shims use. Error messages never contain a token.
@@ -14,22 +14,20 @@
 package coactivetoken
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -209,73 +207,56 @@ func (t TokenInfo) GoString() string { return t.String() }
 // Authorization is the header value: "Bearer <token>".
 func (t TokenInfo) Authorization() string { return "Bearer " + t.AccessToken }
 
-// Client talks to the daemon over one keep-alive connection. The zero value is not usable;
-// use NewClient. A Client is safe for concurrent use.
+// Client talks to the daemon, keeping up to two connections alive between requests. Use
+// NewClient; a zero Client works too (DefaultSocketPath(), no timeout). A Client is safe for
+// concurrent use.
 //
 // When no daemon answers, Fetch, Token and Refresh start one (StartDaemon) if
 // AutostartEnabled() and not DisableAutostart; Do and Status never do: they ask about the
 // daemon that is there.
 type Client struct {
-	SocketPath       string
-	Timeout          time.Duration
-	DisableAutostart bool // never start a daemon, whatever $COACTIVE_CREDD_AUTOSTART says
-	http             *http.Client
+	SocketPath       string        // "" means DefaultSocketPath()
+	Timeout          time.Duration // bounds each call; 0 means none beyond the context's
+	DisableAutostart bool          // never start a daemon, whatever $COACTIVE_CREDD_AUTOSTART says
+
+	mu   sync.Mutex
+	idle []*wireConn
 }
 
-// NewClient returns a client for socketPath ("" means DefaultSocketPath()).
+// NewClient returns a client for socketPath ("" means DefaultSocketPath()) with
+// DefaultTimeout.
 func NewClient(socketPath string) *Client {
 	if socketPath == "" {
 		socketPath = DefaultSocketPath()
 	}
-	c := &Client{SocketPath: socketPath, Timeout: DefaultTimeout}
-	dialer := &net.Dialer{}
-	c.http = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", c.SocketPath)
-		},
-		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     30 * time.Second,
-	}}
-	return c
+	return &Client{SocketPath: socketPath, Timeout: DefaultTimeout}
 }
 
-// CloseIdleConnections closes the kept-alive connection, if any.
-func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+func (c *Client) socketPath() string {
+	if c.SocketPath == "" {
+		return DefaultSocketPath()
+	}
+	return c.SocketPath
+}
 
-// Do sends any request (for example admin calls) and returns the status and raw body;
-// it fails only when the daemon cannot be reached.
+// Do sends any request (for example admin calls) with body, if not nil, as JSON, and returns
+// the status and raw body. method is an upper-case HTTP method and path begins with "/" (with
+// its query, URL-encoded). It fails only when the request is invalid or the daemon cannot be
+// reached.
 func (c *Client) Do(ctx context.Context, method, path string, body any) (int, []byte, error) {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return 0, nil, err
 		}
-		rd = bytes.NewReader(b)
+		payload = b
 	}
+	var deadline time.Time // a deadline on the connection: no timer or goroutine of its own
 	if c.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
-		defer cancel()
+		deadline = time.Now().Add(c.Timeout)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://localhost"+path, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, unreachable(c.SocketPath, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, nil, unreachable(c.SocketPath, err)
-	}
-	return resp.StatusCode, data, nil
+	return c.exchange(ctx, deadline, method, path, payload)
 }
 
 func (c *Client) call(ctx context.Context, method, path string, body any, out any) error {
@@ -307,7 +288,7 @@ func (c *Client) fetch(ctx context.Context, method, path string, body any) (*Tok
 	var t TokenInfo
 	err := c.call(ctx, method, path, body, &t)
 	if err != nil && noDaemon(err) && !c.DisableAutostart && AutostartEnabled() {
-		if err = StartDaemon(ctx, c.SocketPath); err == nil {
+		if err = StartDaemon(ctx, c.socketPath()); err == nil {
 			err = c.call(ctx, method, path, body, &t)
 		}
 	}
@@ -328,7 +309,7 @@ func (c *Client) Fetch(ctx context.Context, profile string, minTTL int) (*TokenI
 	if minTTL < 0 {
 		return nil, newError("bad_request", "minTTL must be 0 or more seconds", "", 0)
 	}
-	return c.fetch(ctx, http.MethodGet, tokenPath("/v1/token", profile, minTTL), nil)
+	return c.fetch(ctx, "GET", tokenPath("/v1/token", profile, minTTL), nil)
 }
 
 // Token returns the profile's current access token.
@@ -348,13 +329,13 @@ func (c *Client) Refresh(ctx context.Context, profile, rejectedToken string) (*T
 		sum := sha256.Sum256([]byte(rejectedToken))
 		body = map[string]string{"rejected_token_sha256": hex.EncodeToString(sum[:])}
 	}
-	return c.fetch(ctx, http.MethodPost, tokenPath("/v1/token/refresh", profile, 0), body)
+	return c.fetch(ctx, "POST", tokenPath("/v1/token/refresh", profile, 0), body)
 }
 
 // Status returns the daemon's status (never a secret).
 func (c *Client) Status(ctx context.Context) (map[string]any, error) {
 	out := map[string]any{}
-	err := c.call(ctx, http.MethodGet, "/v1/status", nil, &out)
+	err := c.call(ctx, "GET", "/v1/status", nil, &out)
 	return out, err
 }
 

@@ -2,19 +2,15 @@ package coactivetoken
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -126,102 +122,6 @@ func TestDefaultSocketPath(t *testing.T) {
 	t.Setenv("COACTIVE_PROFILE", "")
 	if DefaultProfile() != "default" {
 		t.Error(DefaultProfile())
-	}
-}
-
-// fakeDaemon hands out tok-1, tok-2, ... and replaces the token on a refresh only when the
-// rejected hash matches the current one, as the daemon does.
-type fakeDaemon struct {
-	mu        sync.Mutex
-	n         int
-	refreshes int
-}
-
-func (f *fakeDaemon) current() string { return "tok-" + string(rune('0'+f.n)) }
-
-func (f *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 {
-		f.n = 1
-	}
-	if r.Method == http.MethodPost {
-		var body struct {
-			Sum string `json:"rejected_token_sha256"`
-		}
-		_ = json.NewDecoder(r.Body).Decode(&body)
-		sum := sha256.Sum256([]byte(f.current()))
-		if body.Sum == hex.EncodeToString(sum[:]) {
-			f.n++
-			f.refreshes++
-		}
-	}
-	answer(w, 200, tokenAnswer("default", f.current()))
-}
-
-func TestTransportRetriesOnceWithANewToken(t *testing.T) {
-	fd := &fakeDaemon{}
-	c := standIn(t, fd.serve)
-	var seen []string
-	var bodies []string
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = append(seen, r.Header.Get("Authorization"))
-		b, _ := io.ReadAll(r.Body)
-		bodies = append(bodies, string(b))
-		if r.Header.Get("Authorization") != "Bearer tok-2" {
-			w.WriteHeader(401)
-			return
-		}
-		w.WriteHeader(200)
-	}))
-	defer api.Close()
-	hc := &http.Client{Transport: &Transport{Client: c}}
-	resp, err := hc.Post(api.URL, "application/json", strings.NewReader(`{"q":1}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || strings.Join(seen, ",") != "Bearer tok-1,Bearer tok-2" {
-		t.Errorf("status %d, sent %v", resp.StatusCode, seen)
-	}
-	if strings.Join(bodies, ",") != `{"q":1},{"q":1}` {
-		t.Errorf("bodies %v", bodies)
-	}
-	// A token Coactive keeps rejecting: one retry, then the 401 goes back to the caller.
-	seen = nil
-	api.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = append(seen, r.Header.Get("Authorization"))
-		w.WriteHeader(401)
-	})
-	resp, err = hc.Get(api.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 401 || len(seen) != 2 || fd.refreshes != 2 {
-		t.Errorf("status %d, sent %v, refreshes %d", resp.StatusCode, seen, fd.refreshes)
-	}
-}
-
-func TestTransportDoesNotReplayAStream(t *testing.T) {
-	fd := &fakeDaemon{}
-	c := standIn(t, fd.serve)
-	calls := 0
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls++
-		w.WriteHeader(401)
-	}))
-	defer api.Close()
-	pr, pw := io.Pipe()
-	go func() { _, _ = pw.Write([]byte("data")); pw.Close() }()
-	req, _ := http.NewRequest(http.MethodPut, api.URL, pr)
-	resp, err := (&http.Client{Transport: &Transport{Client: c}}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 401 || calls != 1 || fd.refreshes != 0 {
-		t.Errorf("status %d, calls %d, refreshes %d", resp.StatusCode, calls, fd.refreshes)
 	}
 }
 

@@ -1,29 +1,39 @@
-package coactivetoken
+// Package coactivehttp sends requests to Coactive with the access token that the local
+// coactive-credd daemon holds:
+//
+//	client := &http.Client{Transport: &coactivehttp.Transport{}}
+//
+// It is apart from coactivetoken so that programs which only need the token do not link
+// net/http.
+package coactivehttp
 
 import (
 	"io"
 	"net/http"
 	"sync"
+
+	coactivetoken "github.com/coactive-ai/coactive-credd/client_shim/go"
 )
 
 // Transport is an http.RoundTripper that sends requests to Coactive with
 // "Authorization: Bearer <token>" from the daemon. When Coactive answers 401, it reports the
 // rejected token (the daemon replaces it only if it is still current) and sends the request
 // once more with the new token, provided the body can be replayed (no body, or GetBody set,
-// as http.NewRequest does for bytes, strings and buffers).
+// as http.NewRequest does for bytes, strings and buffers). Failures to get a token are
+// *coactivetoken.Error.
 type Transport struct {
-	Base    http.RoundTripper // nil means http.DefaultTransport
-	Profile string            // "" means $COACTIVE_PROFILE or "default"
-	MinTTL  int               // seconds the token must stay valid
-	Client  *Client           // nil means a client for DefaultSocketPath()
+	Base    http.RoundTripper     // nil means http.DefaultTransport
+	Profile string                // "" means $COACTIVE_PROFILE or "default"
+	MinTTL  int                   // seconds the token must stay valid
+	Client  *coactivetoken.Client // nil means a client for DefaultSocketPath()
 
 	once sync.Once
 }
 
-func (t *Transport) client() *Client {
+func (t *Transport) client() *coactivetoken.Client {
 	t.once.Do(func() {
 		if t.Client == nil {
-			t.Client = NewClient("")
+			t.Client = coactivetoken.NewClient("")
 		}
 	})
 	return t.Client
