@@ -91,8 +91,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             return "not measured", None
         rd, rc = _ratio(a["rps"], _rps(d)), _ratio(a["rps"], _rps(c))
         ok = None if rd is None or rc is None else rd >= 0.5 and rc >= 0.5
+        u = lk.serve("ceiling-uv-ka", 16)
+        uv = f" (the ceiling on uvloop: {_x(_ratio(a['rps'], _rps(u)))})" if u else ""
         return (
-            f"{a['rps']:,.0f}/s = {_x(rd)} ceiling ({_f(_rps(d), 0)}/s), "
+            f"{a['rps']:,.0f}/s = {_x(rd)} ceiling ({_f(_rps(d), 0)}/s){uv}, "
             f"{_x(rc)} git ({_f(_rps(c), 0)}/s)",
             ok,
         )
@@ -103,8 +105,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             return "not measured", None
         rb, rd = _ratio(b["rps"], c["rps"]), _ratio(_rps(d), c["rps"])
         ok = None if rb is None else rb >= 0.25
+        u = lk.serve("ceiling-uv-conn", 4)
+        uv = f", on uvloop {_x(_ratio(_rps(u), c['rps']))}" if u else ""
         return (
-            f"{b['rps']:,.0f}/s = {_x(rb)} git ({c['rps']:,.0f}/s); the asyncio ceiling: {_x(rd)}",
+            f"{b['rps']:,.0f}/s = {_x(rb)} git ({c['rps']:,.0f}/s); "
+            f"the asyncio ceiling: {_x(rd)}{uv}",
             ok,
         )
 
@@ -278,7 +283,9 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
         f"- machine: {m.get('nproc', '?')} cores ({m.get('cpu', '?')}), {m.get('memory', '')}",
         f"- kernel: {m.get('uname', '')}",
         f"- Python {m.get('python', '')}, aiohttp {m.get('aiohttp', '')}, {m.get('git', '')}, "
-        f"{m.get('gcc', '')}; load average before the run: {m.get('load_before', '')}",
+        f"{m.get('gcc', '')}; load average before the run: {m.get('load_before', '')}"
+        + (f", after it: {meta['load_after']}" if meta.get("load_after") else ""),
+        *_setup_lines(results),
         "",
         "## Targets",
         "",
@@ -291,11 +298,26 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
     serving = results.get("serving")
     L += ["## 1. Serving", ""]
     if serving:
+        loop = serving.get("daemon_event_loop")
         L += [
             f"Token fetches (`GET /v1/token?profile=default`, or git's `get`) for "
             f"{serving['seconds_per_run']} s after a {serving['warmup']} s warm-up, at each "
             "concurrency; median of the runs. Server CPU is the server process's own CPU time "
-            "per answered request.",
+            "per answered request."
+            + (
+                f" coactive-credd in rows (a) and (b) ran on **{loop}**, as its log says"
+                + (
+                    " (`pip install coactive-credd[fast]` installs uvloop; the daemon uses it "
+                    "when it can import it); the `ref: ... stdlib asyncio loop` rows are the "
+                    "same daemon with uvloop hidden, as installed without the extra. "
+                    "(d) is the issue's asyncio ceiling on the stdlib loop; "
+                    "`ref: asyncio ceiling on uvloop` is the same server on uvloop."
+                    if loop == "uvloop"
+                    else "."
+                )
+                if loop
+                else ""
+            ),
             "",
         ]
         if why_no_plot:
@@ -375,6 +397,26 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
         )
         for key, err in cold.get("failed", {}).items():
             L += [f"- {key} failed: {err}"]
+        go = cold.get("go")
+        if go:
+            L += [
+                f"- Go shim: built from `{go['package']}` in this run ({go['go']}, "
+                f"{go['binary_kib']:,} KiB); links net/http: "
+                f"{'yes' if go['links_net_http'] else 'no'}."
+            ]
+        compiles = cold.get("compiled_from_source")
+        if compiles is not None:
+            bad = {k: v for k, v in compiles.items() if v}
+            L += [
+                "- Python bytecode: "
+                + (
+                    "one run of each Python command under `python -v` loaded every module "
+                    f"from a `.pyc` ({', '.join(compiles)}); none compiled from source."
+                    if not bad
+                    else "modules compiled from source on a timed run: "
+                    + "; ".join(f"{k}: {len(v)} ({', '.join(v[:3])})" for k, v in bad.items())
+                )
+            ]
         L += [""]
     else:
         L += ["Not measured in this run.", ""]
@@ -521,9 +563,20 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
                 ["logins in the window", str(p["logins"])],
                 ["daemon CPU in the window", f"{p['cpu_s']:.2f} s"],
                 [
-                    "CPU per login (refresh, persist, schedule)",
+                    "CPU per login in the window (refresh, batched persist, schedule)",
                     "-" if cpl is None else f"{cpl:.1f} ms",
                 ],
+                *(
+                    [
+                        [
+                            "the same, counting the stop that writes the last batch",
+                            f"{p['cpu_s_with_stop']:.2f} s → "
+                            f"{p['cpu_ms_per_login_with_stop']:.1f} ms per login",
+                        ]
+                    ]
+                    if p.get("cpu_ms_per_login_with_stop") is not None
+                    else []
+                ),
                 ["failed fetches", str(p["fetch_errors"])],
             ],
         )
@@ -547,7 +600,7 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
         "## Running it",
         "",
         "```",
-        "pip install -e '.[test]' matplotlib   # matplotlib only for the plot",
+        "pip install -e '.[fast,test]'         # uvloop as users get it; matplotlib for the plot",
         "python bench/run.py                   # ~10 minutes; rewrites this page and the plot",
         "python bench/run.py --idle-seconds 600  # idle CPU over a full 10-minute window",
         "python bench/run.py --smoke --out /tmp/b  # seconds; what tests/test_bench_smoke.py runs",
@@ -558,6 +611,29 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
         "optionally node and go for their shims. Raw figures: `bench/results.json`.",
     ]
     return L
+
+
+def _rel(path: str) -> str:
+    root = str(BENCH_DIR.parent) + "/"
+    return path[len(root) :] if path.startswith(root) else path
+
+
+def _setup_lines(results: dict[str, Any]) -> list[str]:
+    bc = results.get("meta", {}).get("bytecode")
+    if not bc:
+        return []
+    return [
+        "- Python bytecode: compiled before timing (`python -m compileall -q` on "
+        + ", ".join(f"`{_rel(d)}`" for d in bc["compiled"])
+        + "), as `pip install` does for a real install"
+        + (
+            "; this environment sets `PYTHONDONTWRITEBYTECODE=1`, which the suite removes for "
+            "the processes it starts, so no Python client start is charged for compiling the "
+            "project from source"
+            if bc.get("dont_write_bytecode_was_set")
+            else ""
+        )
+    ]
 
 
 def _generator_check(lk: Lookup, clients: list[int]) -> list[str]:

@@ -139,6 +139,7 @@ class Suite:
             try:
                 c = stack.enter_context(self.credd())
                 c.start()
+                self.results.setdefault("serving_info", {})["daemon_event_loop"] = c.event_loop()
                 targets += [
                     ("credd-ka", "(a) coactive-credd, keep-alive", c.sock, "keepalive", c.pid),
                     (
@@ -227,65 +228,107 @@ class Suite:
             "seconds_per_run": plan.serve_seconds,
             "warmup": plan.serve_warmup,
             "rows": rows,
+            **self.results.pop("serving_info", {}),
         }
 
     def _serving_references(
         self, stack: contextlib.ExitStack
     ) -> list[tuple[str, str, Path, str, int]]:
-        """Where the time goes: aiohttp's own floor, its parser alone, the daemon on uvloop."""
+        """Where the time goes: the ceiling and aiohttp's own floor on the daemon's event loop,
+        aiohttp's parser alone, and the daemon on the other event loop."""
         refs: list[tuple[str, str, Path, str, int]] = []
         if self.plan.smoke:
             return refs
-        asock, apid = stack.enter_context(harness.ceiling_server(self.workdir, api="aiohttp"))
-        psock, ppid = stack.enter_context(harness.ceiling_server(self.workdir, api="parser"))
+        try:
+            import uvloop  # noqa: F401
+
+            uv = True
+        except ImportError:
+            uv = False
+            self.skip("serving references on uvloop", "uvloop is not installed")
+        on = " on uvloop" if uv else ""
+        if uv:
+            usock, upid = stack.enter_context(harness.ceiling_server(self.workdir, uvloop=True))
+            refs += [
+                (
+                    "ceiling-uv-ka",
+                    "ref: asyncio ceiling on uvloop, keep-alive",
+                    usock,
+                    "keepalive",
+                    upid,
+                ),
+                (
+                    "ceiling-uv-conn",
+                    "ref: asyncio ceiling on uvloop, connection per request",
+                    usock,
+                    "conn",
+                    upid,
+                ),
+            ]
+        asock, apid = stack.enter_context(
+            harness.ceiling_server(self.workdir, api="aiohttp", uvloop=uv)
+        )
+        psock, ppid = stack.enter_context(
+            harness.ceiling_server(self.workdir, api="parser", uvloop=uv)
+        )
         refs += [
             (
                 "aiohttp-ka",
-                "ref: aiohttp web.Server, canned web.Response, keep-alive",
+                f"ref: aiohttp web.Server{on}, canned web.Response, keep-alive",
                 asock,
                 "keepalive",
                 apid,
             ),
             (
                 "aiohttp-conn",
-                "ref: aiohttp web.Server, canned web.Response, connection per request",
+                f"ref: aiohttp web.Server{on}, canned web.Response, connection per request",
                 asock,
                 "conn",
                 apid,
             ),
             (
                 "parser-ka",
-                "ref: asyncio Protocol + aiohttp's C parser, keep-alive",
+                f"ref: asyncio Protocol + aiohttp's C parser{on}, keep-alive",
                 psock,
                 "keepalive",
                 ppid,
             ),
             (
                 "parser-conn",
-                "ref: asyncio Protocol + aiohttp's C parser, connection per request",
+                f"ref: asyncio Protocol + aiohttp's C parser{on}, connection per request",
                 psock,
                 "conn",
                 ppid,
             ),
         ]
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            self.skip("serving coactive-credd on uvloop", "uvloop is not installed")
+        if not uv:
             return refs
-        # The same daemon with uvloop's event loop policy installed before it starts.
+        # The same daemon as installed without the `fast` extra: uvloop cannot be imported.
         wrapper = [
             sys.executable,
             "-c",
-            "import sys, uvloop; uvloop.install(); "
+            "import sys; sys.modules['uvloop'] = None; "
             "from coactive_credd.cli import main; sys.exit(main())",
         ]
         c = stack.enter_context(harness.Credd(command=wrapper, home=harness.short_tmpdir("ccb-")))
         c.login()
         c.start()
+        self.results.setdefault("serving_info", {})["stdlib_daemon_event_loop"] = c.event_loop()
         refs += [
-            ("credd-uv-ka", "ref: (a) on uvloop, keep-alive", c.sock, "keepalive", c.pid),
-            ("credd-uv-conn", "ref: (b) on uvloop, connection per request", c.sock, "conn", c.pid),
+            (
+                "credd-std-ka",
+                "ref: (a) on the stdlib asyncio loop, keep-alive",
+                c.sock,
+                "keepalive",
+                c.pid,
+            ),
+            (
+                "credd-std-conn",
+                "ref: (b) on the stdlib asyncio loop, connection per request",
+                c.sock,
+                "conn",
+                c.pid,
+            ),
         ]
         return refs
 
@@ -297,14 +340,12 @@ class Suite:
         git_in = f"protocol=http\nhost={host}\n\n"
         found: list[tuple[str, str, list[str], str, bool]] = []
         sh_dir = REPO / "client_shim" / "sh"
-        token = harness.script("coactive-token") or _existing(sh_dir / "coactive-token")
+        token = self._sh_shim(sh_dir, "coactive-token")
         if token:
             found.append(("coactive-token", "`coactive-token`", [token], "", True))
         else:
             self.skip("coldstart coactive-token", "not installed and not in client_shim/sh")
-        helper = harness.script("git-credential-coactive") or _existing(
-            sh_dir / "git-credential-coactive"
-        )
+        helper = self._sh_shim(sh_dir, "git-credential-coactive")
         if helper:
             found.append(
                 (
@@ -342,11 +383,70 @@ class Suite:
         if isinstance(go, str):
             self.skip("coldstart go shim", go)
         else:
-            found.append(("go-shim", "Go shim", go, "", True))
+            argv, info = go
+            self.results.setdefault("coldstart_info", {})["go"] = info
+            found.append(("go-shim", "Go shim", argv, "", True))
         found.append(
             ("credd-token", "`coactive-credd token`", [*self.need_credd(), "token"], "", True)
         )
         return found
+
+    def _sh_shim(self, sh_dir: Path, name: str) -> str | None:
+        """The shell shim as this checkout has it. pip copies ``script-files`` at install time,
+        so an installed copy can be older than the source; time the source and say so."""
+        src = _existing(sh_dir / name)
+        installed = harness.script(name)
+        if src and installed and Path(installed).read_bytes() != Path(src).read_bytes():
+            self.note(
+                f"the installed `{name}` ({installed}) differs from client_shim/sh/{name} "
+                "(pip copied it at an earlier install); the cold start times the source"
+            )
+        return src or installed
+
+    def _coldstart_references(self) -> list[tuple[str, str, list[str], str, bool]]:
+        """What the shims cannot avoid: the start of the tools and runtimes they are made of."""
+        refs: list[tuple[str, str, list[str], str, bool]] = [
+            (
+                "ref-python-S",
+                "ref: `python -S -c pass` (no `site`)",
+                [sys.executable, "-S", "-c", "pass"],
+                "",
+                False,
+            ),
+            (
+                "ref-http-client",
+                "ref: `python -c 'import http.client'`",
+                [sys.executable, "-c", "import http.client"],
+                "",
+                False,
+            ),
+        ]
+        curl = shutil.which("curl")
+        if curl:
+            refs.append(("ref-curl", "ref: `curl --version`", [curl, "--version"], "", True))
+        node = shutil.which("node")
+        if node:
+            refs.append(("ref-node", "ref: `node -e 0`", [node, "-e", "0"], "", False))
+        go = shutil.which("go")
+        if go:
+            d = self.workdir / "go-empty"
+            d.mkdir(exist_ok=True)
+            (d / "main.go").write_text("package main\n\nfunc main() {}\n")
+            proc = subprocess.run(
+                [go, "build", "-o", str(d / "empty"), "main.go"],
+                cwd=d,
+                env=dict(os.environ, CGO_ENABLED="0"),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if proc.returncode == 0:
+                refs.append(
+                    ("ref-go-empty", "ref: an empty Go program", [str(d / "empty")], "", False)
+                )
+            else:
+                self.skip("coldstart empty Go program", proc.stderr.strip()[-300:])
+        return refs
 
     def coldstart(self) -> None:
         plan = self.plan
@@ -358,6 +458,7 @@ class Suite:
             cmds.append(
                 ("python-pass", "`python -c pass`", [sys.executable, "-c", "pass"], "", False)
             )
+            cmds += self._coldstart_references()
             git_env = harness.git_env()
             if git:
                 gsock, _ = stack.enter_context(harness.git_cache_daemon(self.workdir))
@@ -373,6 +474,16 @@ class Suite:
             else:
                 self.skip("coldstart git credential-cache get", "git is not installed")
             env = c.env
+            # Every Python command should load the project from bytecode, as an install does.
+            compiles = {
+                key: harness.source_compiles(argv, stdin=stdin, env=env)
+                for key, _label, argv, stdin, _must in cmds
+                if key in ("python-shim", "python-shim-m", "credd-token", "python-pass")
+            }
+            for key, paths in compiles.items():
+                if paths:
+                    self.note(f"{key} compiled {len(paths)} module(s) from source: {paths[:5]}")
+            self.results.setdefault("coldstart_info", {})["compiled_from_source"] = compiles
             times: dict[str, list[float]] = {k: [] for k, *_ in cmds}
             failed: dict[str, str] = {}
             for _ in range(plan.cold_runs):
@@ -409,7 +520,11 @@ class Suite:
                     "runs": len(ts),
                 }
             )
-        self.results["coldstart"] = {"rows": rows, "failed": failed}
+        self.results["coldstart"] = {
+            "rows": rows,
+            "failed": failed,
+            **self.results.pop("coldstart_info", {}),
+        }
 
     # ---- 3. refresh storm -----------------------------------------------------------------
 
@@ -632,6 +747,10 @@ class Suite:
             cpu = harness.cpu_seconds(c.pid) - cpu0
             logins = c.fake.logins - logins0
             rss_end = harness.rss_kib(c.pid)
+            # Refreshed tokens reach the vault in batches; a clean stop writes the last one.
+            # Charging that write to the window's logins too gives the full cost per login.
+            cpu_with_stop = c.stop_cpu() - cpu0
+            logins_with_stop = c.fake.logins - logins0
         self.results["profiles"] = {
             "profiles": n,
             "lifetimes_s": plan.profile_lifetimes,
@@ -644,6 +763,10 @@ class Suite:
             "logins": logins,
             "cpu_s": cpu,
             "cpu_ms_per_login": cpu / logins * 1e3 if logins else None,
+            "cpu_s_with_stop": cpu_with_stop,
+            "cpu_ms_per_login_with_stop": (
+                cpu_with_stop / logins_with_stop * 1e3 if logins_with_stop else None
+            ),
             "fetch_errors": bad,
         }
 
@@ -664,7 +787,9 @@ class Suite:
                 except Exception as exc:
                     self.results.setdefault("failed", {})[part] = f"{type(exc).__name__}: {exc}"
                     traceback.print_exc()
-                print(f"   {part}: {time.monotonic() - t0:.0f} s", flush=True)
+                load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+                self.results.setdefault("load_after_part", {})[part] = load
+                print(f"   {part}: {time.monotonic() - t0:.0f} s (load {load})", flush=True)
             if "footprint" in parts:
                 self.finish_idle()
 
@@ -697,19 +822,22 @@ def _node_shim(workdir: Path) -> list[str] | str:
     return "found no executable entry point in client_shim/node"
 
 
-def _go_shim(workdir: Path) -> list[str] | str:
+def _go_shim(workdir: Path) -> tuple[list[str], dict[str, Any]] | str:
     go = shutil.which("go")
     d = REPO / "client_shim" / "go"
     if not d.is_dir():
         return "no Go shim in client_shim/go yet"
     if not go:
         return "go is not installed"
-    mains = sorted(
+    cli = d / "cmd" / "coactive-token"
+    mains = [cli] if cli.is_dir() else []
+    mains += sorted(
         {
             p.parent
             for p in d.rglob("*.go")
             if not p.name.endswith("_test.go") and "package main" in p.read_text(errors="replace")
         }
+        - {cli}
     )
     if not mains:
         return "found no main package in client_shim/go"
@@ -725,7 +853,22 @@ def _go_shim(workdir: Path) -> list[str] | str:
     )
     if proc.returncode != 0:
         return f"go build failed: {proc.stderr.strip()[-300:]}"
-    return [str(out)]
+    deps = subprocess.run(
+        [go, "list", "-deps", "."],
+        cwd=mains[0],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout.split()
+    version = subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()
+    info = {
+        "package": str(mains[0].relative_to(REPO)),
+        "links_net_http": "net/http" in deps,
+        "go": version,
+        "binary_kib": out.stat().st_size // 1024,
+    }
+    return [str(out)], info
 
 
 def _fetch_all(c: Credd, names: list[str]) -> int:
@@ -835,6 +978,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (harness.short_tmpdir("ccb-out-") if args.smoke else REPO / "docs")
     out.mkdir(parents=True, exist_ok=True)
     workdir = harness.short_tmpdir("ccb-")
+    # Bytecode as a real install has it (pip compiles on install), and child processes that
+    # may write bytecode like a user's do: with PYTHONDONTWRITEBYTECODE=1 and no .pyc, every
+    # Python client start would pay for compiling the project again.
+    bytecode = {
+        "compiled": harness.compile_bytecode(),
+        "dont_write_bytecode_was_set": bool(os.environ.pop("PYTHONDONTWRITEBYTECODE", None)),
+    }
     # SIGTERM (a CI timeout) still stops every server this run started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
@@ -847,6 +997,7 @@ def main(argv: list[str] | None = None) -> int:
         "parts": parts,
         "plan": asdict(plan),
         "machine": machine(),
+        "bytecode": bytecode,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     try:
@@ -854,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     suite.results["meta"]["seconds"] = time.monotonic() - started
+    suite.results["meta"]["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     # docs/ gets the page and the plot; the raw figures of a full run stay beside the scripts.
     raw = (
         harness.BENCH_DIR / "results.json"
