@@ -170,7 +170,7 @@ def main(duration: float = 60.0) -> int:
                 step += 1
                 time.sleep(1.0)
             client.close()
-            tl.say("demo", f"done: {fake.logins} logins to the fake Coactive, every caller served")
+            tl.say("demo", f"done: {fake.logins} login(s) to the fake Coactive, every caller served")
     except KeyboardInterrupt:
         print()
         tl.say("demo", "interrupted")
