@@ -388,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--profile", metavar="P", help="profile name (default: $COACTIVE_PROFILE or 'default')"
         )
 
+    def min_ttl(p: argparse.ArgumentParser, help: str) -> None:
+        p.add_argument("--min-ttl", type=int, default=0, metavar="SECONDS", help=help)
+
     p = add("login", cmd_login, "store credentials for a profile (verified with one exchange)")
     profile(p)
     p.add_argument(
@@ -434,13 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("token", cmd_token, "print the current access token")
     profile(p)
-    p.add_argument(
-        "--min-ttl",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="needed validity; a shorter-lived token is refreshed first",
-    )
+    min_ttl(p, "needed validity; a shorter-lived token is refreshed first")
     p.add_argument(
         "--json", action="store_true", help="print the whole answer as JSON (same as --format json)"
     )
@@ -459,13 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("exec", cmd_exec, "run a command with COACTIVE_ACCESS_TOKEN in its environment")
     profile(p)
-    p.add_argument(
-        "--min-ttl",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="needed validity for the command's run",
-    )
+    min_ttl(p, "needed validity for the command's run")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     p = add("demo", cmd_demo, "a self-contained demo against a fake Coactive, about a minute long")
