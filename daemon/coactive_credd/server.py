@@ -18,8 +18,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, config, fsutil, service
+from . import __version__, config, fastpath, fsutil, service
 from .api import Api
+from .fastpath import FastSite
 from .paths import Paths
 from .refresh import Daemon
 from .vault import VaultError
@@ -115,14 +116,15 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         if own_socket:
             paths.socket.unlink(missing_ok=True)
         raise StartupError(str(exc)) from exc
+    api = Api(daemon)
     server = web.Server(
-        Api(daemon).handle,
+        api.handle,
         access_log=None,
         keepalive_timeout=60,
         tcp_keepalive=False,
-        max_line_size=4096,
-        max_field_size=4096,
-        max_headers=32,
+        max_line_size=fastpath.MAX_LINE,
+        max_field_size=fastpath.MAX_LINE,
+        max_headers=fastpath.MAX_HEADERS,
     )
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
@@ -139,7 +141,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         background.append(asyncio.create_task(watch_socket(paths.socket, inode, stop)))
     try:
         for s in sockets:
-            await web.SockSite(runner, s, shutdown_timeout=2.0, backlog=1024).start()
+            await FastSite(runner, s, api, shutdown_timeout=2.0, backlog=1024).start()
         log.info(
             "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s)",
             __version__,

@@ -1,0 +1,151 @@
+"""The hot path in front of aiohttp: what it answers itself, and that everything else reaches
+aiohttp unchanged, in order, on the same connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from coactive_credd import api, server
+from coactive_credd.fastpath import FastSite
+
+from .conftest import InProc
+
+
+class Site:
+    def __init__(self, path: Path, calls: list[str]) -> None:
+        self.path, self.calls = path, calls
+
+    async def exchange(self, data: bytes, answers: int) -> list[tuple[int, dict[str, str], bytes]]:
+        """Send ``data`` on one connection and read ``answers`` whole answers."""
+        reader, writer = await asyncio.open_unix_connection(str(self.path))
+        writer.write(data)
+        out = []
+        for _ in range(answers):
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {
+                k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+            }
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            out.append((status, headers, body))
+        writer.close()
+        return out
+
+
+@pytest.fixture
+async def site(
+    inproc: InProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Site]:
+    """The in-process daemon served a second time, through FastSite, counting what aiohttp handles."""
+    a = api.Api(inproc.daemon)
+    calls: list[str] = []
+    real = a.handle
+
+    async def counting(request: web.BaseRequest) -> web.StreamResponse:
+        calls.append(f"{request.method} {request.path_qs}")
+        return await real(request)
+
+    runner = web.ServerRunner(web.Server(counting, access_log=None), handle_signals=False)
+    await runner.setup()
+    path = inproc.socket.with_name("fast.sock")  # beside the daemon's own, in its private folder
+    sock = server.bind_socket(path)
+    await FastSite(runner, sock, a).start()
+    yield Site(path, calls)
+    await runner.cleanup()
+
+
+GET = b"GET /v1/token HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_the_token_is_answered_without_aiohttp_and_matches_its_answer(
+    site: Site, inproc: InProc
+) -> None:
+    [(status, headers, body)] = await site.exchange(GET, 1)
+    assert status == 200 and site.calls == []
+    assert headers["content-type"].startswith("application/json")
+    fast = json.loads(body)
+    # the same request with a (legal, empty-bodied) twist goes to aiohttp: same answer
+    [(status2, _, body2)] = await site.exchange(
+        b"GET /v1/token HTTP/1.1\r\nHost: x\r\nExpect: nothing\r\n\r\n", 1
+    )
+    assert site.calls == ["GET /v1/token"]
+    slow = json.loads(body2)
+    assert status2 == 200 and {k: v for k, v in fast.items() if k != "expires_in"} == {
+        k: v for k, v in slow.items() if k != "expires_in"
+    }
+    assert fast["access_token"] == inproc.fake.issued[-1]
+
+
+async def test_pipelined_requests_keep_their_order_across_the_hand_over(
+    site: Site, inproc: InProc
+) -> None:
+    data = (
+        GET
+        + b"POST /v1/token/refresh HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        + GET
+        + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    answers = await site.exchange(data, 4)
+    assert [a[0] for a in answers] == [200, 200, 200, 200]
+    first, refreshed, after = (json.loads(a[2])["access_token"] for a in answers[:3])
+    assert first != refreshed == after == inproc.fake.issued[-1]
+    assert answers[3][2] == b"ok"
+    # once aiohttp has the connection it keeps it: the last two were its too
+    assert site.calls == ["POST /v1/token/refresh", "GET /v1/token", "GET /healthz"]
+
+
+async def test_a_head_split_across_reads_and_connection_close(site: Site) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(site.path))
+    writer.write(b"GET /v1/to")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"ken HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = await reader.read()  # to EOF: the server closed as asked
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200") and b"Connection: close" in raw
+    assert site.calls == []
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "statuses", "handled"),
+    [
+        (b"GET /v1/token?profile=nope HTTP/1.1\r\nHost: x\r\n\r\n", {404}, 1),
+        (b"GET /v1/token?min_ttl=-1 HTTP/1.1\r\nHost: x\r\n\r\n", {400}, 1),
+        (b"GET /v1/token HTTP/1.0\r\n\r\n", {200}, 1),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", {404}, 1),
+        (b"GET /v1/token HTTP/1.1\r\n\r\n", {400}, 0),  # no Host,
+        # malformed: aiohttp's parser refuses them before any handler runs
+        (b"GET /v1/token HTTP/1.1\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", {400, 431}, 0),
+        (b"GET /v1/token HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n", {400}, 0),
+    ],
+)
+async def test_everything_else_is_aiohttps_to_answer(
+    site: Site, request_bytes: bytes, statuses: set[int], handled: int
+) -> None:
+    [(got, _, _)] = await site.exchange(request_bytes, 1)
+    assert got in statuses
+    assert len(site.calls) == handled
+
+
+async def test_a_token_that_needs_a_refresh_is_left_to_aiohttp(site: Site, inproc: InProc) -> None:
+    inproc.clock.jump(3600)  # dead: callers must wait for the refresh
+    [(status, _, body)] = await site.exchange(GET, 1)
+    assert status == 200 and json.loads(body)["access_token"] == inproc.fake.issued[-1]
+    assert site.calls == ["GET /v1/token"] and inproc.fake.logins == 2
+
+
+async def test_another_uid_is_handed_to_aiohttp_for_its_403(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coactive_credd import fastpath
+
+    monkeypatch.setattr(fastpath, "peer_credentials", lambda sock: (4242, 1))
+    monkeypatch.setattr(api, "peer_credentials", lambda sock: (4242, 1))
+    [(status, _, body)] = await site.exchange(GET, 1)
+    assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
