@@ -502,23 +502,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _known_failure(exc)
 
 
+# Errors the user can fix, said in one line: (module, class, exit code). Looked up in
+# sys.modules, so a client command never imports a heavy room just to recognise its errors.
+_EXPECTED = (
+    ("coactive_token", "CredddError", None),  # carries its own exit code
+    ("coactive_credd.vault", "VaultLocked", EXIT_LOCKED),
+    ("coactive_credd.vault", "VaultError", EXIT_FAILURE),
+    ("coactive_credd.config", "ConfigError", EXIT_FAILURE),
+    ("coactive_credd.fsutil", "InsecurePathError", EXIT_FAILURE),
+    ("coactive_credd.server", "StartupError", EXIT_FAILURE),
+    ("coactive_credd.service", "ActivationError", EXIT_FAILURE),
+)
+
+
 def _known_failure(exc: Exception) -> int:
     """Turn the rooms' errors into one line and an exit code; anything else is a bug."""
-    mod = sys.modules.get("coactive_token")
-    if mod is not None and isinstance(exc, mod.CredddError):
-        _say(str(exc))
-        return int(exc.exit_code)
-    names = {"VaultLocked": EXIT_LOCKED}
-    for base in type(exc).__mro__:
-        if base.__module__.startswith("coactive_credd") and base.__name__ in (
-            "VaultError",
-            "ConfigError",
-            "InsecurePathError",
-            "StartupError",
-            "ActivationError",
-        ):
+    for module, name, code in _EXPECTED:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
             _say(str(exc))
-            return names.get(type(exc).__name__, EXIT_FAILURE)
+            return int(getattr(exc, "exit_code", EXIT_FAILURE)) if code is None else code
     raise exc
 
 
