@@ -302,6 +302,8 @@ class Daemon:
             self._writer = None
         if self._pending:
             await self._write_pending(0)
+        async with self._persist_lock:  # and a batch already being written has finished
+            pass
 
     async def scheduler(self) -> None:
         """Start refreshes when they fall due; re-read the wall clock at least every 30 s."""
