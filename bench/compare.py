@@ -195,9 +195,11 @@ def main(argv: list[str] | None = None) -> int:
 
         ready: dict[str, list[float]] = {}
         serving: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        modes = [("keep-alive, 4 clients", "keepalive", 4),
-                 ("keep-alive, 16 clients", "keepalive", 16),
-                 ("connection per request, 4 clients", "conn", 4)]
+        modes = [
+            ("keep-alive, 4 clients", "keepalive", 4),
+            ("keep-alive, 16 clients", "keepalive", 16),
+            ("connection per request, 4 clients", "conn", 4),
+        ]
         for _ in range(args.rounds):
             order = list(trees)
             random.shuffle(order)
@@ -217,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, _cmd, _stdin in trees[1].clients:
         b, a = median(cold.get((name, "before"), [])), median(cold.get((name, "after"), []))
         results["cold_ms"][name] = {"before": b, "after": a}
-        print(f"| cold start: {name} (ms, median of {args.runs}) | {b:.1f} | {a:.1f} | {a / b:.2f} |")
+        print(
+            f"| cold start: {name} (ms, median of {args.runs}) | {b:.1f} | {a:.1f} | {a / b:.2f} |"
+        )
     b, a = median(ready["before"]), median(ready["after"])
     results["ready_ms"] = {"before": b, "after": a}
-    print(f"| `serve` exec to ready (ms, median of {args.rounds}) | {b:.0f} | {a:.0f} | {a / b:.2f} |")
+    print(
+        f"| `serve` exec to ready (ms, median of {args.rounds}) | {b:.0f} | {a:.0f} | {a / b:.2f} |"
+    )
     for label, _mode, _clients in modes:
         row: dict[str, dict[str, float]] = {}
         for key, unit in (("rps", "req/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):
