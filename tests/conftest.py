@@ -226,6 +226,7 @@ class InProc:
     fake: FakeCoactive
     socket: Path
     session: Any
+    via: str = "fast"  # "fast": FastSite as in production; "aiohttp": aiohttp alone
 
     async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
         async with self.session.get("http://localhost" + path, **kw) as r:
@@ -237,24 +238,44 @@ class InProc:
         async with self.session.post("http://localhost" + path, json=json_body) as r:
             return r.status, await r.json()
 
-    async def settle(self) -> None:
-        """Let the scheduler and refresh tasks run after a clock jump."""
+    async def settle(self, timeout: float = 20.0) -> None:
+        """Let the scheduler and refresh tasks run after a clock jump, until no refresh is in
+        flight (twice in a row, 10 ms apart). Fails the test when that does not happen within
+        ``timeout`` seconds, rather than letting it go on against a daemon still busy."""
         import asyncio
 
         self.daemon.wake()
-        for _ in range(50):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
             await asyncio.sleep(0.01)
             if not any(p.inflight for p in self.daemon.profiles.values()):
                 await asyncio.sleep(0.01)
                 if not any(p.inflight for p in self.daemon.profiles.values()):
                     return
+        busy = sorted(n for n, p in self.daemon.profiles.items() if p.inflight)
+        raise AssertionError(f"refreshes still in flight after {timeout} s: {busy}")
+
+
+# Run a test against both ways a request is served: the fast path in front of aiohttp (what
+# answers nearly every real token request) and aiohttp alone (what answers everything the
+# fast path hands over). Use where the two could differ:
+#     @both_paths
+#     async def test_x(inproc: InProc) -> None: ...
+both_paths = pytest.mark.parametrize("inproc", ["fast", "aiohttp"], indirect=True)
 
 
 @pytest.fixture
-async def inproc(home: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[InProc]:
+async def inproc(
+    home: Path, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+) -> AsyncIterator[InProc]:
     """Fake Coactive + a Daemon in this event loop, with a FakeClock; profile `default` logged in.
 
-    At teardown the daemon's log records are scanned for credentials and issued tokens.
+    Served the way ``coactive-credd serve`` serves (:func:`server.make_runner` and
+    :func:`server.start_sites`: the fast path in front of aiohttp, production's limits), or,
+    parametrized indirectly with ``"aiohttp"`` (see :data:`both_paths`), by aiohttp alone with
+    the same settings. At teardown the daemon's log records are scanned for credentials and
+    issued tokens.
     """
     import logging
 
@@ -265,6 +286,8 @@ async def inproc(home: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[
     from aiohttp import web
     from coactive_credd import api, paths, refresh, server
 
+    via = getattr(request, "param", "fast")
+    assert via in ("fast", "aiohttp"), via
     f = FakeCoactive(expires_in=3600)
     f.add_personal_token(PERSONAL_TOKEN)
     f.add_client(CLIENT_ID, CLIENT_SECRET)
@@ -286,12 +309,15 @@ async def inproc(home: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[
     d = refresh.Daemon(p, clock=clock, rand=lambda: 0.5)
     d.load()
     sock = server.bind_socket(p.socket)
-    runner = web.ServerRunner(web.Server(api.Api(d).handle, access_log=None), handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock, backlog=1024).start()
+    a = api.Api(d)
+    runner = await server.make_runner(a)
+    if via == "fast":
+        await server.start_sites(runner, a, [sock])
+    else:
+        await web.SockSite(runner, sock, backlog=1024).start()
     sched = asyncio.create_task(d.scheduler())
     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(p.socket)))
-    ip = InProc(daemon=d, clock=clock, fake=f, socket=p.socket, session=session)
+    ip = InProc(daemon=d, clock=clock, fake=f, socket=p.socket, session=session, via=via)
     await ip.settle()
     try:
         yield ip

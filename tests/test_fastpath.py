@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from coactive_credd import api, server
-from coactive_credd.fastpath import FastSite
 
 from .conftest import InProc
 
@@ -38,25 +37,27 @@ class Site:
         return out
 
 
+class CountingApi(api.Api):
+    """The daemon's Api, noting every request that reaches aiohttp's handler."""
+
+    calls: list[str]
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.calls.append(f"{request.method} {request.path_qs}")
+        return await super().handle(request)
+
+
 @pytest.fixture
-async def site(
-    inproc: InProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Site]:
-    """The in-process daemon served a second time, through FastSite, counting what aiohttp handles."""
-    a = api.Api(inproc.daemon)
-    calls: list[str] = []
-    real = a.handle
-
-    async def counting(request: web.BaseRequest) -> web.StreamResponse:
-        calls.append(f"{request.method} {request.path_qs}")
-        return await real(request)
-
-    runner = web.ServerRunner(web.Server(counting, access_log=None), handle_signals=False)
-    await runner.setup()
+async def site(inproc: InProc) -> AsyncIterator[Site]:
+    """The in-process daemon served a second time, as `serve` serves it (fast path in front of
+    aiohttp, production's limits), counting what aiohttp handles."""
+    a = CountingApi(inproc.daemon)
+    a.calls = []
+    runner = await server.make_runner(a)
     path = inproc.socket.with_name("fast.sock")  # beside the daemon's own, in its private folder
     sock = server.bind_socket(path)
-    await FastSite(runner, sock, a).start()
-    yield Site(path, calls)
+    await server.start_sites(runner, a, [sock])
+    yield Site(path, a.calls)
     await runner.cleanup()
 
 

@@ -12,7 +12,7 @@ import pytest
 from coactive_credd import engine
 from coactive_credd.upstream import Upstream
 
-from .conftest import InProc
+from .conftest import InProc, both_paths
 
 
 def current(ip: InProc) -> engine.Token:
@@ -253,10 +253,11 @@ async def test_the_scheduler_rechecks_the_wall_clock(inproc: InProc) -> None:
     assert inproc.fake.logins == 2
 
 
+@both_paths
 async def test_the_peer_is_asked_once_per_connection(
     inproc: InProc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from coactive_credd import api
+    from coactive_credd import api, fastpath
 
     calls = []
     real = api.peer_credentials
@@ -265,7 +266,9 @@ async def test_the_peer_is_asked_once_per_connection(
         calls.append(sock)
         return real(sock)
 
+    # the fast path asks when the connection opens; aiohttp when its first request comes
     monkeypatch.setattr(api, "peer_credentials", counting)
+    monkeypatch.setattr(fastpath, "peer_credentials", counting)
     conn = aiohttp.UnixConnector(path=str(inproc.socket), limit=1)
     async with aiohttp.ClientSession(connector=conn) as s:
         for _ in range(5):

@@ -87,6 +87,41 @@ def harden_process() -> None:
             libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
 
 
+async def make_runner(api: Api) -> web.ServerRunner:
+    """aiohttp's server for ``api``, set up with the limits the daemon serves with.
+
+    The fast path hands aiohttp every request it does not answer itself, so both must agree
+    on the limits of a request head (:data:`fastpath.MAX_LINE`, :data:`fastpath.MAX_HEADERS`)
+    and on how long an idle keep-alive connection is kept (:data:`fastpath.IDLE`, seconds).
+    The caller cleans the runner up. The tests serve through this too, so they cannot drift
+    from production.
+    """
+    server = web.Server(
+        api.handle,
+        access_log=None,
+        keepalive_timeout=fastpath.IDLE,
+        tcp_keepalive=False,
+        max_line_size=fastpath.MAX_LINE,
+        max_field_size=fastpath.MAX_LINE,
+        max_headers=fastpath.MAX_HEADERS,
+    )
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    return runner
+
+
+async def start_sites(
+    runner: web.ServerRunner, api: Api, sockets: list[socket.socket]
+) -> list[FastSite]:
+    """Serve ``runner`` on each listening socket, every connection starting on the fast path."""
+    sites = []
+    for s in sockets:
+        site = FastSite(runner, s, api, backlog=1024)
+        await site.start()
+        sites.append(site)
+    return sites
+
+
 async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT. SIGHUP re-reads the config and the vault."""
     inherited = service.inherited_sockets()
@@ -117,17 +152,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
             paths.socket.unlink(missing_ok=True)
         raise StartupError(str(exc)) from exc
     api = Api(daemon)
-    server = web.Server(
-        api.handle,
-        access_log=None,
-        keepalive_timeout=60,
-        tcp_keepalive=False,
-        max_line_size=fastpath.MAX_LINE,
-        max_field_size=fastpath.MAX_LINE,
-        max_headers=fastpath.MAX_HEADERS,
-    )
-    runner = web.ServerRunner(server, handle_signals=False)
-    await runner.setup()
+    runner = await make_runner(api)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -140,8 +165,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     if own_socket:
         background.append(asyncio.create_task(watch_socket(paths.socket, inode, stop)))
     try:
-        for s in sockets:
-            await FastSite(runner, s, api, shutdown_timeout=2.0, backlog=1024).start()
+        await start_sites(runner, api, sockets)
         log.info(
             "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s)",
             __version__,
