@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, config, engine
-from .refresh import Daemon, Profile, rfc3339, token_tail
+from . import __version__, admin, config, engine
+from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .vault import VaultError, WrongPassphrase
 
 log = logging.getLogger("coactive_credd")
@@ -88,6 +88,8 @@ class Api:
             ("POST", "/v1/admin/reload"): self.post_reload,
             ("POST", "/v1/admin/lock"): self.post_lock,
             ("POST", "/v1/admin/unlock"): self.post_unlock,
+            ("POST", "/v1/admin/credentials"): self.post_credentials,
+            ("POST", "/v1/admin/credentials/remove"): self.post_credentials,
         }
 
     def _peer(self, request: web.BaseRequest) -> tuple[int, int | None]:
@@ -171,10 +173,7 @@ class Api:
     def _failure(self, p: Profile, now: float) -> ApiError:
         name = p.cfg.name
         if p.rt.reauth:
-            if p.cfg.auth == "client_credentials":
-                fix = f"coactive-credd login --profile {name} --client-id ID --client-secret-stdin"
-            else:
-                fix = f"coactive-credd login --profile {name}"
+            fix = config.login_command(name, p.cfg.auth, p.client_id)
             return ApiError(
                 424,
                 "reauth_required",
@@ -357,6 +356,15 @@ class Api:
             {"ok": True, "locked": self.d.locked, "profiles": len(self.d.profiles)}
         )
 
+    async def post_credentials(self, request: web.BaseRequest) -> web.Response:
+        """The CLI's vault writes, made here when only the daemon holds the key (admin.py)."""
+        doc = await self._json_body(request, '{"profile": "...", "secret": "..."}') or {}
+        fn = admin.remove_credentials if request.path.endswith("/remove") else admin.put_credentials
+        try:
+            return web.json_response(await fn(self.d, doc))
+        except admin.AdminError as exc:
+            raise ApiError(exc.status, exc.code, exc.message, exc.hint) from None
+
     async def get_status(self, request: web.BaseRequest) -> web.Response:
         now = self.d.clock()
         profiles = []
@@ -373,6 +381,7 @@ class Api:
                     "next_refresh_at": rfc3339(rt.next_due()),
                     "last_refresh_at": rfc3339(rt.last_refresh_at),
                     "last_error": rt.last_error,
+                    **status_extra(p, self.d.policy),
                 }
             )
         body = {
@@ -382,6 +391,7 @@ class Api:
             "key_source": self.d.key_source,
             "socket": str(self.d.paths.socket),
             "profiles": profiles,
+            "last_reload_error": self.d.last_reload_error,
         }
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 

@@ -11,48 +11,21 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 from . import __version__
+from .cli_common import (
+    EXIT_FAILURE,
+    EXIT_LOCKED,
+    EXIT_USAGE,
+    PROG,
+    CommandError,
+    profile_name,
+    resolve_paths,
+    say,
+)
 
-if TYPE_CHECKING:
-    from .paths import Paths
-
-PROG = "coactive-credd"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNKNOWN_PROFILE = 4
-EXIT_REJECTED = 5
-EXIT_UNAVAILABLE = 6
-EXIT_LOCKED = 7
-
-
-class CommandError(Exception):
-    """A failure to print as one line (what is wrong; the command that fixes it)."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
-
-
-def _paths(socket: str | None = None) -> Paths:
-    from . import paths
-
-    return paths.resolve(socket)
-
-
-def _profile(args: argparse.Namespace) -> str:
-    import coactive_token
-
-    name: str = args.profile or os.environ.get("COACTIVE_PROFILE") or "default"
-    try:
-        return coactive_token.check_profile_name(name)
-    except ValueError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
+__all__ = ["PROG", "CommandError", "build_parser", "main"]
 
 
 # ---- client commands (stdlib only) ---------------------------------------------------------
@@ -63,7 +36,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     fmt = "json" if args.json else args.format
     with coactive_token.Client() as client:
-        token = client.token(_profile(args), args.min_ttl)
+        token = client.token(profile_name(args), args.min_ttl)
     print(coactive_token.format_token(token, fmt))
     return 0
 
@@ -72,7 +45,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     import coactive_token
 
     with coactive_token.Client() as client:
-        token = client.refresh(_profile(args))
+        token = client.refresh(profile_name(args))
     print(
         f"profile {token.profile}: new token …{token.access_token[-4:]}, expires in {token.expires_in} s"
     )
@@ -88,12 +61,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise CommandError("exec needs a command: coactive-credd exec -- CMD [ARGS...]", EXIT_USAGE)
     with coactive_token.Client() as client:
-        token = client.token(_profile(args), args.min_ttl)
+        token = client.token(profile_name(args), args.min_ttl)
     env = dict(os.environ, COACTIVE_ACCESS_TOKEN=token.access_token, COACTIVE_PROFILE=token.profile)
     try:
         os.execvpe(command[0], command, env)  # noqa: S606 - exec is the point
     except OSError as exc:
-        _say(f"cannot run {command[0]!r}: {exc.strerror}; check the command and PATH")
+        say(f"cannot run {command[0]!r}: {exc.strerror}; check the command and PATH")
         return 127 if isinstance(exc, FileNotFoundError) else 126
     return 0  # not reached
 
@@ -153,164 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- commands that touch the vault ---------------------------------------------------------
-
-
-def _read_secret(prompt: str, from_stdin: bool) -> str:
-    if from_stdin:
-        line = sys.stdin.readline()
-        secret = line.rstrip("\r\n")
-    elif sys.stdin.isatty():
-        import getpass
-
-        secret = getpass.getpass(prompt)
-    else:
-        raise CommandError(
-            "no credential given and standard input is not a terminal; "
-            "pipe it in with --personal-token-stdin or --client-secret-stdin",
-            EXIT_USAGE,
-        )
-    secret = secret.strip()
-    if not secret:
-        raise CommandError(
-            "the credential is empty; pass the personal token or client secret", EXIT_USAGE
-        )
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in secret):
-        raise CommandError(
-            "the credential contains spaces or control characters; check what you pasted",
-            EXIT_USAGE,
-        )
-    return secret
-
-
-def _notify_daemon(paths: Paths) -> bool:
-    """Tell a running daemon to re-read config and vault; False if none is running."""
-    import coactive_token
-
-    try:
-        with coactive_token.Client(str(paths.socket), timeout=5) as client:
-            client.request("POST", "/v1/admin/reload")
-    except coactive_token.CredddError:
-        return False
-    return True
-
-
-def cmd_login(args: argparse.Namespace) -> int:
-    import asyncio
-    import time
-
-    from . import config, fsutil, upstream
-    from .vault import CachedToken, ProfileSecrets, VaultData
-
-    name = _profile(args)
-    try:
-        base_url = upstream.validate_base_url(args.base_url or config.DEFAULT_BASE_URL)
-    except ValueError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
-    if args.client_id is not None:
-        auth: config.Auth = "client_credentials"
-        secret = _read_secret("Client secret: ", args.client_secret_stdin)
-    elif args.client_secret_stdin:
-        raise CommandError("--client-secret-stdin needs --client-id ID", EXIT_USAGE)
-    else:
-        auth = "personal_token"
-        secret = _read_secret("Personal token: ", args.personal_token_stdin)
-    paths = _paths()
-    old = config.load(paths.config_file).profiles.get(name)
-    ca_bundle = args.ca_bundle or (old.ca_bundle if old else None)
-    if ca_bundle is not None:
-        ca_bundle = os.path.abspath(os.path.expanduser(ca_bundle))
-        if not os.path.isfile(ca_bundle):
-            raise CommandError(
-                f"--ca-bundle {ca_bundle}: no such file; give the PEM file of your proxy's CA",
-                EXIT_USAGE,
-            )
-    pc = config.ProfileConfig(name=name, base_url=base_url, auth=auth, ca_bundle=ca_bundle)
-    cached = None
-    if not args.no_verify:
-        cred = upstream.Credential(auth=auth, secret=secret, client_id=args.client_id)
-
-        async def verify() -> upstream.Grant:
-            up = upstream.Upstream()
-            try:
-                return await up.login(base_url, cred, ca_bundle=pc.ca_bundle)
-            finally:
-                await up.close()
-
-        sent_at = time.time()
-        try:
-            grant = asyncio.run(verify())
-        except upstream.CredentialsRejected as exc:
-            raise CommandError(
-                f"Coactive rejected these credentials ({exc.detail}); nothing was saved — check them and run login again",
-                EXIT_REJECTED,
-            ) from None
-        except upstream.UpstreamError as exc:
-            raise CommandError(
-                f"could not verify the credentials: {exc.detail}; nothing was saved — retry, or pass --no-verify to save them unchecked",
-                EXIT_UNAVAILABLE,
-            ) from None
-        cached = CachedToken(
-            grant.access_token, grant.token_type, sent_at + grant.expires_in, sent_at
-        )
-
-    for d in paths.private_dirs:
-        fsutil.ensure_private_dir(d)
-    vault = _vault(paths)
-    from .cli_vault import unlock_for_cli
-
-    unlock_for_cli(vault, from_stdin=False)
-
-    def put(data: VaultData) -> None:
-        data.profiles[name] = ProfileSecrets(secret=secret, client_id=args.client_id, token=cached)
-
-    vault.update(put)
-    with fsutil.locked(paths.config_file.with_name("config.lock")):
-        config.update(paths.config_file, lambda c: config.with_profile(c, pc))
-    running = _notify_daemon(paths)
-    kind = "personal token" if auth == "personal_token" else f"client id {args.client_id}"
-    checked = "verified" if cached else "saved without verifying"
-    tail = (
-        "the running daemon picked it up"
-        if running
-        else "start the daemon with `coactive-credd serve`"
-    )
-    print(f"profile {name!r} ({kind}) at {base_url}: {checked}; {tail}", file=sys.stderr)
-    return 0
-
-
-def _vault(paths: Paths) -> Any:
-    from .vault import Vault
-
-    return Vault(paths.vault_file, paths.key_file, paths.lock_file)
-
-
-def cmd_logout(args: argparse.Namespace) -> int:
-    from . import config, fsutil
-    from .vault import VaultData
-
-    name = _profile(args)
-    paths = _paths()
-    known = name in config.load(paths.config_file).profiles
-
-    def drop(data: VaultData) -> None:
-        nonlocal known
-        known = data.profiles.pop(name, None) is not None or known
-
-    vault = _vault(paths)
-    from .cli_vault import unlock_for_cli
-
-    unlock_for_cli(vault, from_stdin=False)
-    vault.update(drop)
-    if not known:
-        raise CommandError(
-            f"no profile named {name!r}; `coactive-credd status` lists them", EXIT_UNKNOWN_PROFILE
-        )
-    with fsutil.locked(paths.config_file.with_name("config.lock")):
-        config.update(paths.config_file, lambda c: config.without_profile(c, name))
-    _notify_daemon(paths)
-    print(f"profile {name!r}: credentials and cached token removed", file=sys.stderr)
-    return 0
+# ---- the daemon -----------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -329,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop_factory = None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(server.run(_paths(args.socket)))
+            runner.run(server.run(resolve_paths(args.socket)))
     except server.StartupError as exc:
         raise CommandError(str(exc)) from None
     return 0
@@ -362,6 +178,18 @@ def cmd_service_status(args: argparse.Namespace) -> int:
 # ---- argument parsing ----------------------------------------------------------------------
 
 
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command living in another module, imported only when that command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        fn = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+        return int(fn(args))
+
+    return run
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message}; see `{self.prog} --help`\n")
@@ -391,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     def min_ttl(p: argparse.ArgumentParser, help: str) -> None:
         p.add_argument("--min-ttl", type=int, default=0, metavar="SECONDS", help=help)
 
-    p = add("login", cmd_login, "store credentials for a profile (verified with one exchange)")
+    p = add("login", _lazy("cli_login", "cmd_login"), "store credentials for a profile (verified with one exchange)")
     profile(p)
     p.add_argument(
         "--base-url", metavar="URL", help="Coactive API base URL (default https://api.coactive.ai)"
@@ -419,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="save without checking the credentials with Coactive",
     )
 
-    p = add("logout", cmd_logout, "remove a profile's credentials and cached token")
+    p = add("logout", _lazy("cli_login", "cmd_logout"), "remove a profile's credentials and cached token")
     profile(p)
+    p.add_argument("--all", action="store_true", help="every profile")
 
     p = add("serve", cmd_serve, "run the daemon in the foreground (what the service units run)")
     p.add_argument(
@@ -489,12 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "min_ttl", 0) < 0:
-        _say("--min-ttl must be 0 or more seconds")
+        say("--min-ttl must be 0 or more seconds")
         return EXIT_USAGE
     try:
         return int(args.func(args))
     except CommandError as exc:
-        _say(str(exc))
+        say(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -520,7 +349,7 @@ def _known_failure(exc: Exception) -> int:
     for module, name, code in _EXPECTED:
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None and isinstance(exc, cls):
-            _say(str(exc))
+            say(str(exc))
             return int(getattr(exc, "exit_code", EXIT_FAILURE)) if code is None else code
     raise exc
 

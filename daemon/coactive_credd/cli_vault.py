@@ -11,13 +11,22 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .cli import EXIT_LOCKED, EXIT_USAGE, CommandError, _notify_daemon, _paths, _vault
+from .cli_common import (
+    EXIT_LOCKED,
+    EXIT_USAGE,
+    CommandError,
+    error_line,
+    notify_daemon,
+    open_vault,
+    resolve_paths,
+)
 
 if TYPE_CHECKING:
     from .vault import Vault
 
 
-def _has_terminal() -> bool:
+def has_terminal() -> bool:
+    """Whether a terminal is there to ask a passphrase on (even with stdin piped)."""
     try:
         with open("/dev/tty"):
             return True
@@ -29,7 +38,7 @@ def read_passphrase(prompt: str, from_stdin: bool, *, confirm: bool = False) -> 
     """A passphrase from one line of stdin, or prompted without echo on the terminal."""
     if from_stdin:
         passphrase = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty() or _has_terminal():
+    elif sys.stdin.isatty() or has_terminal():
         import getpass
 
         passphrase = getpass.getpass(prompt)
@@ -51,7 +60,7 @@ def unlock_for_cli(vault: Vault, from_stdin: bool) -> None:
 
     if not vault.locked:
         return
-    if not from_stdin and not _has_terminal():
+    if not from_stdin and not has_terminal():
         raise CommandError(
             "the vault is protected by a passphrase and there is no terminal to ask for it; "
             "run this command on a terminal",
@@ -64,21 +73,15 @@ def unlock_for_cli(vault: Vault, from_stdin: bool) -> None:
 
 
 def _admin(path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    import coactive_token
+    from .cli_common import admin
 
-    with coactive_token.Client(str(_paths().socket), timeout=60) as client:
-        return client.request("POST", path, body)
-
-
-def _error_line(answer: dict[str, Any]) -> str:
-    err = answer.get("error", {})
-    return f"{err.get('message', 'failed')}; {err.get('hint', '')}".rstrip("; ")
+    return admin(resolve_paths(), path, body)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
     status, answer = _admin("/v1/admin/lock")
     if status != 200:
-        raise CommandError(_error_line(answer))
+        raise CommandError(error_line(answer))
     print(
         "vault locked: the daemon dropped every credential and token; `coactive-credd unlock` to resume",
         file=sys.stderr,
@@ -90,9 +93,9 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     passphrase = read_passphrase("Vault passphrase: ", args.passphrase_stdin)
     status, answer = _admin("/v1/admin/unlock", {"passphrase": passphrase})
     if status == 401:
-        raise CommandError(_error_line(answer), EXIT_LOCKED)
+        raise CommandError(error_line(answer), EXIT_LOCKED)
     if status != 200:
-        raise CommandError(_error_line(answer))
+        raise CommandError(error_line(answer))
     print(f"vault unlocked: {answer.get('profiles', 0)} profile(s) served", file=sys.stderr)
     return 0
 
@@ -102,10 +105,10 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
     from . import fsutil
 
-    paths = _paths()
+    paths = resolve_paths()
     for d in paths.private_dirs:
         fsutil.ensure_private_dir(d)
-    vault = _vault(paths)
+    vault = open_vault(paths)
     if not vault.exists():
         raise CommandError("there is no vault yet; `coactive-credd login` creates one", EXIT_USAGE)
     # With a passphrase vault the current passphrase comes first (first line of stdin).
@@ -126,7 +129,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     else:
         vault.rekey_to_key_file()
         what = f"the key file {paths.key_file}"
-    running = _notify_daemon(paths)
+    running = notify_daemon(paths)
     if running and new is not None:
         # The daemon's key is the old one: hand it the new passphrase so it keeps serving.
         try:

@@ -48,6 +48,16 @@ def check_profile_name(name: str) -> str:
     return coactive_token.check_profile_name(name)
 
 
+def login_command(name: str, auth: str, client_id: str | None) -> str:
+    """The command that logs profile ``name`` in again, as it is (same id; base URL kept)."""
+    import shlex
+
+    if auth == "client_credentials":
+        cid = shlex.quote(client_id) if client_id else "ID"
+        return f"coactive-credd login --profile {name} --client-id {cid} --client-secret-stdin"
+    return f"coactive-credd login --profile {name}"
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     name: str

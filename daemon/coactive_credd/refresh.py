@@ -51,6 +51,16 @@ def fingerprint(secret: str, client_id: str | None) -> bytes:
     return hashlib.sha256(f"{client_id or ''}\0{secret}".encode()).digest()
 
 
+def status_extra(p: Profile, policy: engine.Policy) -> dict[str, object]:
+    """Status keys beside the SPEC's: ``serve_until`` (RFC 3339; the last moment the token is
+    served, ``expires_at - skew``) and ``client_id`` (system credentials; not a secret)."""
+    tok = p.rt.token
+    return {
+        "serve_until": rfc3339(engine.usable_until(tok, policy)) if tok else None,
+        "client_id": p.client_id,
+    }
+
+
 @dataclass
 class Profile:
     cfg: ProfileConfig
@@ -112,6 +122,12 @@ class Daemon:
         self.persist_delay = persist_delay
         self._pending: dict[str, tuple[bytes | None, engine.Token]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self.last_reload_error: str | None = None  # why the last reload failed; None if it did not
+
+    @property
+    def persist_lock(self) -> asyncio.Lock:
+        """Held while the vault is written, so two writers of this daemon never interleave."""
+        return self._persist_lock
 
     def load(self) -> None:
         """Read config and vault and bring the in-memory profiles in line with them.
@@ -172,6 +188,8 @@ class Daemon:
         p.rt.token = tok
         p.rt.refresh_at = engine.refresh_at(tok, self.policy, self.rand())
         p.rt.on_new_credentials()
+        if p.rt.last_refresh_at is None or p.rt.last_refresh_at < cached.obtained_at:
+            p.rt.last_refresh_at = cached.obtained_at  # the login (or restart) that got it
         p.rendered = None
 
     def start_refresh(self, p: Profile) -> asyncio.Task[None]:
@@ -193,10 +211,10 @@ class Daemon:
             except ValueError as exc:
                 p.rt.on_rejected(f"the stored credentials are malformed ({exc})")
                 log.error(
-                    "profile=%s %s; run `coactive-credd login --profile %s`",
+                    "profile=%s %s; run `%s`",
                     name,
                     p.rt.last_error,
-                    name,
+                    config.login_command(name, p.cfg.auth, p.client_id),
                 )
                 return
             try:
@@ -204,10 +222,10 @@ class Daemon:
             except CredentialsRejected as exc:
                 p.rt.on_rejected(exc.detail)
                 log.error(
-                    "profile=%s credentials rejected by Coactive: %s; run `coactive-credd login --profile %s`",
+                    "profile=%s credentials rejected by Coactive: %s; run `%s`",
                     name,
                     exc.detail,
-                    name,
+                    config.login_command(name, p.cfg.auth, p.client_id),
                 )
                 return
             except UpstreamError as exc:
@@ -375,12 +393,14 @@ class Daemon:
         self.notifier.reloading()
         try:
             self.load()
+            self.last_reload_error = None
             log.info(
                 "reloaded: %d profile(s)%s",
                 len(self.profiles),
                 ", vault locked" if self.locked else "",
             )
         except (config.ConfigError, VaultError, OSError) as exc:
+            self.last_reload_error = str(exc)
             log.error("reload failed, keeping the previous state: %s", exc)
         self.notifier.ready(self.status_line())
 
