@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,14 +163,20 @@ class Daemon:
 
 
 def start_daemon(
-    home: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    wrap: Sequence[str] = (),
 ) -> Daemon:
+    """``coactive-credd serve ARGS``, started through ``wrap`` (say ``setpriv ...``, which execs
+    it: the pid is the daemon's) when given; waits until it answers unless ``wait`` is false."""
     sock = home / "credd.sock"
     logf = home / f"daemon-{time.monotonic_ns()}.log"
     full_env = {**os.environ, **(env or {})}
     with open(logf, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "coactive_credd", "serve", *args],
+            [*wrap, sys.executable, "-m", "coactive_credd", "serve", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,

@@ -139,14 +139,3 @@ async def test_a_token_that_needs_a_refresh_is_left_to_aiohttp(site: Site, inpro
     [(status, _, body)] = await site.exchange(GET, 1)
     assert status == 200 and json.loads(body)["access_token"] == inproc.fake.issued[-1]
     assert site.calls == ["GET /v1/token"] and inproc.fake.logins == 2
-
-
-async def test_another_uid_is_handed_to_aiohttp_for_its_403(
-    site: Site, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from coactive_credd import fastpath
-
-    monkeypatch.setattr(fastpath, "peer_credentials", lambda sock: (4242, 1))
-    monkeypatch.setattr(api, "peer_credentials", lambda sock: (4242, 1))
-    [(status, _, body)] = await site.exchange(GET, 1)
-    assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"

@@ -1,0 +1,132 @@
+"""Another user on the machine: refused on every route of the real ``coactive-credd serve``,
+and unable to read the daemon's memory.
+
+The folder and socket modes are opened up as a careless admin might, so the kernel's file
+checks let the other uid connect and only the daemon's peer check stands in the way. The other
+uid is real (``setpriv``), not a patched ``peer_credentials``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from coactive_credd.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, start_daemon
+
+NOBODY = 65534
+
+# Every route the daemon answers, and some it does not: the check comes before routing.
+ROUTES = [
+    ("GET", "/healthz"),
+    ("GET", "/v1/token"),
+    ("GET", "/v1/token?profile=default&min_ttl=60"),
+    ("GET", "/v1/credential?protocol=http&host=127.0.0.1:{port}"),
+    ("GET", "/v1/status"),
+    ("GET", "/v1/events"),
+    ("GET", "/metrics"),
+    ("POST", "/v1/token/refresh"),
+    ("POST", "/v1/admin/reload"),
+    ("POST", "/v1/admin/lock"),
+    ("POST", "/v1/admin/unlock"),
+    ("GET", "/no/such/path"),
+]
+
+
+def as_nobody(*argv: str) -> list[str]:
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+
+
+@pytest.fixture
+def opened(home: Path, daemon: Daemon) -> Iterator[Daemon]:
+    """The daemon, its folder and socket opened to everyone (root only: setpriv)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another uid (CI runs as root)")
+    home.chmod(0o711)
+    daemon.socket.chmod(0o666)
+    try:
+        yield daemon
+    finally:
+        home.chmod(0o700)
+
+
+def curl_as_nobody(sock: Path, method: str, path: str, *extra: str) -> tuple[int, str]:
+    out = subprocess.run(
+        as_nobody(
+            "curl",
+            "-q",
+            "-s",
+            "-X",
+            method,
+            "--unix-socket",
+            str(sock),
+            "-w",
+            "\n%{http_code}",
+            *extra,
+            "http://localhost" + path,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_another_uid_is_refused_on_every_route(opened: Daemon, fake: FakeCoactive) -> None:
+    port = fake.base_url.rsplit(":", 1)[1]
+    logins = fake.logins
+    for method, route in ROUTES:
+        status, body = curl_as_nobody(opened.socket, method, route.format(port=port))
+        assert status == 403, (method, route, body)
+        assert json.loads(body)["error"]["code"] == "forbidden", (method, route)
+    # requests the fast path answers itself for the owner, and ones it hands to aiohttp
+    for extra in [
+        ("--http1.0",),
+        ("-H", "Accept: text/plain"),
+        ("-H", "Connection: close"),
+        ("-H", "Content-Type: application/json", "--data", '{"passphrase": "x"}'),
+    ]:
+        status, body = curl_as_nobody(opened.socket, "GET", "/v1/token", *extra)
+        assert status == 403 and fake.issued[-1] not in body, extra
+    log = opened.log_text()
+    assert log.count(f"refused a request from uid {NOBODY} (pid ") == len(ROUTES) + 4
+    # nothing happened on its behalf: no login, no lock, no reload
+    assert fake.logins == logins
+    assert "vault locked" not in log and "reloaded" not in log
+    assert opened.get("/healthz") == (200, "ok")  # and the owner is still served
+
+
+def test_the_daemon_is_not_dumpable(home: Path, fake: FakeCoactive) -> None:
+    """Another process of the same uid, without CAP_SYS_PTRACE, may not look into the daemon.
+
+    The kernel denies ``/proc/PID/exe`` to such a process exactly when the target is not
+    dumpable (ptrace access mode READ, proc(5)). Both run as root with CAP_SYS_PTRACE dropped,
+    so root's capability does not answer for the daemon's own hardening.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root for setpriv's capability bounding set (CI runs as root)")
+    no_ptrace = ["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace"]
+    probe = [*no_ptrace, sys.executable, "-c", "import os, sys; os.readlink(sys.argv[1])"]
+    # the probe can read a dumpable process of the same credentials: the check can fail
+    sleeper = subprocess.Popen([*no_ptrace, sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        seen = subprocess.run([*probe, f"/proc/{sleeper.pid}/exe"], capture_output=True, timeout=30)
+        assert seen.returncode == 0, seen.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    d = start_daemon(home, wrap=no_ptrace)
+    try:
+        denied = subprocess.run(
+            [*probe, f"/proc/{d.proc.pid}/exe"], capture_output=True, text=True, timeout=30
+        )
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    finally:
+        d.stop()
