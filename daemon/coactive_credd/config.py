@@ -176,8 +176,10 @@ def render(cfg: Config) -> str:
 
 
 def update(path: Path, fn: Callable[[Config], Config]) -> Config:
-    """Read-modify-write the config file atomically. Callers hold the vault lock."""
+    """Read-modify-write the config file atomically. Callers hold the config lock
+    (``config.lock`` beside it), so temporaries a killed writer left can be removed."""
     fsutil.ensure_private_dir(path.parent)
+    fsutil.remove_stale_temps(path)
     new = fn(load(path))
     fsutil.atomic_write(path, render(new).encode(), mode=0o600)
     return new

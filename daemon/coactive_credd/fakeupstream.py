@@ -8,6 +8,11 @@ or over HTTP by processes that cannot reach the object::
 
     POST /_fake/control   {"fault": "503", "delay": 0.5, "expires_in": 60, "retry_after": "2"}
     GET  /_fake/stats     {"logins": n, "requests": n}
+    GET  /_fake/ledger    {"issued": [{"access_token", "credential", "issued_at", "expires_in"}]}
+
+The ledger (``FakeCoactive.ledger``) is what a soak checks answers against: every token the
+fake issued, for which credential (:func:`credential_id`), when (epoch seconds, the fake's
+wall clock) and for how long (seconds).
 
 Run it alone with ``python -m coactive_credd.fakeupstream --personal-token T``; it prints its
 base URL on one line and serves until SIGTERM or SIGINT.
@@ -20,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import secrets
 import signal
@@ -28,12 +34,20 @@ import ssl
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["FAULTS", "FakeCoactive", "FakeCoactiveThread", "RecordedRequest"]
+__all__ = [
+    "FAULTS",
+    "FakeCoactive",
+    "FakeCoactiveThread",
+    "Issued",
+    "RecordedRequest",
+    "credential_id",
+]
 
 FAULTS = (
     "slow",
@@ -67,6 +81,34 @@ class RecordedRequest:
     status: int | None = None  # the answer's status; None while pending or when none was sent
     fault: str | None = None  # the fault applied, if any
     detail: str | None = field(default=None)  # why a request of the wrong shape was refused
+    at: float = field(default_factory=time.time)  # arrival, epoch seconds
+    credential: str | None = None  # credential_id() of the secret it presented, if any
+
+
+@dataclass(frozen=True)
+class Issued:
+    """One token the fake handed out: the soak's ledger entry."""
+
+    access_token: str = field(repr=False)
+    credential: str  # credential_id() of the personal token or client id that obtained it
+    issued_at: float  # epoch seconds, just before the answer was sent
+    expires_in: int  # seconds, as answered
+
+
+def credential_id(secret: str) -> str:
+    """A short stable name for a personal token or a client id (16 hex digits of SHA-256)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def _credential_of(authorization: str) -> str | None:
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return credential_id(value)
+    if scheme.lower() == "basic" and value:
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            client_id = base64.b64decode(value, validate=True).decode().partition(":")[0]
+            return credential_id(client_id)
+    return None
 
 
 def new_token() -> str:
@@ -100,6 +142,7 @@ class FakeCoactive:
         self.logins = 0
         self.requests: list[RecordedRequest] = []
         self.issued: list[str] = []
+        self.ledger: list[Issued] = []
         self._host = host
         self._port = port
         self._ssl_context = ssl_context
@@ -140,6 +183,7 @@ class FakeCoactive:
         app = web.Application()
         app.router.add_post("/_fake/control", self._control)
         app.router.add_get("/_fake/stats", self._stats)
+        app.router.add_get("/_fake/ledger", self._ledger)
         app.router.add_route("*", "/{tail:.*}", self._login)
         # handler_cancellation: a client that hangs up stops its handler (the "timeout" fault).
         runner = web.AppRunner(
@@ -169,6 +213,19 @@ class FakeCoactive:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({"logins": self.logins, "requests": len(self.requests)})
+
+    async def _ledger(self, request: web.Request) -> web.Response:
+        with self._lock:
+            issued = [
+                {
+                    "access_token": i.access_token,
+                    "credential": i.credential,
+                    "issued_at": i.issued_at,
+                    "expires_in": i.expires_in,
+                }
+                for i in self.ledger
+            ]
+        return web.json_response({"issued": issued})
 
     async def _control(self, request: web.Request) -> web.Response:
         try:
@@ -221,6 +278,7 @@ class FakeCoactive:
             body=body,
             auth=authorization.split(" ", 1)[0].lower() or None,
             peer=_peer(request),
+            credential=_credential_of(authorization),
         )
         with self._lock:
             self.requests.append(record)
@@ -263,6 +321,9 @@ class FakeCoactive:
                 return web.json_response({"detail": "Invalid or revoked credentials"}, status=401)
             token = self.next_tokens.pop(0) if self.next_tokens else new_token()
             self.issued.append(token)
+            self.ledger.append(
+                Issued(token, credential_id(client_id or secret), time.time(), self.expires_in)
+            )
             self.logins += 1
         return web.json_response(
             {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}

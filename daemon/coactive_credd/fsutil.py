@@ -20,6 +20,7 @@ from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+_TEMP_TOKEN_BYTES = 6  # atomic_write's temporaries: .NAME.<12 hex digits>.tmp
 
 
 class InsecurePathError(Exception):
@@ -114,7 +115,7 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None
     failure the temporary file is removed and `path` is left as it was.
     """
     folder = path.parent
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = folder / f".{path.name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, mode)
     try:
@@ -133,6 +134,33 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None
             os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Remove the temporary files :func:`atomic_write` left beside `path` when a process
+    writing it died (kill -9, power cut) between creating and renaming them.
+
+    Call it only while holding the lock every writer of `path` takes: then no write is in
+    flight and each such file is garbage. Without it, each crash mid-write would leave one
+    more copy of the encrypted file behind, for ever. Returns how many were removed.
+    """
+    prefix, removed = f".{path.name}.", 0
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        middle = name[len(prefix) : -len(".tmp")]
+        if (
+            name.startswith(prefix)
+            and name.endswith(".tmp")
+            and len(middle) == 2 * _TEMP_TOKEN_BYTES
+            and all(c in "0123456789abcdef" for c in middle)
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+                removed += 1
+    return removed
 
 
 @contextlib.contextmanager

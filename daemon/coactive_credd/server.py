@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, config, fastpath, fsutil, service
+from . import __version__, config, fastpath, fsutil, service, testhooks
 from .api import Api
 from .fastpath import FastSite
 from .paths import Paths
@@ -143,6 +143,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     else:
         sockets = inherited
     daemon = Daemon(paths)
+    testhooks.apply(daemon)  # test-only knobs; nothing unless COACTIVE_CREDD_TEST_* is set
     try:
         daemon.load()
     except (config.ConfigError, VaultError) as exc:
@@ -159,6 +160,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     background = [asyncio.create_task(daemon.scheduler())]
+    background += [asyncio.create_task(c) for c in testhooks.background(daemon)]
     interval = daemon.notifier.watchdog_interval()
     if interval:
         background.append(asyncio.create_task(_watchdog(daemon.notifier, interval)))

@@ -626,6 +626,10 @@ class Vault:
         with _insecure_as_vault_error():
             fsutil.ensure_private_dir(self.vault_path.parent)
             with fsutil.locked(self.lock_path):
+                # Every writer of these files holds this lock: temporaries seen now were
+                # left by a writer that died mid-write.
+                for path in (self.vault_path, self.key_path, self._pending_key_path):
+                    fsutil.remove_stale_temps(path)
                 yield
 
     @contextlib.contextmanager
