@@ -80,6 +80,13 @@ def test_status_json_has_the_spec_fields_and_no_secret(daemon: Daemon, fake: Fak
         "next_refresh_at",
         "last_refresh_at",
         "last_error",
+        # beyond the spec: the route to Coactive and the personal token's age
+        "proxy",
+        "proxy_route",
+        "credential_created",
+        "credential_expires_at",
+        "credential_days_left",
+        "credential_warning",
     }
     assert (
         p["auth"] == "personal_token" and p["state"] == "valid" and p["base_url"] == fake.base_url

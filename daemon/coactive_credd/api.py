@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, admin, config, engine
+from . import __version__, admin, config, credage, engine, proxy
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .vault import VaultError, WrongPassphrase
 
@@ -66,6 +66,16 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     except ValueError:
         return None
     return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
+
+
+def _route_fields(pc: config.ProfileConfig) -> dict[str, str | None]:
+    """``proxy`` (the URL without credentials, null when direct) and ``proxy_route`` (one
+    line: which proxy and why, for doctor and people) in a profile's status."""
+    try:
+        route = proxy.choose(pc.base_url, pc.proxy)
+    except ValueError as exc:
+        return {"proxy": None, "proxy_route": f"invalid: {exc}"}
+    return {"proxy": route.shown(), "proxy_route": route.describe()}
 
 
 class Api:
@@ -382,6 +392,8 @@ class Api:
                     "last_refresh_at": rfc3339(rt.last_refresh_at),
                     "last_error": rt.last_error,
                     **status_extra(p, self.d.policy),
+                    **_route_fields(p.cfg),
+                    **credage.status_fields(p.cfg, now),
                 }
             )
         body = {

@@ -123,6 +123,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for p in profiles:
         if p.get("last_error"):
             print(f"{p['name']}: last error: {p['last_error']}")
+        if p.get("credential_warning"):
+            print(f"warning: {p['credential_warning']}")
     return 0
 
 
@@ -245,6 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-verify",
         action="store_true",
         help="save without checking the credentials with Coactive",
+    )
+    p.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="this profile's HTTP proxy (wins over HTTPS_PROXY/NO_PROXY); 'direct' for none",
+    )
+    p.add_argument(
+        "--created",
+        metavar="YYYY-MM-DD",
+        help="when the personal token was generated, if before today (for the 3-month warning)",
     )
 
     p = add("logout", _lazy("cli_login", "cmd_logout"), "remove a profile's credentials and cached token")

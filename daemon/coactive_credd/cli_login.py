@@ -12,6 +12,7 @@ log in and out without a terminal and without the passphrase in argv or the envi
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
 import time
@@ -207,8 +208,52 @@ def _auth_for(
     return "personal_token", None
 
 
+def _created(args: argparse.Namespace, auth: str) -> datetime.date | None:
+    """The ``--created`` day, checked; None when not given."""
+    from . import credage
+
+    if args.created is None:
+        return None
+    if auth != "personal_token":
+        raise CommandError(
+            "--created is for personal tokens; system credentials do not expire", EXIT_USAGE
+        )
+    try:
+        return credage.parse_created(args.created, time.time())
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def _with_proxy(args: argparse.Namespace, pc: ProfileConfig) -> tuple[ProfileConfig, str | None]:
+    """The profile with ``--proxy`` applied (else its proxy as it was), and the proxy URL the
+    verifying exchange goes through (None: direct)."""
+    import dataclasses
+
+    from . import config, proxy
+
+    if args.proxy is not None:
+        try:
+            setting = config.parse_proxy(args.proxy, "--proxy")
+        except config.ConfigError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        pc = dataclasses.replace(pc, proxy=setting)
+    try:
+        return pc, proxy.choose(pc.base_url, pc.proxy).url
+    except ValueError as exc:
+        raise CommandError(f"{exc}; fix or unset it", EXIT_USAGE) from None
+
+
+def _same_secret(writer: _Writer, name: str, secret: str) -> bool:
+    """Whether ``secret`` is already the profile's (so its recorded day stays). Unknown (False)
+    when only the running daemon holds the vault's key."""
+    if writer.via_daemon:
+        return False
+    sec = writer.vault.load().profiles.get(name)
+    return sec is not None and sec.secret == secret
+
+
 def cmd_login(args: argparse.Namespace) -> int:
-    from . import config, fsutil, upstream
+    from . import config, credage, fsutil, upstream
 
     name = profile_name(args)
     paths = resolve_paths()
@@ -230,6 +275,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     # The passphrase (when one is needed) before anything slow: a wrong one fails fast.
     writer = open_writer(paths)
     auth, client_id = _auth_for(args, old, writer, name)
+    created = _created(args, auth)
     if auth == "client_credentials":
         secret = read_secret("Client secret: ", args.client_secret_stdin, "--client-secret-stdin")
     else:
@@ -246,8 +292,11 @@ def cmd_login(args: argparse.Namespace) -> int:
         import dataclasses
 
         pc = dataclasses.replace(old, base_url=pc.base_url, auth=pc.auth, ca_bundle=ca_bundle)
-    cached = None if args.no_verify else _verify(pc, secret, client_id, name)
+    pc, route = _with_proxy(args, pc)
+    same_secret = _same_secret(writer, name, secret)
+    cached = None if args.no_verify else _verify(pc, secret, client_id, name, route)
     writer.put(name, secret, client_id, cached)
+    pc = credage.stamp(pc, old, same_secret=same_secret, created=created, now=time.time())
     with fsutil.locked(paths.config_file.with_name("config.lock")):
         config.update(paths.config_file, lambda c: config.with_profile(c, pc))
     running = notify_daemon(paths)
@@ -262,7 +311,9 @@ def cmd_login(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(pc: ProfileConfig, secret: str, client_id: str | None, name: str) -> CachedToken:
+def _verify(
+    pc: ProfileConfig, secret: str, client_id: str | None, name: str, route: str | None
+) -> CachedToken:
     """One exchange with Coactive; the token it gives is kept, so the daemon needs no login."""
     import asyncio
 
@@ -274,7 +325,7 @@ def _verify(pc: ProfileConfig, secret: str, client_id: str | None, name: str) ->
     async def verify() -> upstream.Grant:
         up = upstream.Upstream()
         try:
-            return await up.login(pc.base_url, cred, ca_bundle=pc.ca_bundle)
+            return await up.login(pc.base_url, cred, ca_bundle=pc.ca_bundle, proxy=route)
         finally:
             await up.close()
 

@@ -13,10 +13,13 @@ the defaults below. The file holds nothing secret; secrets live in the vault.
     base_url = "https://api.coactive.ai"
     auth = "personal_token"          # or "client_credentials"
     # ca_bundle = "/etc/ssl/corp.pem"  # for TLS-inspecting proxies
+    # proxy = "http://proxy.corp:3128" # wins over HTTPS_PROXY/NO_PROXY; "direct" for none
+    # credential_created = 2026-09-01  # when the personal token was made (`login --created`)
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import tomllib
@@ -27,7 +30,7 @@ from typing import Any, Literal, cast
 
 import coactive_token
 
-from . import fsutil
+from . import fsutil, proxy
 
 DEFAULT_BASE_URL = "https://api.coactive.ai"
 DEFAULT_SKEW = 30.0
@@ -64,6 +67,8 @@ class ProfileConfig:
     base_url: str = DEFAULT_BASE_URL
     auth: Auth = "personal_token"
     ca_bundle: str | None = None
+    proxy: str | None = None  # None: from the environment (see :mod:`proxy`)
+    credential_created: datetime.date | None = None  # personal tokens: see :mod:`credage`
 
 
 @dataclass(frozen=True)
@@ -131,9 +136,38 @@ def parse(text: str, source: str = "config.toml") -> Config:
         ):
             raise ConfigError(f"{where}: base_url and ca_bundle must be strings")
         profiles[name] = ProfileConfig(
-            name=name, base_url=base_url.rstrip("/"), auth=cast(Auth, auth), ca_bundle=ca_bundle
+            name=name,
+            base_url=base_url.rstrip("/"),
+            auth=cast(Auth, auth),
+            ca_bundle=ca_bundle,
+            proxy=parse_proxy(p.get("proxy"), where),
+            credential_created=_date(p.get("credential_created"), where),
         )
     return Config(daemon=daemon, profiles=profiles)
+
+
+def parse_proxy(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f'{where}: proxy must be a string like "http://proxy.corp:3128"')
+    if value.strip().lower() in proxy.DIRECT_WORDS:
+        return "direct"
+    try:
+        return proxy.check_proxy_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _date(value: object, where: str) -> datetime.date | None:
+    if value is None or (isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: credential_created must be a date like 2026-09-01")
 
 
 def load(path: Path) -> Config:
@@ -172,6 +206,10 @@ def render(cfg: Config) -> str:
         lines.append(f"auth = {_toml_value(p.auth)}")
         if p.ca_bundle:
             lines.append(f"ca_bundle = {_toml_value(p.ca_bundle)}")
+        if p.proxy is not None:
+            lines.append(f"proxy = {_toml_value(p.proxy)}")
+        if p.credential_created is not None:
+            lines.append(f"credential_created = {p.credential_created.isoformat()}")
     return "\n".join(lines) + "\n"
 
 

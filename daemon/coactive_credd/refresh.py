@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import config, engine, service
+from . import config, credage, engine, proxy, service
 from .config import Config, ProfileConfig
 from .paths import Paths
 from .shield import Shielded
@@ -27,6 +27,7 @@ from .upstream import (
     CredentialsRejected,
     Upstream,
     UpstreamError,
+    UpstreamUnavailable,
     validate_base_url,
 )
 from .vault import CachedToken, Vault, VaultData, VaultError, VaultLocked, WrongPassphrase
@@ -59,6 +60,15 @@ def status_extra(p: Profile, policy: engine.Policy) -> dict[str, object]:
         "serve_until": rfc3339(engine.usable_until(tok, policy)) if tok else None,
         "client_id": p.client_id,
     }
+
+
+def proxy_url(pc: ProfileConfig) -> str | None:
+    """The proxy for ``pc``'s calls to Coactive, None for direct; a malformed proxy variable
+    is a transient failure (the user fixes the environment; the token stays served)."""
+    try:
+        return proxy.choose(pc.base_url, pc.proxy).url
+    except ValueError as exc:
+        raise UpstreamUnavailable(f"{exc}; fix it and restart the daemon") from None
 
 
 @dataclass
@@ -123,6 +133,7 @@ class Daemon:
         self._pending: dict[str, tuple[bytes | None, engine.Token]] = {}
         self._writer: asyncio.Task[None] | None = None
         self.last_reload_error: str | None = None  # why the last reload failed; None if it did not
+        self.age_watch = credage.AgeWatch()
 
     @property
     def persist_lock(self) -> asyncio.Lock:
@@ -218,7 +229,9 @@ class Daemon:
                 )
                 return
             try:
-                grant = await self.upstream.login(p.cfg.base_url, cred, ca_bundle=p.cfg.ca_bundle)
+                grant = await self.upstream.login(
+                    p.cfg.base_url, cred, ca_bundle=p.cfg.ca_bundle, proxy=proxy_url(p.cfg)
+                )
             except CredentialsRejected as exc:
                 p.rt.on_rejected(exc.detail)
                 log.error(
@@ -327,6 +340,7 @@ class Daemon:
         """Start refreshes when they fall due; re-read the wall clock at least every 30 s."""
         while True:
             now = self.clock()
+            self.age_watch.check((p.cfg for p in self.profiles.values()), now)
             next_due = self.lock_due()
             if next_due is not None and next_due <= now:
                 self.lock_now("auto-lock")

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from coactive_credd import __version__
+from coactive_credd.proxy import redact as redact_proxy
 
 __all__ = [
     "Credential",
@@ -379,16 +380,23 @@ class Upstream:
         return context
 
     async def login(
-        self, base_url: str, cred: Credential, *, ca_bundle: str | None = None
+        self,
+        base_url: str,
+        cred: Credential,
+        *,
+        ca_bundle: str | None = None,
+        proxy: str | None = None,
     ) -> Grant:
         """Exchange ``cred`` for an access token at ``{base_url}/api/v0/login``.
 
+        ``proxy`` is an ``http://`` proxy URL to tunnel through with ``CONNECT`` (TLS still
+        verified end to end), None to go direct; :func:`coactive_credd.proxy.choose` picks it.
         Raises CredentialsRejected or UpstreamUnavailable (see the module docstring), and
         ValueError if ``base_url`` is not acceptable (see :func:`validate_base_url`).
         """
         base_url = validate_base_url(base_url)
         try:
-            grant = await self._exchange(base_url + LOGIN_PATH, cred, ca_bundle)
+            grant = await self._exchange(base_url + LOGIN_PATH, cred, ca_bundle, proxy)
         except UpstreamError as exc:
             # The caller decides what a failure means (retry, re-login) and logs it once, at its level.
             log.debug("login at %s failed: %s", base_url, exc.detail)
@@ -401,7 +409,9 @@ class Upstream:
         )
         return grant
 
-    async def _exchange(self, url: str, cred: Credential, ca_bundle: str | None) -> Grant:
+    async def _exchange(
+        self, url: str, cred: Credential, ca_bundle: str | None, proxy: str | None
+    ) -> Grant:
         if cred.auth == "personal_token":
             authorization = f"Bearer {cred.secret}"
             body = {"grant_type": "refresh_token"}
@@ -422,6 +432,7 @@ class Upstream:
                 data=json.dumps(body).encode(),
                 headers=headers,
                 ssl=ssl_arg,
+                proxy=proxy,
                 # A redirect would re-send or drop the credentials; neither is wanted.
                 allow_redirects=False,
             ) as resp:
@@ -430,6 +441,17 @@ class Upstream:
                 retry_after_header = resp.headers.get("Retry-After")
         except UpstreamError:
             raise
+        except aiohttp.ClientHttpProxyError as exc:
+            raise UpstreamUnavailable(
+                f"the proxy {_proxy_shown(proxy)} refused to connect to Coactive: HTTP "
+                f"{exc.status} {exc.message}; check the proxy setting (HTTPS_PROXY, NO_PROXY or "
+                "the profile's proxy key)"
+            ) from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise UpstreamUnavailable(
+                f"cannot connect to the proxy {_proxy_shown(proxy)} ({_reason(exc)}); check the "
+                "proxy setting (HTTPS_PROXY, NO_PROXY or the profile's proxy key)"
+            ) from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             raise UpstreamUnavailable(
                 f"TLS certificate of {exc.host} could not be verified "
@@ -495,6 +517,10 @@ class Upstream:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _proxy_shown(proxy: str | None) -> str:
+    return redact_proxy(proxy) if proxy else "(none)"
 
 
 def _reason(exc: BaseException) -> str:
