@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default=os.environ.get("COACTIVE_CREDD_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
-        help="log verbosity (default info)",
+        help="log verbosity (default: $COACTIVE_CREDD_LOG_LEVEL, else info)",
     )
 
     p = add("token", cmd_token, "print the current access token")

@@ -1,0 +1,91 @@
+"""The daemon's log: rotated by size when it appends to a file of its own, 0600, following
+stdout and stderr onto the new file; left alone on a pipe."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from coactive_credd.fakeupstream import FakeCoactive
+
+from .conftest import leaked, login, start_daemon, wait_ready
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_log_file_rotates_by_size_and_stays_private(home: Path, fake: FakeCoactive) -> None:
+    login(fake)
+    d = start_daemon(home, env={"COACTIVE_CREDD_LOG_MAX_BYTES": "1000"})
+    try:
+        # Each forced refresh writes a line ("new token …, expires in …"): ~50 of them pass
+        # the limit a few times over.
+        for _ in range(50):
+            assert d.post("/v1/token/refresh")[0] == 200
+        files = [d.log, *(Path(f"{d.log}.{n}") for n in (1, 2, 3))]
+        assert all(f.exists() for f in files), sorted(os.listdir(home))
+        assert not Path(f"{d.log}.4").exists()  # three backups, the oldest dropped
+        for f in files:
+            assert _mode(f) == 0o600, f
+            assert f.stat().st_size <= 1000 + 200, f  # the limit, give or take a line
+            assert not leaked(f.read_text(errors="replace"), set(fake.issued))
+        # stdout and stderr follow the rotation: a traceback would land in the live file.
+        assert os.readlink(f"/proc/{d.proc.pid}/fd/2") == str(d.log)
+        assert os.readlink(f"/proc/{d.proc.pid}/fd/1") == str(d.log)
+        assert "new token" in d.log_text()
+    finally:
+        d.stop()
+
+
+def test_an_existing_log_file_is_made_private(home: Path, fake: FakeCoactive) -> None:
+    login(fake)
+    logf = home / "credd.log"
+    logf.write_text("an older daemon's line\n")
+    logf.chmod(0o644)
+    with open(logf, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "coactive_credd", "serve"],
+                                stdout=out, stderr=out)  # fmt: skip
+    from .conftest import Daemon
+
+    d = Daemon(socket=home / "credd.sock", log=logf, proc=proc, home=home)
+    try:
+        wait_ready(d)
+        assert _mode(logf) == 0o600
+        assert "an older daemon's line" in d.log_text()  # appended to, not truncated
+    finally:
+        d.stop()
+
+
+def test_a_pipe_is_not_rotated_and_a_bad_level_is_one_line(home: Path, fake: FakeCoactive) -> None:
+    login(fake)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coactive_credd", "serve"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "COACTIVE_CREDD_LOG_MAX_BYTES": "100", "COACTIVE_CREDD_LOG_LEVEL": "loud"},
+    )  # fmt: skip
+    from .conftest import Daemon
+
+    d = Daemon(socket=home / "credd.sock", log=home / "unused", proc=proc, home=home)
+    try:
+        d.log.write_text("")
+        for _ in range(50):
+            try:
+                if d.get("/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        for _ in range(3):
+            assert d.post("/v1/token/refresh")[0] == 200
+    finally:
+        d.stop()
+    assert proc.stdout is not None
+    with proc.stdout:
+        out = proc.stdout.read().decode()
+    assert "log level 'loud' is not one of debug, info, warning, error" in out
+    assert "Traceback" not in out and out.count("new token") >= 3
+    assert not list(home.glob("*.1"))
