@@ -7,7 +7,8 @@ from the profile's pre-rendered body. Anything else (other paths and methods, bo
 caller who must wait for a refresh, every error, any header it does not know how to judge,
 another uid) hands the connection over to aiohttp's server with every byte not yet answered,
 and aiohttp owns it from then on. So aiohttp's parser and handlers see everything but the two
-simplest requests, and the answers are the same either way.
+simplest requests, and the answers are the same either way: what a head means is read by :mod:`request`, for
+both paths.
 
 The benchmarks showed why: aiohttp's request cycle costs about 31 µs a request on this
 machine, six times the daemon's own work, and a task and timers for every new connection.
@@ -17,41 +18,76 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import logging
 from typing import Any, cast
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from . import engine
+from . import engine, logguard
 from .api import Api, peer_credentials
+from .request import (
+    MAX_HEADERS,
+    MAX_LINE,
+    BadQuery,
+    bare_lf,
+    parse_head,
+    parse_min_ttl,
+    parse_query,
+)
 
-# The limits the aiohttp server is given (server.run): a head beyond them is aiohttp's to refuse.
-MAX_LINE = 4096
-MAX_HEADERS = 32
+__all__ = ["IDLE", "MAX_HEADERS", "MAX_LINE", "FastConnection", "FastSite"]
+
+log = logging.getLogger("coactive_credd")
+
 MAX_HEAD = MAX_LINE * 2
 IDLE = 60.0  # seconds an idle keep-alive connection is kept, as aiohttp's keepalive_timeout
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field names
-_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Bytes of answers queued for a caller who does not read them before reading its requests
+# stops (asyncio's pause_writing): a few hundred answers, not the whole burst it sent.
+WRITE_HIGH = 16 * 1024
+WRITE_LOW = 4 * 1024
 _OK_HEALTHZ = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
 )
 
 
 class FastConnection(asyncio.Protocol):
-    def __init__(self, api: Api, fallback: web.Server, live: set[FastConnection]) -> None:
+    def __init__(
+        self,
+        api: Api,
+        fallback: web.Server,
+        live: set[FastConnection],
+        fast: bool = True,
+        cap: int = 0,
+    ) -> None:
         self.api = api
         self.fallback = fallback
         self.live = live
+        self.fast = fast
+        self.cap = cap
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.idle: asyncio.TimerHandle | None = None
+        self.writing_paused = False
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.cap and len(self.live) + len(self.fallback.connections) >= self.cap:
+            logguard.refusals.warn(
+                "cap",
+                "refusing connections: %d are open, the most this daemon keeps; "
+                "some local program opens connections without closing them",
+                self.cap,
+            )
+            self.transport.abort()
+            self.transport = None
+            return
         self.live.add(self)
+        self.transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        if not self.fast:
+            self.hand_over()  # the fast path switched off: aiohttp answers everything
+            return
         sock = self.transport.get_extra_info("socket")
         uid, _pid = peer_credentials(sock) if sock is not None else (-1, None)
         if uid != self.api.uid:
@@ -60,23 +96,36 @@ class FastConnection(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
+        self.buf = self.buf + data if self.buf else data
         self._arm()
-        while self.transport is not None:
+        self._process()
+
+    def _process(self) -> None:
+        # Stops while writing is paused: a caller who sends a burst of requests and reads
+        # no answers gets at most WRITE_HIGH bytes of them queued, not one per request.
+        while self.transport is not None and not self.writing_paused:
             end = self.buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
             if end < 0:
-                if len(self.buf) > MAX_HEAD:
+                # Too long for us, or lines ended by a bare LF (aiohttp refuses those at once).
+                if len(self.buf) > MAX_HEAD or bare_lf(self.buf):
                     self.hand_over()
                 return
-            answer = self.answer(self.buf[:end])
-            if answer is None:
+            try:
+                answer = self.answer(self.buf[:end])
+            except Exception:  # a bug here must cost the fast path, not the caller's answer
+                log.exception("the fast path failed on a request; aiohttp answers it")
+                answer = None
+            # Bytes after a "Connection: close" request: aiohttp's parser refuses the lot
+            # (400), and it answers so that both paths give the same answer.
+            if answer is None or (answer[1] and len(self.buf) > end + 4):
                 self.hand_over()
                 return
             self.buf = self.buf[end + 4 :]
             reply, close = answer
             self.transport.write(reply)
-            if close:
+            if close:  # nothing after a "Connection: close" is read (RFC 9112 §9.6)
                 self.close()
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -84,12 +133,17 @@ class FastConnection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
-        # A caller that sends requests but does not read the answers: stop reading its.
+        # A caller that sends requests but does not read the answers: stop reading its
+        # requests until it has read most of what is queued.
+        self.writing_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        self.writing_paused = False
+        if self.transport is not None and self.buf:
+            self._process()  # the requests read before the pause
+        if self.transport is not None and not self.writing_paused:
             self.transport.resume_reading()
 
     # ---- the requests answered here -----------------------------------------------------
@@ -97,54 +151,26 @@ class FastConnection(asyncio.Protocol):
     def answer(self, head: bytes) -> tuple[bytes, bool] | None:
         """The whole answer to a request head, and whether to close after it; None when
         aiohttp should take the request."""
-        lines = head.split(b"\r\n")
-        if len(lines) > MAX_HEADERS + 1 or max(map(len, lines)) > MAX_LINE:
+        parsed = parse_head(head)
+        if parsed is None:
             return None
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
-            return None
-        close = host = False
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name) or _CTL.search(value):
-                return None
-            name, value = name.lower(), value.strip().lower()
-            if name == b"host":
-                host = True
-            elif name == b"connection":
-                if value == b"close":
-                    close = True
-                elif value != b"keep-alive":
-                    return None
-            elif name == b"accept" and b"text/plain" in value:
-                return None  # the token alone: aiohttp's handler writes that answer
-            elif name in (b"transfer-encoding", b"expect", b"upgrade") or (
-                name == b"content-length" and value != b"0"
-            ):
-                return None
-        if not host:  # HTTP/1.1 requires one; aiohttp says so with a 400
-            return None
-        target = parts[1]
+        target, close = parsed
         if target == b"/healthz":
             return _OK_HEALTHZ, close
         path, _, query = target.partition(b"?")
-        if path != b"/v1/token" or not query.isascii():
+        if path != b"/v1/token":
             return None
-        params: dict[str, str] = {}
+        params = parse_query(query.decode("ascii"))
         try:
-            for key, val in parse_qsl(query.decode(), keep_blank_values=True, strict_parsing=False):
-                params.setdefault(key, val)
-        except ValueError:
-            return None
-        raw = params.get("min_ttl", "0")
-        if not raw.isdigit() or int(raw) > 86400:
-            return None
+            min_ttl = parse_min_ttl(params.get("min_ttl"))
+        except BadQuery:
+            return None  # aiohttp's handler writes the 400
         d = self.api.d
         p = d.profiles.get(params.get("profile") or "default")
         if p is None or d.locked:
             return None
         now = d.last_use = d.clock()
-        action = engine.decide(p.rt, now, d.policy, int(raw))
+        action = engine.decide(p.rt, now, d.policy, min_ttl)
         if action is engine.Action.SERVE_AND_REFRESH:
             d.start_refresh(p)
         elif action is not engine.Action.SERVE:
@@ -160,16 +186,24 @@ class FastConnection(asyncio.Protocol):
     # ---- handing over, closing, idling --------------------------------------------------
 
     def hand_over(self) -> None:
-        """From now on aiohttp's server owns this connection, with the bytes not answered."""
+        """From now on aiohttp's server owns this connection, with the bytes not answered.
+
+        Flow control goes with it: reading paused here for a caller who does not read is
+        resumed (aiohttp pauses on its own terms), and a transport whose writing is paused
+        tells aiohttp so, since it will only ever hear the matching resume."""
         transport, pending = self.transport, self.buf
         self._disarm()
         self.live.discard(self)
         self.transport, self.buf = None, b""
-        if transport is None:
+        if transport is None or transport.is_closing():
             return
         handler = self.fallback()
         transport.set_protocol(handler)
         handler.connection_made(transport)
+        if self.writing_paused:
+            handler.pause_writing()
+            self.writing_paused = False
+        transport.resume_reading()
         if pending:
             handler.data_received(pending)
 
@@ -188,11 +222,27 @@ class FastConnection(asyncio.Protocol):
 
 
 class FastSite(web.SockSite):
-    """aiohttp's SockSite, with every connection starting on :class:`FastConnection`."""
+    """aiohttp's SockSite, with every connection starting on :class:`FastConnection`.
 
-    def __init__(self, runner: web.ServerRunner, sock: Any, api: Api, **kwargs: Any) -> None:
+    ``fast=False`` hands every connection to aiohttp at once (``COACTIVE_CREDD_FAST_PATH=0``):
+    the same daemon without the fast path, to compare answers against or to rule it out.
+    ``max_connections`` (0: no cap) bounds the connections open at once, fast and handed
+    over together; one more is closed at once, with one rate-limited log line."""
+
+    def __init__(
+        self,
+        runner: web.ServerRunner,
+        sock: Any,
+        api: Api,
+        *,
+        fast: bool = True,
+        max_connections: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(runner, sock, **kwargs)
         self._api = api
+        self._fast = fast
+        self._cap = max_connections
         self._live: set[FastConnection] = set()
 
     async def start(self) -> None:
@@ -200,7 +250,7 @@ class FastSite(web.SockSite):
         server = self._runner.server
         assert isinstance(server, web.Server)
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: FastConnection(self._api, server, self._live),
+            lambda: FastConnection(self._api, server, self._live, self._fast, self._cap),
             sock=self._sock,
             backlog=self._backlog,
         )

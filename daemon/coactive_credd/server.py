@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, config, fastpath, fsutil, service, testhooks
+from . import __version__, config, fastpath, fsutil, logguard, request, service, testhooks
 from .api import Api
 from .fastpath import FastSite
 from .paths import Paths
@@ -87,11 +87,38 @@ def harden_process() -> None:
             libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
 
 
+MAX_CONNECTIONS = 4096  # connections open at once, fast path and aiohttp together
+FD_RESERVE = 64  # descriptors kept for the vault, upstream logins, logs and the like
+
+
+def connection_cap() -> int:
+    """How many connections to keep open at once: MAX_CONNECTIONS, or fewer when the
+    open-files limit is lower, leaving FD_RESERVE descriptors for everything else.
+
+    The soft limit is raised to the hard one first (as Go programs do at start), so a
+    default soft limit of 1024 does not stand in the way when the hard limit allows more."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = MAX_CONNECTIONS + FD_RESERVE
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            if new > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                soft = new
+    except (ValueError, OSError):
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, soft - FD_RESERVE))
+
+
 async def make_runner(api: Api) -> web.ServerRunner:
     """aiohttp's server for ``api``, set up with the limits the daemon serves with.
 
     The fast path hands aiohttp every request it does not answer itself, so both must agree
-    on the limits of a request head (:data:`fastpath.MAX_LINE`, :data:`fastpath.MAX_HEADERS`)
+    on the limits of a request head (:data:`request.MAX_LINE`, :data:`request.MAX_HEADERS`)
     and on how long an idle keep-alive connection is kept (:data:`fastpath.IDLE`, seconds).
     The caller cleans the runner up. The tests serve through this too, so they cannot drift
     from production.
@@ -101,9 +128,9 @@ async def make_runner(api: Api) -> web.ServerRunner:
         access_log=None,
         keepalive_timeout=fastpath.IDLE,
         tcp_keepalive=False,
-        max_line_size=fastpath.MAX_LINE,
-        max_field_size=fastpath.MAX_LINE,
-        max_headers=fastpath.MAX_HEADERS,
+        max_line_size=request.MAX_LINE,
+        max_field_size=request.MAX_LINE,
+        max_headers=request.MAX_HEADERS,
     )
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
@@ -111,12 +138,19 @@ async def make_runner(api: Api) -> web.ServerRunner:
 
 
 async def start_sites(
-    runner: web.ServerRunner, api: Api, sockets: list[socket.socket]
+    runner: web.ServerRunner,
+    api: Api,
+    sockets: list[socket.socket],
+    *,
+    fast: bool = True,
+    max_connections: int = 0,
 ) -> list[FastSite]:
-    """Serve ``runner`` on each listening socket, every connection starting on the fast path."""
+    """Serve ``runner`` on each listening socket, every connection starting on the fast path
+    (``fast=False``: handed to aiohttp at once), at most ``max_connections`` open at once
+    (0: no cap; see :class:`fastpath.FastSite`)."""
     sites = []
     for s in sockets:
-        site = FastSite(runner, s, api, backlog=1024)
+        site = FastSite(runner, s, api, fast=fast, max_connections=max_connections, backlog=1024)
         await site.start()
         sites.append(site)
     return sites
@@ -156,6 +190,10 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     runner = await make_runner(api)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    logguard.install_loop_handler(loop)
+    malformed = logguard.MalformedRequestFilter()
+    logging.getLogger("aiohttp.server").addFilter(malformed)
+    cap = connection_cap()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
@@ -166,15 +204,18 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         background.append(asyncio.create_task(_watchdog(daemon.notifier, interval)))
     if own_socket:
         background.append(asyncio.create_task(watch_socket(paths.socket, inode, stop)))
+    fast = os.environ.get("COACTIVE_CREDD_FAST_PATH", "1") != "0"
     try:
-        await start_sites(runner, api, sockets)
+        await start_sites(runner, api, sockets, fast=fast, max_connections=cap)
         log.info(
-            "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s)",
+            "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s%s; at most %d connections)",
             __version__,
             len(daemon.profiles),
             paths.socket if own_socket else "an inherited socket",
             " (vault locked)" if daemon.locked else "",
             type(loop).__module__.split(".")[0],
+            "" if fast else ", fast path off",
+            cap,
         )
         daemon.notifier.ready(daemon.status_line())
         if ready is not None:
@@ -195,6 +236,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
             paths.socket.unlink()
         if startup_lock is not None:
             os.close(startup_lock)
+        logging.getLogger("aiohttp.server").removeFilter(malformed)
 
 
 async def _watchdog(notifier: service.Notifier, interval: float) -> None:
