@@ -208,13 +208,13 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     try:
         await start_sites(runner, api, sockets, fast=fast, max_connections=cap)
         log.info(
-            "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s%s; at most %d connections)",
+            "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s)%s, at most %d connections",
             __version__,
             len(daemon.profiles),
             paths.socket if own_socket else "an inherited socket",
             " (vault locked)" if daemon.locked else "",
             type(loop).__module__.split(".")[0],
-            "" if fast else ", fast path off",
+            "" if fast else ", fast path off (COACTIVE_CREDD_FAST_PATH=0)",
             cap,
         )
         daemon.notifier.ready(daemon.status_line())
