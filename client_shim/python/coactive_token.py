@@ -66,6 +66,7 @@ __all__ = [
     "VaultLocked",
     "aget_token",
     "autostart_enabled",
+    "awatch",
     "default_profile",
     "default_socket_path",
     "fetch_token",
@@ -73,6 +74,7 @@ __all__ = [
     "get_token",
     "main",
     "start_daemon",
+    "watch",
 ]
 
 # The SPEC's exit codes, shared by every shim's command line.
@@ -808,6 +810,133 @@ def get_token(
 ) -> str:
     """The profile's current access token, valid for at least ``min_ttl`` more seconds."""
     return fetch_token(profile, min_ttl, socket_path=socket_path).access_token
+
+
+# --------------------------------------------------------------------------- events
+
+
+class _EventStream:
+    """Incremental parser of ``GET /v1/events``: HTTP head, chunked body, SSE lines."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.buf = b""
+        self.head: dict[bytes, bytes] | None = None
+        self.chunk_left = -1  # bytes left in the current chunk; -1: a size line comes next
+        self.body = b""
+        self.data: list[str] = []
+
+    @staticmethod
+    def request(profile: str | None) -> bytes:
+        query = f"?profile={check_profile_name(profile)}" if profile else ""
+        return (
+            f"GET /v1/events{query} HTTP/1.1\r\nHost: localhost\r\n"
+            f"Accept: text/event-stream\r\n\r\n"
+        ).encode("ascii")
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """The events completed by ``data``; raises the daemon's error for an error answer."""
+        self.buf += data
+        if self.head is None:
+            if b"\r\n\r\n" not in self.buf:
+                if len(self.buf) > _MAX_HEAD:
+                    raise _unreachable(self.socket_path, ConnectionResetError())
+                return []
+            raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            try:
+                _, status, self.head = _parse_head(raw)
+            except _BadAnswer:
+                raise _unreachable(self.socket_path, ConnectionResetError()) from None
+            if status != 200:
+                length = int(self.head.get(b"content-length", b"0") or 0)
+                raise _error_from_answer(status, self.buf[:length])
+        if self.head.get(b"transfer-encoding", b"").lower() != b"chunked":
+            self.body, self.buf = self.body + self.buf, b""
+        while self.buf:
+            if self.chunk_left < 0:
+                line, sep, rest = self.buf.partition(b"\r\n")
+                if not sep:
+                    break
+                self.chunk_left, self.buf = int(line.split(b";")[0] or b"0", 16), rest
+            take = self.buf[: self.chunk_left]
+            self.body += take
+            self.buf = self.buf[len(take) :]
+            self.chunk_left -= len(take)
+            if self.chunk_left == 0:
+                if len(self.buf) < 2:
+                    self.chunk_left = 0
+                    break
+                self.buf, self.chunk_left = self.buf[2:], -1
+        events = []
+        *lines, self.body = self.body.split(b"\n")
+        for line in lines:
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            if text.startswith("data:"):
+                self.data.append(text[5:].lstrip(" "))
+            elif not text and self.data:
+                try:
+                    ev = json.loads("\n".join(self.data))
+                except ValueError:
+                    ev = None
+                self.data = []
+                if isinstance(ev, dict):
+                    events.append(ev)
+        return events
+
+
+def watch(
+    profile: str | None = None, *, socket_path: str | None = None, timeout: float = 60.0
+) -> Generator[dict[str, Any], None, None]:
+    """Follow the daemon's ``GET /v1/events``: yields one dict per change of a profile's
+    token or state, ``{"profile", "state", "expires_at", "token_sha256"}`` (never the token;
+    fetch it with :func:`fetch_token` when ``token_sha256`` changes). The first events give
+    each profile's current state. ``profile`` limits the stream to one profile.
+
+    Ends (returns) when the daemon closes the stream; raises :class:`DaemonUnreachable` when
+    the daemon cannot be reached or says nothing for ``timeout`` seconds (it sends a
+    heartbeat every 15 s), and the daemon's error for an error answer::
+
+        for event in coactive_token.watch("prod"):
+            if event["token_sha256"] != current: ...
+    """
+    path = socket_path or default_socket_path()
+    stream = _EventStream(path)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except OSError as exc:
+        raise _unreachable(path, exc) from None
+    with sock:
+        try:
+            sock.sendall(stream.request(profile))
+            while chunk := sock.recv(65536):
+                yield from stream.feed(chunk)
+        except OSError as exc:
+            raise _unreachable(path, exc) from None
+
+
+async def awatch(
+    profile: str | None = None, *, socket_path: str | None = None, timeout: float = 60.0
+) -> AsyncGenerator[dict[str, Any], None]:
+    """:func:`watch` on the running event loop: ``async for event in awatch("prod"): ...``"""
+    import asyncio
+
+    path = socket_path or default_socket_path()
+    stream = _EventStream(path)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise _unreachable(path, exc) from None
+    try:
+        writer.write(stream.request(profile))
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+            for ev in stream.feed(chunk):
+                yield ev
+    except (OSError, TimeoutError) as exc:
+        raise _unreachable(path, exc) from None
+    finally:
+        writer.close()
 
 
 # --------------------------------------------------------------------------- async client

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, admin, config, credage, engine, proxy
+from . import __version__, admin, config, credage, engine, events, proxy
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from .vault import VaultError, WrongPassphrase
@@ -85,23 +85,29 @@ class Api:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
         self.uid = os.geteuid()
+        self.events = events.Hub(daemon)
         self._peers: weakref.WeakKeyDictionary[Any, tuple[int, int | None]] = (
             weakref.WeakKeyDictionary()
         )
         self._routes: dict[
-            tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.Response]]
+            tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
         ] = {
             ("GET", "/v1/token"): self.get_token,
             ("GET", "/v1/credential"): self.get_credential,
             ("POST", "/v1/token/refresh"): self.post_refresh,
             ("GET", "/v1/status"): self.get_status,
             ("GET", "/healthz"): self.get_healthz,
+            ("GET", "/v1/events"): self.events.handle,
             ("POST", "/v1/admin/reload"): self.post_reload,
             ("POST", "/v1/admin/lock"): self.post_lock,
             ("POST", "/v1/admin/unlock"): self.post_unlock,
             ("POST", "/v1/admin/credentials"): self.post_credentials,
             ("POST", "/v1/admin/credentials/remove"): self.post_credentials,
         }
+
+    def peer_allowed(self, uid: int) -> bool:
+        """May a peer of this uid use the socket? The daemon's own, and ``allowed_uids``."""
+        return uid == self.uid or uid in self.d.cfg.daemon.allowed_uids
 
     def _peer(self, request: web.BaseRequest) -> tuple[int, int | None]:
         """The peer's (uid, pid), asked of the kernel once per connection, not per request."""
@@ -122,15 +128,24 @@ class Api:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             uid, pid = self._peer(request)
-            if uid != self.uid:
+            if not self.peer_allowed(uid):
                 log.warning(
-                    "refused a request from uid %d (pid %s): not the daemon's uid", uid, pid
+                    "refused a request from uid %d (pid %s): not the daemon's uid nor in allowed_uids",
+                    uid,
+                    pid,
                 )
                 raise ApiError(
                     403,
                     "forbidden",
                     "only the daemon's own user may use this socket",
                     "connect as the user who runs coactive-credd",
+                )
+            if uid != self.uid and request.path.startswith("/v1/admin/"):
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "only the daemon's own user may lock, unlock or reload it",
+                    "run the command as the user who runs coactive-credd",
                 )
             route = self._routes.get((request.method, request.path))
             if route is None:

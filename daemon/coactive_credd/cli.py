@@ -55,20 +55,15 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     import coactive_token
 
+    from . import execrun
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise CommandError("exec needs a command: coactive-credd exec -- CMD [ARGS...]", EXIT_USAGE)
-    with coactive_token.Client() as client:
-        token = client.token(profile_name(args), args.min_ttl)
-    env = dict(os.environ, COACTIVE_ACCESS_TOKEN=token.access_token, COACTIVE_PROFILE=token.profile)
-    try:
-        os.execvpe(command[0], command, env)  # noqa: S606 - exec is the point
-    except OSError as exc:
-        say(f"cannot run {command[0]!r}: {exc.strerror}; check the command and PATH")
-        return 127 if isinstance(exc, FileNotFoundError) else 126
-    return 0  # not reached
+    sock = coactive_token.default_socket_path()
+    return execrun.run(sock, profile_name(args), args.min_ttl, command, args.token_file)
 
 
 def _ago(stamp: str | None, now: float) -> str:
@@ -295,9 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "show every profile's state (never a secret)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("exec", cmd_exec, "run a command with COACTIVE_ACCESS_TOKEN in its environment")
+    p = add(
+        "exec",
+        cmd_exec,
+        "run a command with COACTIVE_ACCESS_TOKEN and COACTIVE_ACCESS_TOKEN_FILE (kept fresh "
+        "while it runs), COACTIVE_TOKEN_EXPIRES_AT, COACTIVE_BASE_URL, COACTIVE_CREDD_SOCKET",
+    )
     profile(p)
     min_ttl(p, "needed validity for the command's run")
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="keep the current token in PATH while the command runs (default: a private temporary file)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     p = add("demo", cmd_demo, "a self-contained demo against a fake Coactive, about a minute long")
@@ -352,6 +357,7 @@ _EXPECTED = (
     ("coactive_credd.config", "ConfigError", EXIT_FAILURE),
     ("coactive_credd.fsutil", "InsecurePathError", EXIT_FAILURE),
     ("coactive_credd.server", "StartupError", EXIT_FAILURE),
+    ("coactive_credd.tokenfile", "TokenFileError", EXIT_FAILURE),
     ("coactive_credd.service", "ActivationError", EXIT_FAILURE),
 )
 

@@ -15,6 +15,13 @@ the defaults below. The file holds nothing secret; secrets live in the vault.
     # ca_bundle = "/etc/ssl/corp.pem"  # for TLS-inspecting proxies
     # proxy = "http://proxy.corp:3128" # wins over HTTPS_PROXY/NO_PROXY; "direct" for none
     # credential_created = 2026-09-01  # when the personal token was made (`login --created`)
+    # credential_file = "/var/run/secrets/coactive/secret"  # instead of the vault (containers)
+    # client_id = "..."                # with credential_file, for client credentials
+    # token_file = "/var/run/coactive/token"  # the daemon keeps the current token here
+    # token_file_mode = "0640"         # default 0600
+
+Containers: ``[daemon] allowed_uids = [1001]`` lets those uids use the socket too; see
+docs/KUBERNETES.md and :mod:`containers`.
 """
 
 from __future__ import annotations
@@ -69,6 +76,11 @@ class ProfileConfig:
     ca_bundle: str | None = None
     proxy: str | None = None  # None: from the environment (see :mod:`proxy`)
     credential_created: datetime.date | None = None  # personal tokens: see :mod:`credage`
+    # Containers and long-running programs (see :mod:`containers`):
+    client_id: str | None = None  # with credential_file and client_credentials
+    credential_file: str | None = None  # the secret is read from here, not from the vault
+    token_file: str | None = None  # the current token is kept here
+    token_file_mode: int = 0o600
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class DaemonConfig:
     # Auto-lock for passphrase vaults (gpg-agent's default-cache-ttl / max-cache-ttl); 0 = off.
     lock_after_idle: float = 0.0
     lock_after_unlock: float = 0.0
+    allowed_uids: frozenset[int] = frozenset()  # pass the peer check besides the daemon's uid
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,7 @@ def parse(text: str, source: str = "config.toml") -> Config:
         ),
         lock_after_idle=_number(d, "lock_after_idle", 0, 0, 10**7, f"{source} [daemon]"),
         lock_after_unlock=_number(d, "lock_after_unlock", 0, 0, 10**7, f"{source} [daemon]"),
+        allowed_uids=_uids(d, f"{source} [daemon]"),
     )
     profiles: dict[str, ProfileConfig] = {}
     ptable = raw.get("profiles", {})
@@ -142,6 +156,7 @@ def parse(text: str, source: str = "config.toml") -> Config:
             ca_bundle=ca_bundle,
             proxy=parse_proxy(p.get("proxy"), where),
             credential_created=_date(p.get("credential_created"), where),
+            **_container_keys(p, cast(Auth, auth), where),
         )
     return Config(daemon=daemon, profiles=profiles)
 
@@ -168,6 +183,47 @@ def _date(value: object, where: str) -> datetime.date | None:
         except ValueError:
             pass
     raise ConfigError(f"{where}: credential_created must be a date like 2026-09-01")
+def _uids(table: dict[str, Any], where: str) -> frozenset[int]:
+    uids = table.get("allowed_uids", [])
+    if not isinstance(uids, list) or not all(
+        isinstance(u, int) and not isinstance(u, bool) and 0 <= u < 2**32 - 1 for u in uids
+    ):
+        raise ConfigError(f"{where}: allowed_uids must be a list of numeric uids, e.g. [1001]")
+    return frozenset(uids)
+
+
+def _container_keys(p: dict[str, Any], auth: Auth, where: str) -> dict[str, Any]:
+    """credential_file, client_id, token_file and token_file_mode of a profile table."""
+    out: dict[str, Any] = {}
+    for key in ("credential_file", "token_file"):
+        value = p.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+            raise ConfigError(f"{where}: {key} must be an absolute path, got {value!r}")
+        out[key] = value
+    client_id = p.get("client_id")
+    if client_id is not None:
+        if not isinstance(client_id, str) or not client_id or any(c in client_id for c in ":\r\n"):
+            raise ConfigError(f"{where}: client_id must be a non-empty string without ':'")
+        out["client_id"] = client_id
+    if "credential_file" in out and auth == "client_credentials" and client_id is None:
+        raise ConfigError(
+            f'{where}: a client_credentials profile with credential_file needs client_id = "..."'
+        )
+    raw = p.get("token_file_mode", "0600")
+    try:
+        mode = int(raw, 8) if isinstance(raw, str) else raw
+    except ValueError:
+        mode = None
+    # The daemon writes the file; others may at most read it.
+    if not isinstance(mode, int) or isinstance(mode, bool) or mode & ~0o644 or not mode & 0o400:
+        raise ConfigError(
+            f'{where}: token_file_mode must be an octal string like "0600" or "0640" '
+            f"(owner read and write, group/others read at most), got {raw!r}"
+        )
+    out["token_file_mode"] = mode
+    return out
 
 
 def load(path: Path) -> Config:
@@ -198,6 +254,8 @@ def render(cfg: Config) -> str:
         for k in ("skew", "refresh_fraction", "lock_after_idle", "lock_after_unlock")
         if getattr(cfg.daemon, k) != getattr(dd, k)
     ]
+    if cfg.daemon.allowed_uids:
+        d.append(f"allowed_uids = [{', '.join(map(str, sorted(cfg.daemon.allowed_uids)))}]")
     if d:
         lines += ["", "[daemon]", *d]
     for name in sorted(cfg.profiles):
@@ -210,6 +268,11 @@ def render(cfg: Config) -> str:
             lines.append(f"proxy = {_toml_value(p.proxy)}")
         if p.credential_created is not None:
             lines.append(f"credential_created = {p.credential_created.isoformat()}")
+        for key in ("client_id", "credential_file", "token_file"):
+            if getattr(p, key):
+                lines.append(f"{key} = {_toml_value(getattr(p, key))}")
+        if p.token_file_mode != 0o600:
+            lines.append(f'token_file_mode = "{p.token_file_mode:04o}"')
     return "\n".join(lines) + "\n"
 
 

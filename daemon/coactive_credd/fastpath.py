@@ -90,7 +90,7 @@ class FastConnection(asyncio.Protocol):
             return
         sock = self.transport.get_extra_info("socket")
         uid, _pid = peer_credentials(sock) if sock is not None else (-1, None)
-        if uid != self.api.uid:
+        if not self.api.peer_allowed(uid):
             self.hand_over()  # aiohttp answers 403 and logs the pid
             return
         self._arm()

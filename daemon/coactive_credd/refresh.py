@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import config, credage, engine, proxy, service
+from . import config, credage, credfile, engine, proxy, service
 from .config import Config, ProfileConfig
 from .paths import Paths
 from .shield import Shielded
@@ -132,6 +132,8 @@ class Daemon:
         self.persist_delay = persist_delay
         self._pending: dict[str, tuple[bytes | None, engine.Token]] = {}
         self._writer: asyncio.Task[None] | None = None
+        # Called after any change of a profile's token or state (token files, /v1/events).
+        self.watchers: list[Callable[[], None]] = []
         self.last_reload_error: str | None = None  # why the last reload failed; None if it did not
         self.age_watch = credage.AgeWatch()
 
@@ -167,7 +169,7 @@ class Daemon:
         now = self.clock()
         fresh: dict[str, Profile] = {}
         for name, pc in cfg.profiles.items():
-            sec = data.profiles.get(name)
+            sec, problem = credfile.secrets(pc, data.profiles.get(name))
             fp = fingerprint(sec.secret, sec.client_id) if sec else None
             old = self.profiles.get(name)
             if old is not None and old.cfg == pc and old.fp == fp and not self.locked:
@@ -181,6 +183,8 @@ class Daemon:
                 )
                 if old is not None and old.rt.reauth and old.fp == fp:
                     p.rt.reauth, p.rt.last_error = True, old.rt.last_error
+            if problem is not None:
+                p.rt.on_rejected(problem)
             if sec is not None and sec.token is not None:
                 self._adopt(p, sec.token, now)
             if p.secret is not None and p.rt.token is None and p.rt.refresh_at is None:
@@ -188,6 +192,7 @@ class Daemon:
             fresh[name] = p
         self.profiles = fresh
         self._wake.set()
+        self.changed()
 
     def _adopt(self, p: Profile, cached: CachedToken, now: float) -> None:
         """Take a token from the vault if it outlives the one in memory."""
@@ -429,3 +434,12 @@ class Daemon:
 
     def _notify_status(self) -> None:
         self.notifier.status(self.status_line())
+        self.changed()
+
+    def changed(self) -> None:
+        """Tell the watchers a profile's token or state may have changed."""
+        for watcher in self.watchers:
+            try:
+                watcher()
+            except Exception:  # a watcher's failure must not stop a refresh or a reload
+                log.exception("a watcher failed")

@@ -18,7 +18,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, config, fastpath, fsutil, logguard, request, service, testhooks
+from . import (
+    __version__,
+    config,
+    containers,
+    fastpath,
+    fsutil,
+    logguard,
+    request,
+    service,
+    testhooks,
+)
 from .api import Api
 from .fastpath import FastSite
 from .paths import Paths
@@ -46,10 +56,11 @@ def _socket_alive(path: Path) -> bool:
     return True
 
 
-def bind_socket(path: Path) -> socket.socket:
-    """Create the listening socket: 0600 in a 0700 folder, replacing only a stale socket."""
+def bind_socket(path: Path, shared: bool = False) -> socket.socket:
+    """Create the listening socket: 0600 in a 0700 folder, replacing only a stale socket.
+    ``shared`` (``allowed_uids``): 0666 in a 0711 folder, see :mod:`containers`."""
     try:
-        fsutil.ensure_private_dir(path.parent)
+        containers.ensure_socket_dir(path.parent, shared)
     except fsutil.InsecurePathError as exc:
         raise StartupError(f"cannot serve on {path}: {exc}") from exc
     if path.exists() or path.is_symlink():
@@ -67,7 +78,7 @@ def bind_socket(path: Path) -> socket.socket:
         sock.bind(str(path))
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    os.chmod(path, containers.SHARED_SOCKET_MODE if shared else 0o600)
     sock.listen(512)
     return sock
 
@@ -162,8 +173,9 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     own_socket = not inherited
     startup_lock = None
     inode = 0
+    shared = containers.socket_shared(paths)
     if own_socket:
-        fsutil.ensure_private_dir(paths.socket.parent)
+        containers.ensure_socket_dir(paths.socket.parent, shared)
         startup_lock = os.open(str(paths.socket) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         import fcntl
 
@@ -172,7 +184,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         except BlockingIOError:
             os.close(startup_lock)
             raise StartupError(f"coactive-credd is already running on {paths.socket}") from None
-        sockets = [bind_socket(paths.socket)]
+        sockets = [bind_socket(paths.socket, shared)]
         inode = os.stat(paths.socket).st_ino
     else:
         sockets = inherited
@@ -187,6 +199,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
             paths.socket.unlink(missing_ok=True)
         raise StartupError(str(exc)) from exc
     api = Api(daemon)
+    extras = containers.Extras(daemon, api)
     runner = await make_runner(api)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -217,6 +230,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
             "" if fast else ", fast path off (COACTIVE_CREDD_FAST_PATH=0)",
             cap,
         )
+        extras.start()
         daemon.notifier.ready(daemon.status_line())
         if ready is not None:
             ready(daemon)
@@ -229,6 +243,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         for t in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await extras.close()
         await runner.cleanup()
         await daemon.flush()
         await daemon.upstream.close()

@@ -1,0 +1,207 @@
+"""Token files and `exec`: a token a program reads from a file stays current as long as it
+runs, through real daemons, a real fake Coactive issuing short-lived tokens and real children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+
+from .conftest import PERSONAL_TOKEN, leaked, login, run_cli, start_daemon
+
+LIFETIME = 6  # seconds: a token is served for 3 s and replaced after about 2.3 s
+
+
+@pytest.fixture
+def short() -> Iterator[FakeCoactive]:
+    with FakeCoactiveThread(expires_in=LIFETIME) as f:
+        f.add_personal_token(PERSONAL_TOKEN)
+        yield f
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 15, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def add_keys(home: Path, **keys: str) -> None:
+    """Add keys to the last profile table of the config `login` wrote."""
+    cfg = home / "config.toml"
+    cfg.write_text(cfg.read_text() + "".join(f'{k} = "{v}"\n' for k, v in keys.items()))
+
+
+def read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def test_token_file_follows_rotations_and_is_removed_at_stop_and_logout(
+    home: Path, short: FakeCoactive
+) -> None:
+    tok = home / "run" / "token"
+    login(short)
+    add_keys(home, token_file=str(tok), token_file_mode="0640")
+    d = start_daemon(home)
+    try:
+        wait_for(lambda: read(tok), what="the token file")
+        first = read(tok)
+        assert first in short.issued and stat.S_IMODE(tok.stat().st_mode) == 0o640
+        wait_for(lambda: read(tok) not in (None, first), what="a rotation")
+        assert read(tok) == short.issued[-1] != first
+        assert [p.name for p in tok.parent.iterdir()] == ["token"]  # no temporary left over
+    finally:
+        d.stop()
+    assert not tok.exists(), "a token file outlived the daemon"
+    d = start_daemon(home)
+    try:
+        wait_for(lambda: read(tok), what="the token file after a restart")
+        assert read(tok) in short.issued
+        assert run_cli("logout").returncode == 0
+        wait_for(lambda: not tok.exists(), what="the token file to go at logout")
+    finally:
+        d.stop()
+    assert not leaked(d.log_text(), set(short.issued))
+
+
+def test_token_file_is_removed_when_its_token_expires_unreplaced(
+    home: Path, short: FakeCoactive
+) -> None:
+    tok = home / "run" / "token"
+    login(short)
+    add_keys(home, token_file=str(tok))
+    d = start_daemon(home)
+    try:
+        wait_for(lambda: read(tok), what="the token file")
+        short.fault = "503"  # Coactive goes away: no new token can be had
+        wait_for(lambda: not tok.exists(), timeout=LIFETIME * 2, what="the expired token to go")
+        short.fault = None
+        wait_for(lambda: read(tok), timeout=40, what="a new token once Coactive is back")
+    finally:
+        d.stop()
+
+
+def test_token_file_in_a_folder_others_can_write_is_refused(
+    home: Path, short: FakeCoactive
+) -> None:
+    loose = home / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    login(short)
+    add_keys(home, token_file=str(loose / "token"))
+    d = start_daemon(home)
+    try:
+        wait_for(lambda: "cannot write the token file" in d.log_text(), what="the error")
+        assert not (loose / "token").exists()
+        assert d.get("/v1/token")[0] == 200  # the daemon still serves over the socket
+        line = next(ln for ln in d.log_text().splitlines() if "token file" in ln)
+        assert "chmod go-w" in line
+    finally:
+        d.stop()
+
+
+READER = r"""
+import os, sys, time
+path = os.environ["COACTIVE_ACCESS_TOKEN_FILE"]
+print("env", os.environ["COACTIVE_TOKEN_EXPIRES_AT"], os.environ["COACTIVE_BASE_URL"],
+      os.environ["COACTIVE_CREDD_SOCKET"], os.environ["COACTIVE_ACCESS_TOKEN"], path, flush=True)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    with open(path) as f:
+        print(time.time(), f.read(), flush=True)
+    time.sleep(0.05)
+sys.exit(3)
+"""
+
+
+def test_exec_child_outliving_two_lifetimes_always_reads_a_valid_token_from_the_file(
+    home: Path, short: FakeCoactive
+) -> None:
+    login(short)
+    d = start_daemon(home)
+    try:
+        proc = run_cli("exec", "--", sys.executable, "-c", READER, str(LIFETIME * 2.5), timeout=60)
+    finally:
+        d.stop()
+    assert proc.returncode == 3, proc.stderr  # the child's exit status
+    lines = proc.stdout.splitlines()
+    _, expires_at, base_url, sock, env_token, path = lines[0].split()
+    assert base_url == short.base_url and sock == str(d.socket) and env_token in short.issued
+    assert expires_at.endswith("Z") and expires_at.startswith(time.strftime("%Y-", time.gmtime()))
+    expiry = {i.access_token: i.issued_at + i.expires_in for i in short.ledger}
+    seen = []
+    for line in lines[1:]:
+        at, token = line.split()
+        assert token in expiry, "the file held something Coactive never issued"
+        assert float(at) < expiry[token], "the file held an expired token"
+        if token not in seen:
+            seen.append(token)
+    assert len(seen) >= 3, seen  # it was replaced at least twice while the child ran
+    assert float(lines[-1].split()[0]) - float(lines[1].split()[0]) > LIFETIME * 2
+    assert not Path(path).exists() and not Path(path).parent.exists(), "exec left its file"
+
+
+def test_exec_token_file_option_and_relayed_signal(home: Path, short: FakeCoactive) -> None:
+    login(short)
+    d = start_daemon(home)
+    mine = home / "mine"
+    mine.mkdir(mode=0o700)
+    script = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (print('got TERM', flush=True), sys.exit(0)))\n"
+        "print(os.environ['COACTIVE_ACCESS_TOKEN_FILE'], flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    try:
+        with subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "coactive_credd",
+                "exec",
+                "--token-file",
+                str(mine / "t"),
+                "--",
+                sys.executable,
+                "-c",
+                script,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == str(mine / "t")
+            assert (mine / "t").read_text() in short.issued
+            assert stat.S_IMODE((mine / "t").stat().st_mode) == 0o600
+            proc.send_signal(signal.SIGTERM)
+            assert proc.stdout.readline().strip() == "got TERM"
+            assert proc.wait(10) == 0
+        assert not (mine / "t").exists()
+        # a command that does not exist: 127 and one line, as a shell says
+        bad = run_cli("exec", "--", "no-such-command-xyz")
+        assert bad.returncode == 127 and bad.stderr.count("\n") == 1
+    finally:
+        d.stop()
+
+
+def test_exec_killed_child_ends_exec_the_same_way(home: Path, short: FakeCoactive) -> None:
+    login(short)
+    d = start_daemon(home)
+    try:
+        proc = run_cli("exec", "--", sys.executable, "-c", "import os; os.kill(os.getpid(), 9)")
+    finally:
+        d.stop()
+    assert proc.returncode == -signal.SIGKILL
+    assert os.environ.get("COACTIVE_ACCESS_TOKEN") is None
