@@ -16,7 +16,7 @@ def tok(lifetime: float, obtained: float = 1_000_000.0) -> Token:
 def test_documented_lifetime_refreshes_with_a_quarter_left_minus_jitter() -> None:
     t = tok(3600)
     assert engine.refresh_at(t, P, 0.0) == t.obtained_at + 2700
-    assert engine.refresh_at(t, P, 0.999) == pytest.approx(t.obtained_at + 2700 - 0.999 * 180)
+    assert engine.refresh_at(t, P, 0.999) == pytest.approx(t.obtained_at + 2700 - 0.999 * 180, abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -56,9 +56,9 @@ def test_min_ttl_asks_for_that_much_validity() -> None:
 
 
 def test_backoff_grows_capped_with_full_jitter() -> None:
-    assert engine.backoff_delay(1, P, 0.999) == pytest.approx(0.999)
-    assert engine.backoff_delay(4, P, 0.999) == pytest.approx(8 * 0.999)
-    assert engine.backoff_delay(30, P, 0.999) == pytest.approx(300 * 0.999)
+    assert engine.backoff_delay(1, P, 0.999) == pytest.approx(0.999, abs=1e-9)
+    assert engine.backoff_delay(4, P, 0.999) == pytest.approx(8 * 0.999, abs=1e-9)
+    assert engine.backoff_delay(30, P, 0.999) == pytest.approx(300 * 0.999, abs=1e-9)
     assert engine.backoff_delay(30, P, 0.0) == P.backoff_floor  # never a hot loop
 
 

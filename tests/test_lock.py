@@ -11,7 +11,7 @@ from pathlib import Path
 from coactive_credd import config
 from coactive_credd.fakeupstream import FakeCoactive
 
-from .conftest import PERSONAL_TOKEN, InProc, login, run_cli, start_daemon
+from .conftest import PERSONAL_TOKEN, InProc, both_paths, login, run_cli, start_daemon
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -107,6 +107,7 @@ def test_cli_writes_to_a_passphrase_vault_need_the_passphrase(
     assert wrong.returncode == 7 and (home / "vault.bin").read_bytes() == before
 
 
+@both_paths
 async def test_auto_lock_after_idle_with_a_jumped_clock(inproc: InProc, home: Path) -> None:
     rekey = await asyncio.to_thread(run_cli, "rekey", "--passphrase-stdin", input=PASSPHRASE + "\n")
     assert rekey.returncode == 0, rekey.stderr

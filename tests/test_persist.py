@@ -1,0 +1,131 @@
+"""New tokens kept in the vault: only under the credentials that minted them, every write
+finished before a stop returns, and a reload never trades a newer token for an older one.
+
+The daemon runs in this process behind the shipped fast path (the ``inproc`` fixture); the
+vault is the real file, read back with a second :class:`Vault` as a restarted daemon would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from coactive_credd import engine
+from coactive_credd.vault import Vault, VaultData
+
+from .conftest import PERSONAL_TOKEN, InProc, run_cli
+
+OTHER_TOKEN = "cpt_An0ther.Pers0nal-token"
+
+
+def on_disk(ip: InProc) -> VaultData:
+    v = ip.daemon.vault
+    return Vault(v.vault_path, v.key_path, v.lock_path).load()
+
+
+def current(ip: InProc) -> engine.Token:
+    tok = ip.daemon.profiles["default"].rt.token
+    assert tok is not None
+    return tok
+
+
+async def test_a_token_is_not_kept_under_credentials_that_did_not_mint_it(inproc: InProc) -> None:
+    minted = current(inproc)  # the first login's token, waiting for the batched vault write
+    assert inproc.daemon._pending, "the first token should wait for the batch write"
+    inproc.fake.fault = "401"  # the new credentials do not log in, so nothing replaces it
+    relogin = await asyncio.to_thread(
+        run_cli,
+        "login",
+        "--base-url",
+        inproc.fake.base_url,
+        "--personal-token-stdin",
+        "--no-verify",
+        input=OTHER_TOKEN + "\n",
+    )
+    assert relogin.returncode == 0, relogin.stderr
+    await inproc.settle()
+    await inproc.daemon.flush()
+    kept = on_disk(inproc).profiles["default"]
+    assert kept.secret == OTHER_TOKEN
+    assert kept.token is None or kept.token.access_token != minted.access_token
+
+
+async def test_a_token_is_kept_under_the_credentials_that_minted_it(inproc: InProc) -> None:
+    """The counterpart: without a change of credentials the batch does reach the vault."""
+    minted = current(inproc)
+    await inproc.daemon.flush()
+    kept = on_disk(inproc).profiles["default"]
+    assert kept.secret == PERSONAL_TOKEN
+    assert kept.token is not None and kept.token.access_token == minted.access_token
+    assert kept.token.expires_at == minted.expires_at
+
+
+async def test_flush_waits_for_a_vault_write_under_way(
+    inproc: InProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop during the batch write returns only once the write is on disk.
+
+    The write is held in its worker thread (a slow disk, as far as the daemon can tell): no
+    real file system can be told to stall one write, so this is the one place a gate is used.
+    """
+    d = inproc.daemon
+    await d.flush()  # the first login's token, before the gate goes in
+    vault = d.vault
+    entered, release = threading.Event(), threading.Event()
+    real = vault.update
+
+    def held(fn: Any) -> Any:
+        entered.set()
+        assert release.wait(30), "the test never released the write"
+        return real(fn)
+
+    monkeypatch.setattr(vault, "update", held)
+    d.persist_delay = 0.0
+    assert (await inproc.post("/v1/token/refresh"))[0] == 200
+    newest = inproc.fake.issued[-1]
+    assert await asyncio.to_thread(entered.wait, 30), "the batch write never started"
+    stop = asyncio.ensure_future(d.flush())
+    for _ in range(20):  # the loop runs freely; only the held write may keep flush waiting
+        await asyncio.sleep(0.01)
+    assert not stop.done(), "flush returned while a vault write was still under way"
+    release.set()
+    await asyncio.wait_for(stop, 30)
+    kept = on_disk(inproc).profiles["default"].token
+    assert kept is not None and kept.access_token == newest
+
+
+@pytest.mark.parametrize("how", ["POST /v1/admin/reload", "SIGHUP"])
+async def test_reload_keeps_a_newer_token_than_the_vaults(inproc: InProc, how: str) -> None:
+    d = inproc.daemon
+    await d.flush()
+    older = on_disk(inproc).profiles["default"].token
+    assert older is not None
+    inproc.clock.jump(100)
+    status, body = await inproc.post("/v1/token/refresh")  # newer, not yet in the vault
+    assert status == 200 and body["access_token"] != older.access_token
+    newer = body["access_token"]
+    if how == "SIGHUP":
+        d.reload()  # what serve's SIGHUP handler calls
+    else:
+        assert (await inproc.post("/v1/admin/reload"))[0] == 200
+    status, body = await inproc.get("/v1/token")
+    assert status == 200 and body["access_token"] == newer
+    assert current(inproc).expires_at == older.expires_at + 100
+
+
+async def test_a_reload_during_a_retry_after_window_makes_no_login(inproc: InProc) -> None:
+    """The vault's copy of the token in memory is no news: a reload keeps the backoff."""
+    d = inproc.daemon
+    await d.flush()
+    rt = d.profiles["default"].rt
+    inproc.fake.fault, inproc.fake.retry_after = "503", "120"
+    inproc.clock.now = (rt.refresh_at or 0) + 1
+    await inproc.settle()
+    assert rt.retry_at == pytest.approx(inproc.clock.now + 120, abs=1e-6)
+    attempts = len(inproc.fake.requests)
+    assert (await inproc.post("/v1/admin/reload"))[0] == 200
+    await inproc.settle()
+    assert len(inproc.fake.requests) == attempts
+    assert rt.retry_at == pytest.approx(inproc.clock.now + 120, abs=1e-6)
