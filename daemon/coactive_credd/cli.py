@@ -287,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("refresh", cmd_refresh, "force a new token now")
     profile(p)
 
+    p = add(
+        "watch",
+        _lazy("execrun", "cmd_watch"),
+        "print a line each time a token is replaced or a profile's state changes (never a token)",
+    )
+    profile(p)
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+
     p = add("status", cmd_status, "show every profile's state (never a secret)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

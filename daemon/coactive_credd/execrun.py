@@ -25,13 +25,16 @@ Standard library only: this runs on every ``exec``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import coactive_token
@@ -177,3 +180,31 @@ def _wait(pid: int) -> int:
             continue  # the terminal sent it to the command's process group too
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, info.si_signo)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """``coactive-credd watch``: one line per token rotation or state change, for a person
+    (``--json``: the event objects, one per line, for a script). Exit 3 when the daemon
+    cannot be reached or stops."""
+    profile = args.profile and coactive_token.check_profile_name(args.profile)
+    sock = coactive_token.default_socket_path()
+    for ev in coactive_token.watch(profile, socket_path=sock):
+        if args.json:
+            line = json.dumps(ev, separators=(",", ":"))
+        else:
+            sha = ev.get("token_sha256")
+            line = " ".join(
+                [
+                    time.strftime("%H:%M:%S"),
+                    str(ev.get("profile")),
+                    str(ev.get("state")),
+                    f"expires {ev['expires_at']}" if ev.get("expires_at") else "",
+                    f"token sha256:{sha[:12]}" if sha else "no token",
+                ]
+            )
+        print(" ".join(line.split()) if not args.json else line, flush=True)
+    raise coactive_token.DaemonUnreachable(
+        f"coactive-credd on {sock} closed the event stream (it stopped)",
+        hint="start it again: coactive-credd serve",
+        code="unreachable",
+    )

@@ -1,0 +1,183 @@
+"""GET /v1/events: rotations and state changes streamed to followers (Python's iterator and
+async iterator, `coactive-credd watch`, `coactive-token --watch`), never a token; heartbeats;
+a follower that stops reading cannot grow the daemon's memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import coactive_token
+import pytest
+from coactive_credd import api, engine, events, server
+from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+
+from .conftest import PERSONAL_TOKEN, InProc, login, start_daemon
+
+SHIM = Path(__file__).resolve().parent.parent / "client_shim"
+LIFETIME = 6
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.fixture
+def short() -> Iterator[FakeCoactive]:
+    with FakeCoactiveThread(expires_in=LIFETIME) as f:
+        f.add_personal_token(PERSONAL_TOKEN)
+        yield f
+
+
+def follow(argv: list[str], seconds: float) -> tuple[int | None, str]:
+    """Run a follower for ``seconds``; its exit code if it ended, and what it printed."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            out, err = p.communicate(timeout=seconds)
+            return p.returncode, out + err
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            out, err = p.communicate()
+            return None, out + err
+
+
+def test_followers_see_each_rotation_and_never_a_token(home: Path, short: FakeCoactive) -> None:
+    login(short)
+    d = start_daemon(home)
+    got: list[dict[str, Any]] = []
+
+    def python_follower() -> None:
+        for ev in coactive_token.watch(socket_path=str(d.socket)):
+            got.append(ev)
+            if len({e["token_sha256"] for e in got if e["token_sha256"]}) >= 3:
+                return
+
+    try:
+        t = threading.Thread(target=python_follower, daemon=True)
+        t.start()
+        sh_follower = threading.Thread(
+            target=lambda: results.append(
+                follow([str(SHIM / "sh" / "coactive-token"), "--watch"], LIFETIME * 1.5)
+            ),
+            daemon=True,
+        )
+        results: list[tuple[int | None, str]] = []
+        sh_follower.start()
+        human = follow([sys.executable, "-m", "coactive_credd", "watch"], LIFETIME * 1.5)
+        t.join(LIFETIME * 3)
+        sh_follower.join(10)
+    finally:
+        d.stop()
+    assert not t.is_alive(), f"the Python follower saw too few rotations: {got}"
+    issued = {sha(tok): tok for tok in short.issued}
+    first = got[0]
+    assert set(first) == {"profile", "state", "expires_at", "token_sha256"}
+    assert first["profile"] == "default" and first["state"] in ("valid", "refreshing")
+    rotations = [e["token_sha256"] for e in got if e["token_sha256"]]
+    assert all(h in issued for h in rotations) and len(set(rotations)) >= 3
+    # a person's view: one line per event, sha prefix only
+    assert human[0] is None, human
+    lines = human[1].splitlines()
+    assert len(lines) >= 2 and all(" default " in ln for ln in lines), lines
+    # the sh shim: the JSON data lines
+    ((code, text),) = results
+    sh_events = [json.loads(ln) for ln in text.splitlines()]
+    assert code is None and len({e["token_sha256"] for e in sh_events}) >= 2, text
+    for out in (human[1], text, json.dumps(got)):
+        assert not any(tok in out for tok in short.issued), "an event carried a token"
+
+
+def test_watch_ends_with_exit_3_when_the_daemon_stops(home: Path, short: FakeCoactive) -> None:
+    login(short)
+    d = start_daemon(home)
+    with subprocess.Popen(
+        [sys.executable, "-m", "coactive_credd", "watch", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as p:
+        assert p.stdout is not None
+        assert json.loads(p.stdout.readline())["state"] == "valid"
+        d.stop()
+        assert p.wait(10) == 3
+        assert p.stderr is not None and "serve" in p.stderr.read()
+    code, text = follow([str(SHIM / "sh" / "coactive-token"), "--watch"], 10)
+    assert code == 3 and "not running" in text
+
+
+@pytest.fixture
+async def hub_site(inproc: InProc) -> AsyncIterator[tuple[Path, events.Hub]]:
+    """The in-process daemon served again with a Hub whose heartbeat and limits are short."""
+    a = api.Api(inproc.daemon)
+    inproc.daemon.watchers.remove(a.events.check)
+    a.events = events.Hub(inproc.daemon, heartbeat=0.2, queue=4, write_timeout=0.5)
+    a._routes["GET", "/v1/events"] = a.events.handle
+    runner = await server.make_runner(a)
+    path = inproc.socket.with_name("ev.sock")
+    await server.start_sites(runner, a, [server.bind_socket(path)])
+    yield path, a.events
+    a.events.close()
+    await runner.cleanup()
+
+
+async def test_heartbeats_state_changes_and_async_follower(
+    inproc: InProc, hub_site: tuple[Path, events.Hub]
+) -> None:
+    path, _hub = hub_site
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(b"GET /v1/events?profile=default HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = b""
+    while raw.count(b": keep-alive") < 2:
+        raw += await asyncio.wait_for(reader.read(4096), 5)
+    writer.close()
+    assert b"text/event-stream" in raw and b"data: " in raw
+
+    seen: list[dict[str, Any]] = []
+
+    async def follower() -> None:
+        async for ev in coactive_token.awatch("default", socket_path=str(path)):
+            seen.append(ev)
+            if ev["state"] == "expired":
+                return
+
+    task = asyncio.create_task(follower())
+    await asyncio.sleep(0.3)
+    old = inproc.daemon.profiles["default"].rt.token.access_token
+    status, _ = await inproc.post("/v1/token/refresh")
+    assert status == 200
+    inproc.fake.fault = "503"
+    inproc.clock.jump(3600)  # the new token dies too; Coactive cannot give another
+    await inproc.settle()
+    await asyncio.wait_for(task, 5)
+    hashes = [e["token_sha256"] for e in seen]
+    assert hashes[0] == sha(old) and sha(inproc.fake.issued[-1]) in hashes
+    assert seen[-1]["state"] == "expired"
+
+
+async def test_a_follower_that_never_reads_is_bounded_then_dropped(
+    inproc: InProc, hub_site: tuple[Path, events.Hub]
+) -> None:
+    path, hub = hub_site
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"data: "), 5)
+    p = inproc.daemon.profiles["default"]
+    now = inproc.clock()
+    for i in range(10000):  # ~1.5 MB of events: more than the socket buffers hold
+        p.rt.token = engine.Token(f"token-{i}", "Bearer", now, now + 3600)
+        inproc.daemon.changed()
+        assert all(f.queue.qsize() <= 4 for f in hub.followers)
+        await asyncio.sleep(0)
+    deadline = time.monotonic() + 5
+    while hub.followers and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not hub.followers, "a follower that stopped reading was kept"
+    writer.close()
