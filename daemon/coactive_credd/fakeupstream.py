@@ -83,6 +83,7 @@ class RecordedRequest:
     detail: str | None = field(default=None)  # why a request of the wrong shape was refused
     at: float = field(default_factory=time.time)  # arrival, epoch seconds
     credential: str | None = None  # credential_id() of the secret it presented, if any
+    retry_after: str | None = None  # the Retry-After it was answered with, if any
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,8 @@ class FakeCoactive:
             await self._sleep(wait)
         if fault is not None and fault != "slow":
             record.fault = fault
+            if fault in ("429", "503"):
+                record.retry_after = self.retry_after
             return await self._faulty(request, fault)
         try:
             kind, secret, client_id = self._check_shape(request, record, raw)
