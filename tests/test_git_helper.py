@@ -222,9 +222,8 @@ def test_username_and_coactive_profile_pick_among_matching_profiles(
     assert first["username"] == "default"
     second = parse(helper("get", base + "username=second\n\n").stdout)
     assert (second["username"], second["password"]) == ("second", "cat_second-profile")
-    # A username that is no profile: the first matching one answers, as git's user may
-    # have typed anything in the URL.
-    assert parse(helper("get", base + "username=someone\n\n").stdout)["username"] == "default"
+    # A username that is no profile: nothing, never another identity's token.
+    assert helper("get", base + "username=someone\n\n").stdout == ""
     preferred = parse(helper("get", base + "\n", env={"COACTIVE_PROFILE": "second"}).stdout)
     assert preferred["username"] == "second"
 
@@ -333,10 +332,19 @@ class _StandIn(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 @pytest.fixture
-def stand_in(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def stand_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """A stand-in daemon on a Unix socket: ``answers[path]`` is ``(status, body)``; the
-    request paths it was sent go to ``answers["seen"]``."""
+    request paths it was sent go to ``answers["seen"]``.  The config names one profile at
+    https://api.coactive.ai, so the helper asks about that origin only."""
     answers: dict[str, Any] = {"seen": []}
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text(
+        '[profiles."coactive"]\nbase_url = "https://api.coactive.ai"\n'
+    )
+    monkeypatch.setenv("COACTIVE_CREDD_HOME", str(home))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -371,6 +379,7 @@ def _token_answer(profile: str, token: str) -> dict[str, Any]:
         "token_type": "Bearer",
         "expires_at": "2030-01-01T00:00:00Z",
         "expires_in": 3600,
+        "password_expiry_utc": 1893455970,
     }
 
 
@@ -378,13 +387,13 @@ def test_one_request_carries_gits_values_intact(stand_in: tuple[str, dict[str, A
     path, answers = stand_in
     answers["/v1/credential"] = (200, _token_answer("coactive", "cat_stand-in"))
     env = {"COACTIVE_CREDD_SOCKET": path, "COACTIVE_PROFILE": "pre ferred&x=1"}
-    host = "API.coactive.ai:443&profile=evil#frag"
+    host = "API.coactive.ai:443"
     user = "me@example.com?&username=x %41+"
     r = helper("get", f"protocol=https\nhost={host}\nusername={user}\n\n", env)
     assert r.returncode == 0 and r.stderr == ""
     got = parse(r.stdout)
     assert (got["username"], got["password"]) == ("coactive", "cat_stand-in")
-    assert 3590 <= int(got["password_expiry_utc"]) - time.time() <= 3601
+    assert got["password_expiry_utc"] == "1893455970"  # the daemon's, as it sent it
     assert len(answers["seen"]) == 1  # one request, nothing else
     route, query = answers["seen"][0].split("?", 1)
     assert route == "/v1/credential"

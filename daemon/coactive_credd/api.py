@@ -17,12 +17,11 @@ import socket
 import struct
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, cast
 
 from aiohttp import web
 
-from . import __version__, admin, config, credage, engine, events, proxy
+from . import __version__, admin, config, credage, engine, events, gitcred, proxy
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from .vault import VaultError, WrongPassphrase
@@ -57,16 +56,6 @@ def peer_credentials(sock: Any) -> tuple[int, int | None]:
     raw = sock.getsockopt(0, 0x001, 76)
     _version, uid = struct.unpack_from("II", raw)
     return uid, None
-
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) with the scheme's default port filled in; None if unparsable."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme, 0)
-    except ValueError:
-        return None
-    return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
 
 
 def _route_fields(pc: config.ProfileConfig) -> dict[str, str | None]:
@@ -227,36 +216,47 @@ class Api:
         return await self._serve(request, self._profile(request))
 
     async def get_credential(self, request: web.BaseRequest) -> web.Response:
-        """The git helper's one call: the token of the profile whose base_url is the origin
-        git asks about (``protocol``, ``host`` with an optional port), preferring ``username``
-        and then ``profile`` when several match; 404 ``no_match`` for any other origin."""
+        """The git helper's one call: the token of the profile :mod:`gitcred` picks for the
+        origin git asks about (``protocol``, ``host``, ``username``, and the client's
+        ``profile`` from COACTIVE_PROFILE), like ``/v1/token`` plus ``password_expiry_utc``
+        (epoch seconds: the serving deadline, ``expires_at - skew``); 404 ``no_match`` when
+        no profile answers."""
         q = self._query(request)
-        protocol, host = q.get("protocol", "").lower(), q.get("host", "").lower()
-        if protocol not in ("https", "http") or not host:
+        protocol, host = q.get("protocol", ""), q.get("host", "")
+        if protocol.lower() not in gitcred.DEFAULT_PORTS or not host:
             raise ApiError(
                 400,
                 "bad_request",
                 "protocol (https or http) and host are needed",
                 "pass ?protocol=https&host=HOST[:PORT]",
             )
-        wanted = _origin(f"{protocol}://{host}")
-        matches = sorted(n for n, p in self.d.profiles.items() if _origin(p.cfg.base_url) == wanted)
-        if not matches:
+        wanted = gitcred.git_origin(protocol, host)
+        name = gitcred.choose(
+            (
+                n
+                for n, p in self.d.profiles.items()
+                if wanted is not None and gitcred.base_url_origin(p.cfg.base_url) == wanted
+            ),
+            q.get("username"),
+            q.get("profile"),
+        )
+        if name is None:
             raise ApiError(
                 404,
                 "no_match",
-                f"no profile is configured for {protocol}://{host}",
+                f"no profile answers for {protocol}://{host[:256]!r}",
                 "`coactive-credd status` lists the profiles and their base URLs",
             )
-        for preferred in (q.get("username"), q.get("profile")):
-            if preferred in matches:
-                name = preferred
-                break
-        else:
-            name = matches[0]
         if self.d.locked:
             raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
-        return await self._serve(request, self.d.profiles[name])
+        p = self.d.profiles[name]
+        resp = await self._serve(request, p)
+        tok = p.rt.token  # the one just rendered: nothing awaited since
+        if resp.status != 200 or tok is None or resp.content_type != "application/json":
+            return resp
+        doc = json.loads(cast(bytes, resp.body))
+        doc["password_expiry_utc"] = int(engine.usable_until(tok, self.d.policy))
+        return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
 
     async def _serve(self, request: web.BaseRequest, p: Profile) -> web.Response:
         try:
