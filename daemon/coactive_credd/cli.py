@@ -333,9 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help=dry_run)
     add("service-status", cmd_service_status, "is the user service installed and running?")
 
-    from . import cli_vault
+    from . import cli_git, cli_vault
 
     cli_vault.add_commands(add)
+    cli_git.add_commands(add)
 
     return parser
 
