@@ -78,3 +78,20 @@ export declare function request(
   path: string,
   options?: CallOptions & { body?: unknown },
 ): Promise<{ status: number; body: string }>;
+
+export interface FetchOptions extends TokenOptions {
+  /** The fetch to send with; default the global fetch (Node 18 or later). */
+  fetch?: typeof fetch;
+}
+
+/**
+ * fetch() to Coactive with "Authorization: Bearer <token>" from the daemon. On a 401 the
+ * rejected token is reported (the daemon replaces it only if it is still current) and the
+ * request is sent once more with the new token, unless its body is a stream. Rejects with
+ * CredddError when no token can be had; otherwise resolves to fetch's Response.
+ */
+export declare function coactiveFetch(
+  input: string | URL | Request,
+  init?: RequestInit,
+  options?: FetchOptions,
+): Promise<Response>;

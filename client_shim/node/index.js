@@ -410,6 +410,59 @@ async function status({ socketPath, timeoutMs } = {}) {
   return call('GET', '/v1/status', { socketPath, timeoutMs });
 }
 
+/**
+ * Whether fetch(input, init) can be sent twice: no body, or one fetch keeps whole (string,
+ * bytes, Blob, URLSearchParams, FormData), or a Request that can be cloned. A stream cannot.
+ */
+function replayable(input, init) {
+  const body = init && init.body !== undefined ? init.body : null;
+  if (body === null) return typeof Request === 'undefined' || !(input instanceof Request) || !input.bodyUsed;
+  return (
+    typeof body === 'string' ||
+    body instanceof ArrayBuffer ||
+    ArrayBuffer.isView(body) ||
+    (typeof Blob !== 'undefined' && body instanceof Blob) ||
+    body instanceof URLSearchParams ||
+    (typeof FormData !== 'undefined' && body instanceof FormData)
+  );
+}
+
+/**
+ * fetch() to Coactive with "Authorization: Bearer <token>" from the daemon. When Coactive
+ * answers 401, the rejected token is reported (POST /v1/token/refresh with its SHA-256; the
+ * daemon replaces it only if it is still the current one) and the request is sent once more
+ * with the new token, as Python's CoactiveAuth and Go's coactivehttp.Transport do. A request
+ * whose body is a stream is not retried: its 401 is returned as it is. Failures to get a
+ * token reject with CredddError; the answer is fetch's Response.
+ */
+async function coactiveFetch(input, init = {}, options = {}) {
+  const fetchImpl = options.fetch || globalThis.fetch;
+  if (typeof fetchImpl !== 'function') {
+    throw new CredddError('coactiveFetch needs a global fetch (Node 18 or later) or options.fetch', {
+      code: 'no_fetch',
+    });
+  }
+  const { profile, minTtl = 0, socketPath, timeoutMs, autostart } = options;
+  const again = replayable(input, init);
+  const isRequest = typeof Request !== 'undefined' && input instanceof Request;
+  const send = (token) => {
+    const headers = new Headers(init.headers !== undefined ? init.headers : isRequest ? input.headers : undefined);
+    headers.set('Authorization', `Bearer ${token}`);
+    return fetchImpl(isRequest && again ? input.clone() : input, { ...init, headers });
+  };
+  const token = await getToken({ profile, minTtl, socketPath, timeoutMs, autostart });
+  const first = await send(token);
+  if (first.status !== 401 || !again) return first;
+  let fresh;
+  try {
+    fresh = await refresh({ profile, rejectedToken: token, socketPath, timeoutMs, autostart });
+  } catch (_) {
+    return first; // nothing better to offer than Coactive's own answer
+  }
+  if (first.body && typeof first.body.cancel === 'function') await first.body.cancel().catch(() => {});
+  return send(fresh.accessToken);
+}
+
 module.exports = {
   EXIT,
   CredddError,
@@ -428,4 +481,5 @@ module.exports = {
   refresh,
   status,
   request,
+  coactiveFetch,
 };
