@@ -199,8 +199,16 @@ def _container_keys(p: dict[str, Any], auth: Auth, where: str) -> dict[str, Any]
         value = p.get(key)
         if value is None:
             continue
-        if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
-            raise ConfigError(f"{where}: {key} must be an absolute path, got {value!r}")
+        absolute = isinstance(value, str) and (
+            value.startswith("/")
+            or (key == "credential_file" and value.startswith("$CREDENTIALS_DIRECTORY/"))
+        )
+        if not isinstance(value, str) or not absolute or "\0" in value:
+            raise ConfigError(
+                f"{where}: {key} must be an absolute path"
+                + (" or $CREDENTIALS_DIRECTORY/NAME" if key == "credential_file" else "")
+                + f", got {value!r}"
+            )
         out[key] = value
     client_id = p.get("client_id")
     if client_id is not None:

@@ -37,8 +37,27 @@ POLL = 2.0  # seconds between looks at each credential file (a stat, no read)
 MAX_SIZE = 64 * 1024
 
 
+CREDENTIALS_PREFIX = "$CREDENTIALS_DIRECTORY/"
+
+
 class CredentialFileError(Exception):
     """The credential file cannot be used; the message names it and says how to fix it."""
+
+
+def resolve(path: str) -> str:
+    """``path`` with a leading ``$CREDENTIALS_DIRECTORY/`` replaced by the folder systemd
+    gives a service's credentials (``LoadCredential=``, systemd.exec(5)).
+
+    Raises :class:`CredentialFileError` when that variable is not set."""
+    if not path.startswith(CREDENTIALS_PREFIX):
+        return path
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder or not folder.startswith("/"):
+        raise CredentialFileError(
+            f"credential_file {path}: $CREDENTIALS_DIRECTORY is not set; run the daemon as a "
+            f"systemd service with LoadCredential=NAME:/path, or give an absolute path"
+        )
+    return os.path.join(folder, path[len(CREDENTIALS_PREFIX) :])
 
 
 def _trusted_owner(st: os.stat_result) -> bool:
@@ -94,6 +113,7 @@ def read(path: str) -> str:
     """The credential in ``path``: its first line, stripped. Never says what it holds.
 
     Raises :class:`CredentialFileError`."""
+    path = resolve(path)
     check(path)
     try:
         with open(path, "rb") as f:
@@ -128,12 +148,24 @@ def secrets(
     return ProfileSecrets(secret=secret, client_id=pc.client_id), None
 
 
-def _signature(path: str) -> tuple[str, int, int, int, int] | None:
+Signature = tuple[str, int, int, int, int, int]
+
+
+def _signature(path: str) -> Signature | None:
+    """What changes when the file is replaced, rewritten or re-permissioned (ctime)."""
     try:
+        path = resolve(path)
         st = os.stat(path)
-    except OSError:
+    except (OSError, CredentialFileError):
         return None
-    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (
+        os.path.realpath(path),
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
 
 
 class CredentialWatch:
@@ -144,7 +176,7 @@ class CredentialWatch:
         self.poll = poll
         self.seen = self._signatures()
 
-    def _signatures(self) -> dict[str, tuple[str, int, int, int, int] | None]:
+    def _signatures(self) -> dict[str, Signature | None]:
         return {
             pc.credential_file: _signature(pc.credential_file)
             for pc in self.d.cfg.profiles.values()

@@ -290,7 +290,8 @@ class Daemon:
                 grant.expires_in,
                 int((p.rt.refresh_at or 0) - self.clock()),
             )
-            self._queue_persist(p, tok)
+            if p.cfg.credential_file is None:  # nothing of it is in the vault
+                self._queue_persist(p, tok)
         finally:
             p.rt.refreshing = False
             p.inflight = None
