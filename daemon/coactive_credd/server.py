@@ -31,6 +31,7 @@ from . import (
 )
 from .api import Api
 from .fastpath import FastSite
+from .httpserver import ProtocolServer
 from .paths import Paths
 from .refresh import Daemon
 from .vault import VaultError
@@ -134,7 +135,7 @@ async def make_runner(api: Api) -> web.ServerRunner:
     The caller cleans the runner up. The tests serve through this too, so they cannot drift
     from production.
     """
-    server = web.Server(
+    server = ProtocolServer(
         api.handle,
         access_log=None,
         keepalive_timeout=fastpath.IDLE,
