@@ -31,6 +31,7 @@ ROUTES = [
     ("GET", "/v1/status"),
     ("GET", "/v1/events"),
     ("GET", "/metrics"),
+    ("GET", "/v1/audit"),
     ("POST", "/v1/token/refresh"),
     ("POST", "/v1/admin/reload"),
     ("POST", "/v1/admin/lock"),

@@ -8,6 +8,7 @@ user makes. What the answers mean is decided in :mod:`refresh` and :mod:`engine`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from . import __version__, admin, config, credage, engine, events, gitcred, proxy
+from . import __version__, admin, audit, config, credage, engine, events, gitcred, proxy
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from .vault import VaultError, WrongPassphrase
@@ -78,6 +79,8 @@ class Api:
         self._peers: weakref.WeakKeyDictionary[Any, tuple[int, int | None]] = (
             weakref.WeakKeyDictionary()
         )
+        self.audit = audit.Audit(daemon.clock)
+        self._clients: weakref.WeakKeyDictionary[Any, audit.Client] = weakref.WeakKeyDictionary()
         self._routes: dict[
             tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
         ] = {
@@ -92,6 +95,8 @@ class Api:
             ("POST", "/v1/admin/unlock"): self.post_unlock,
             ("POST", "/v1/admin/credentials"): self.post_credentials,
             ("POST", "/v1/admin/credentials/remove"): self.post_credentials,
+            ("GET", "/metrics"): self.get_metrics,
+            ("GET", "/v1/audit"): self.get_audit,
         }
 
     def peer_allowed(self, uid: int) -> bool:
@@ -153,6 +158,7 @@ class Api:
                 )
             return await route(request)
         except ApiError as exc:
+            self.d.stats.refused[exc.code] += 1
             return exc.response()
         except Exception:
             log.exception("internal error answering %s %s", request.method, request.path)
@@ -183,9 +189,27 @@ class Api:
             raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
         return p
 
+    def connected(self, transport: Any, uid: int, pid: int | None) -> audit.Client:
+        """Record a new connection in the audit trail (once per connection); the entry its
+        tokens are counted on."""
+        self.d.stats.connections += 1
+        entry = self.audit.connected(uid, pid)
+        with contextlib.suppress(TypeError):  # a transport that takes no weak reference
+            self._clients[transport] = entry
+        return entry
+
+    def _client(self, request: web.BaseRequest) -> audit.Client:
+        transport = request.transport
+        try:
+            return self._clients[transport]
+        except (KeyError, TypeError):
+            uid, pid = self._peer(request)
+            return self.connected(transport, uid, pid)
+
     def _answer(self, request: web.BaseRequest, p: Profile, now: float) -> web.Response:
         tok = p.rt.token
         assert tok is not None
+        self._client(request).slow[p.cfg.name] += 1
         if wants_plain_text(",".join(request.headers.getall("Accept", ()))):
             return web.Response(text=tok.access_token)
         return web.Response(body=p.render(now), content_type="application/json")
@@ -420,6 +444,34 @@ class Api:
             "socket": str(self.d.paths.socket),
             "profiles": profiles,
             "last_reload_error": self.d.last_reload_error,
+        }
+        return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+    async def get_metrics(self, request: web.BaseRequest) -> web.Response:
+        """Prometheus text exposition (see :mod:`metrics`); 503 without prometheus-client."""
+        from . import metrics
+
+        try:
+            body, content_type = metrics.render(self.d, self.audit)
+        except metrics.MetricsUnavailable as exc:
+            raise ApiError(503, "metrics_unavailable", str(exc), metrics.INSTALL_HINT) from None
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def get_audit(self, request: web.BaseRequest) -> web.Response:
+        """``{"max_clients", "clients": [{uid, pid, exe, first_seen, last_seen, connections,
+        tokens, profiles}]}`` — who took tokens, the most recently seen last; never a token.
+        Only for the daemon's own user: an app container in ``allowed_uids`` takes tokens but
+        does not see which other programs do."""
+        if self._peer(request)[0] != self.uid:
+            raise ApiError(
+                403,
+                "forbidden",
+                "only the daemon's own user may read the audit trail",
+                "run `coactive-credd audit` as the user who runs coactive-credd",
+            )
+        body = {
+            "max_clients": self.audit.max_clients,
+            "clients": [c.as_dict() for c in self.audit.clients()],
         }
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 

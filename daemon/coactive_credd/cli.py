@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "show every profile's state (never a secret)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    p = add("audit", _lazy("cli_audit", "cmd_audit"), "which programs took tokens (uid, pid, executable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = add(
         "exec",
         cmd_exec,

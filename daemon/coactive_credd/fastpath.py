@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import Any, cast
 
 from aiohttp import web
@@ -45,6 +46,7 @@ IDLE = 60.0  # seconds an idle keep-alive connection is kept, as aiohttp's keepa
 # stops (asyncio's pause_writing): a few hundred answers, not the whole burst it sent.
 WRITE_HIGH = 16 * 1024
 WRITE_LOW = 4 * 1024
+_UNCOUNTED: Counter[str] = Counter()  # for a connection not yet made (tests call answer())
 _OK_HEALTHZ = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
 )
@@ -68,6 +70,7 @@ class FastConnection(asyncio.Protocol):
         self.buf = b""
         self.idle: asyncio.TimerHandle | None = None
         self.writing_paused = False
+        self.tokens: Counter[str] = _UNCOUNTED
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -89,7 +92,10 @@ class FastConnection(asyncio.Protocol):
             self.hand_over()  # the fast path switched off: aiohttp answers everything
             return
         sock = self.transport.get_extra_info("socket")
-        uid, _pid = peer_credentials(sock) if sock is not None else (-1, None)
+        uid, pid = peer_credentials(sock) if sock is not None else (-1, None)
+        # The audit trail looks at each connection once, here; a token served adds one to
+        # its client's count (answer), nothing more per request.
+        self.tokens = self.api.connected(self.transport, uid, pid).fast
         if not self.api.peer_allowed(uid):
             self.hand_over()  # aiohttp answers 403 and logs the pid
             return
@@ -176,6 +182,7 @@ class FastConnection(asyncio.Protocol):
         elif action is not engine.Action.SERVE:
             return None
         body = p.render(now)
+        self.tokens[p.cfg.name] += 1
         head_out = (
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
             b"Content-Length: %d\r\n%s\r\n"

@@ -22,6 +22,7 @@ from . import config, credage, credfile, engine, proxy, service
 from .config import Config, ProfileConfig
 from .paths import Paths
 from .shield import Shielded
+from .stats import Stats
 from .upstream import (
     Credential,
     CredentialsRejected,
@@ -136,6 +137,7 @@ class Daemon:
         self.watchers: list[Callable[[], None]] = []
         self.last_reload_error: str | None = None  # why the last reload failed; None if it did not
         self.age_watch = credage.AgeWatch()
+        self.stats = Stats()
 
     @property
     def persist_lock(self) -> asyncio.Lock:
@@ -234,8 +236,11 @@ class Daemon:
                 )
                 return
             try:
-                grant = await self.upstream.login(
-                    p.cfg.base_url, cred, ca_bundle=p.cfg.ca_bundle, proxy=proxy_url(p.cfg)
+                grant = await self.stats.timed_login(
+                    name,
+                    self.upstream.login(
+                        p.cfg.base_url, cred, ca_bundle=p.cfg.ca_bundle, proxy=proxy_url(p.cfg)
+                    ),
                 )
             except CredentialsRejected as exc:
                 p.rt.on_rejected(exc.detail)

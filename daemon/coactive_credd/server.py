@@ -160,11 +160,17 @@ async def start_sites(
     """Serve ``runner`` on each listening socket, every connection starting on the fast path
     (``fast=False``: handed to aiohttp at once), at most ``max_connections`` open at once
     (0: no cap; see :class:`fastpath.FastSite`)."""
-    sites = []
+    sites: list[FastSite] = []
     for s in sockets:
         site = FastSite(runner, s, api, fast=fast, max_connections=max_connections, backlog=1024)
         await site.start()
         sites.append(site)
+    server = runner.server
+    assert isinstance(server, web.Server)
+    # Those still on the fast path, and those aiohttp owns (handed over).
+    api.d.stats.open_connections = lambda: sum(len(x._live) for x in sites) + len(
+        server.connections
+    )
     return sites
 
 
@@ -219,6 +225,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     if own_socket:
         background.append(asyncio.create_task(watch_socket(paths.socket, inode, stop)))
     fast = os.environ.get("COACTIVE_CREDD_FAST_PATH", "1") != "0"
+    background.append(asyncio.create_task(_audit_log(api)))
     try:
         await start_sites(runner, api, sockets, fast=fast, max_connections=cap)
         log.info(
@@ -253,6 +260,16 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         if startup_lock is not None:
             os.close(startup_lock)
         logging.getLogger("aiohttp.server").removeFilter(malformed)
+
+
+async def _audit_log(api: Api, interval: float = 60.0) -> None:
+    """Who took tokens: one line per client whose count changed, at most once a minute."""
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            api.audit.log_changes()
+    finally:
+        api.audit.log_changes()  # and what the last minute before a stop saw
 
 
 async def _watchdog(notifier: service.Notifier, interval: float) -> None:
