@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -181,3 +182,46 @@ async def test_a_follower_that_never_reads_is_bounded_then_dropped(
         await asyncio.sleep(0.05)
     assert not hub.followers, "a follower that stopped reading was kept"
     writer.close()
+
+
+@pytest.fixture(scope="module")
+def go_watch_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = shutil.which("go")
+    assert go, "go is not installed: run .ci/setup"
+    out = tmp_path_factory.mktemp("go") / "coactive-token"
+    subprocess.run(
+        [go, "build", "-o", str(out), "./cmd/coactive-token"],
+        cwd=SHIM / "go",
+        check=True,
+        timeout=300,
+    )
+    return out
+
+
+@pytest.mark.parametrize("shim", ["go", "node"])
+def test_go_and_node_followers(
+    home: Path, short: FakeCoactive, shim: str, request: pytest.FixtureRequest
+) -> None:
+    if shim == "go":
+        argv = [str(request.getfixturevalue("go_watch_cli")), "--watch"]
+    else:
+        node = shutil.which("node")
+        assert node, "node is not installed: run .ci/setup"
+        argv = [node, str(SHIM / "node" / "bin" / "coactive-token.js"), "--watch"]
+    login(short)
+    d = start_daemon(home)
+    try:
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+            assert p.stdout is not None and p.stderr is not None
+            seen: list[dict[str, Any]] = []
+            while len({e["token_sha256"] for e in seen}) < 3:
+                seen.append(json.loads(p.stdout.readline()))
+            d.stop()
+            rest = p.stdout.read()
+            assert p.wait(10) == 3 and "serve" in p.stderr.read()
+    finally:
+        d.stop()
+    issued = {sha(t) for t in short.issued}
+    assert set(seen[0]) == {"profile", "state", "expires_at", "token_sha256"}
+    assert {e["token_sha256"] for e in seen} <= issued
+    assert not any(t in json.dumps(seen) + rest for t in short.issued)

@@ -95,3 +95,21 @@ export declare function coactiveFetch(
   init?: RequestInit,
   options?: FetchOptions,
 ): Promise<Response>;
+
+/** One change of a profile's token or state, from GET /v1/events; never the token. */
+export interface CredddEvent {
+  profile: string;
+  state: 'valid' | 'refreshing' | 'expired' | 'reauth_required' | 'locked' | 'no_token';
+  /** RFC 3339 UTC, or null when there is no token. */
+  expires_at: string | null;
+  /** Hex SHA-256 of the token, or null: fetch the token again when it changes. */
+  token_sha256: string | null;
+}
+
+/** Emits 'event', then 'end' or 'error'; also an async iterable of the events. */
+export interface Watcher extends import('events').EventEmitter, AsyncIterable<CredddEvent> {
+  close(): void;
+}
+
+/** Follow the daemon's GET /v1/events (token rotations and state changes). */
+export declare function watch(options?: { profile?: string; socketPath?: string; silenceMs?: number }): Watcher;

@@ -13,6 +13,7 @@
 // installed (see autostartEnabled); status and request never do.
 
 const childProcess = require('child_process');
+const { EventEmitter } = require('events');
 const http = require('http');
 const crypto = require('crypto');
 const fs = require('fs');
@@ -463,6 +464,89 @@ async function coactiveFetch(input, init = {}, options = {}) {
   return send(fresh.accessToken);
 }
 
+/**
+ * Follows the daemon's GET /v1/events: one event per change of a profile's token or state,
+ * {profile, state, expires_at, token_sha256} (never the token: fetch it when token_sha256
+ * changes). The first events give each profile's current state.
+ *
+ * Returns an EventEmitter ('event', then 'end' when the daemon closes the stream or 'error'
+ * when it cannot be reached, answers an error or says nothing for 60 s) that is also an async
+ * iterable:
+ *
+ *   for await (const ev of watch({ profile: 'prod' })) { ... }   // throws like 'error'
+ *
+ * close() stops following.
+ */
+function watch({ profile, socketPath, silenceMs = 60000 } = {}) {
+  const sock = socketPath || defaultSocketPath();
+  const emitter = new EventEmitter();
+  const query = profile ? `?profile=${encodeURIComponent(profile)}` : '';
+  const headers = { Accept: 'text/event-stream', Host: 'localhost' };
+  const req = http.request({ socketPath: sock, path: `/v1/events${query}`, headers, agent: false }, (res) => {
+    if (res.statusCode !== 200) {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => emitter.emit('error', errorFromAnswer(res.statusCode, Buffer.concat(chunks).toString('utf8'))));
+      return;
+    }
+    res.setEncoding('utf8');
+    let buf = '';
+    let data = [];
+    res.on('data', (text) => {
+      buf += text;
+      const lines = buf.split('\n');
+      buf = lines.pop();
+      for (const raw of lines) {
+        const line = raw.replace(/\r$/, '');
+        if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+        else if (line === '' && data.length) {
+          let ev = null;
+          try {
+            ev = JSON.parse(data.join('\n'));
+          } catch (_) {
+            ev = null;
+          }
+          data = [];
+          if (ev && typeof ev === 'object') emitter.emit('event', ev);
+        }
+      }
+    });
+    res.on('end', () => emitter.emit('end'));
+    res.on('error', (e) => emitter.emit('error', unreachable(sock, e)));
+  });
+  req.setTimeout(silenceMs, () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+  req.on('error', (e) => {
+    if (!emitter.closed) emitter.emit('error', unreachable(sock, e));
+  });
+  req.end();
+  emitter.closed = false;
+  emitter.close = () => {
+    emitter.closed = true;
+    req.destroy();
+  };
+  emitter[Symbol.asyncIterator] = async function* iterate() {
+    const queue = [];
+    let wake = null;
+    let done = false;
+    let failure = null;
+    const poke = () => wake && wake();
+    emitter.on('event', (ev) => (queue.push(ev), poke()));
+    emitter.on('end', () => ((done = true), poke()));
+    emitter.on('error', (e) => ((failure = e), poke()));
+    try {
+      for (;;) {
+        if (queue.length) yield queue.shift();
+        else if (failure) throw failure;
+        else if (done) return;
+        else await new Promise((r) => (wake = r));
+      }
+    } finally {
+      emitter.close();
+    }
+  };
+  return emitter;
+}
+
 module.exports = {
   EXIT,
   CredddError,
@@ -482,4 +566,5 @@ module.exports = {
   status,
   request,
   coactiveFetch,
+  watch,
 };

@@ -5,7 +5,7 @@
 // Exit codes as the SPEC: 0 ok, 2 usage, 3 unreachable, 4 unknown profile, 5 re-login,
 // 6 upstream unavailable, 7 locked. Errors are one line on stderr.
 
-const { fetchToken, EXIT } = require('..');
+const { fetchToken, watch, EXIT } = require('..');
 
 function usageError(message) {
   process.stderr.write(`coactive-token: ${message} (see: coactive-token --help)\n`);
@@ -44,10 +44,14 @@ function parse(argv) {
       case '--header':
         opts.format = 'header';
         break;
+      case '--watch':
+        opts.format = 'watch';
+        break;
       case '-h':
       case '--help':
         process.stdout.write(
           'usage: coactive-token [--profile P] [--min-ttl SECONDS] [--json | --header]\n' +
+            '       coactive-token [--profile P] --watch\n' +
             'Print the current Coactive access token held by coactive-credd.\n',
         );
         process.exit(EXIT.OK);
@@ -59,8 +63,22 @@ function parse(argv) {
   return opts;
 }
 
+/** --watch: a JSON line per token rotation or state change until the daemon stops (exit 3). */
+async function follow(profile) {
+  try {
+    for await (const ev of watch({ profile })) process.stdout.write(`${JSON.stringify(ev)}\n`);
+  } catch (err) {
+    process.stderr.write(`coactive-token: ${err.message}\n`);
+    process.exitCode = typeof err.exitCode === 'number' ? err.exitCode : 1;
+    return;
+  }
+  process.stderr.write('coactive-token: coactive-credd stopped or closed the event stream (start it with: coactive-credd serve)\n');
+  process.exitCode = EXIT.UNREACHABLE;
+}
+
 async function main() {
   const opts = parse(process.argv.slice(2));
+  if (opts.format === 'watch') return follow(opts.profile);
   let tok;
   try {
     tok = await fetchToken({ profile: opts.profile, minTtl: opts.minTtl });

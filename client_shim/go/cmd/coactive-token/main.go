@@ -1,6 +1,7 @@
 // Command coactive-token prints the current Coactive access token from coactive-credd.
 //
 //	coactive-token [--profile P] [--min-ttl SECONDS] [--json | --header]
+//	coactive-token [--profile P] --watch    # a JSON line per token rotation or state change
 //
 // Exit codes: 0 ok, 2 usage, 3 daemon not reachable, 4 unknown profile, 5 re-login needed,
 // 6 Coactive unavailable, 7 vault locked. Errors are one line on stderr.
@@ -35,9 +36,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	minTTL := fs.String("min-ttl", "0", "the token must stay valid at least this many seconds")
 	asJSON := fs.Bool("json", false, "print the daemon's JSON answer")
 	header := fs.Bool("header", false, "print 'Authorization: Bearer <token>'")
+	watch := fs.Bool("watch", false, "print a JSON line per token rotation or state change (never the token)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "usage: coactive-token [--profile P] [--min-ttl SECONDS] [--json | --header]")
+			fmt.Fprintln(stdout, "       coactive-token [--profile P] --watch")
 			return coactivetoken.ExitOK
 		}
 		return usage(err.Error())
@@ -51,6 +54,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON && *header {
 		return usage("--json and --header cannot be combined")
+	}
+	if *watch {
+		return follow(*profile, stdout, stderr)
 	}
 	tok, err := coactivetoken.Fetch(context.Background(), *profile, ttl)
 	if err != nil {
@@ -77,4 +83,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s\n", tok.AccessToken)
 	}
 	return coactivetoken.ExitOK
+}
+
+// follow prints each event of GET /v1/events as a JSON line until the daemon stops (exit 3).
+func follow(profile string, stdout, stderr io.Writer) int {
+	events, err := coactivetoken.Watch(context.Background(), profile)
+	if err != nil {
+		fmt.Fprintf(stderr, "coactive-token: %s\n", err)
+		var e *coactivetoken.Error
+		if errors.As(err, &e) {
+			return e.ExitCode
+		}
+		return 1
+	}
+	for ev := range events {
+		out, _ := json.Marshal(ev)
+		fmt.Fprintf(stdout, "%s\n", out)
+	}
+	fmt.Fprintln(stderr, "coactive-token: coactive-credd stopped or closed the event stream (start it with: coactive-credd serve)")
+	return coactivetoken.ExitUnreachable
 }
