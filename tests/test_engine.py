@@ -16,7 +16,9 @@ def tok(lifetime: float, obtained: float = 1_000_000.0) -> Token:
 def test_documented_lifetime_refreshes_with_a_quarter_left_minus_jitter() -> None:
     t = tok(3600)
     assert engine.refresh_at(t, P, 0.0) == t.obtained_at + 2700
-    assert engine.refresh_at(t, P, 0.999) == pytest.approx(t.obtained_at + 2700 - 0.999 * 180, abs=1e-6)
+    assert engine.refresh_at(t, P, 0.999) == pytest.approx(
+        t.obtained_at + 2700 - 0.999 * 180, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -118,3 +120,73 @@ def test_token_shorter_than_the_skew_is_still_usable() -> None:
     t = tok(20)
     assert engine.skew_for(t, P) == 10
     assert engine.servable(t, t.obtained_at + 5, P)
+
+
+# ---- exact values, so that a changed constant or operator shows (see docs/TESTING.md) ------
+
+
+def test_the_lead_before_usable_until_is_a_quarter_of_the_usable_window_at_most_a_minute() -> None:
+    short = tok(60)  # usable for 30 s (skew clamped to half): a lead of 7.5 s
+    assert engine.refresh_at(short, P, 0.5) == short.obtained_at + 22.5
+    medium = tok(300)  # usable for 270 s: the lead is capped at 60 s
+    assert engine.refresh_at(medium, P, 0.5) == medium.obtained_at + 210
+
+
+def test_backoff_is_bounded_by_any_positive_time_left() -> None:
+    assert engine.backoff_delay(5, P, 0.5) == 8
+    assert engine.backoff_delay(5, P, 0.5, time_left=0.5) == 0.25
+    assert engine.backoff_delay(5, P, 0.5, time_left=0.1) == P.backoff_floor
+
+
+def test_failures_count_up_one_at_a_time_and_success_starts_again() -> None:
+    rt = Runtime()
+    rt.on_success(tok(3600, obtained=0), P, 0.5, 0)
+    delays = [rt.on_transient_failure(f"HTTP 50{i}", P, 0.5, 100, None) for i in range(3)]
+    assert delays == [0.5, 1.0, 2.0] and rt.failures == 3
+    assert rt.last_error == "HTTP 502" and rt.retry_at == 102.0
+    t2 = tok(3600, obtained=110)
+    rt.on_success(t2, P, 0.5, 111)
+    assert (rt.failures, rt.retry_at, rt.last_error, rt.last_refresh_at) == (0, None, None, 111)
+    assert rt.token is t2 and rt.refresh_at == engine.refresh_at(t2, P, 0.5)
+    assert rt.on_transient_failure("HTTP 503", P, 0.5, 200, None) == 0.5  # the first again
+
+
+def test_a_failure_near_the_end_retries_before_the_token_dies_unless_told_to_wait() -> None:
+    rt = Runtime()
+    rt.on_success(tok(3600, obtained=0), P, 0.999, 0)
+    rt.failures = 4  # the fifth failure: up to 16 s
+    assert rt.on_transient_failure("HTTP 500", P, 0.999, 3560, None) == 5  # half of 10 s left
+    assert rt.retry_at == 3565
+    assert rt.on_transient_failure("HTTP 429", P, 0.999, 3560, 120) == 120
+    assert rt.retry_at == 3680 and rt.last_error == "HTTP 429"
+
+
+def test_without_a_token_no_time_left_bounds_the_backoff() -> None:
+    rt = Runtime()
+    rt.failures = 4
+    assert rt.on_transient_failure("reset", P, 0.5, 0, None) == 8
+
+
+def test_new_credentials_forget_failures_backoff_and_rejection() -> None:
+    rt = Runtime()
+    rt.on_success(tok(3600, obtained=0), P, 0.5, 0)
+    rt.on_transient_failure("HTTP 503", P, 0.5, 10, None)
+    rt.on_transient_failure("HTTP 503", P, 0.5, 11, None)
+    rt.on_rejected("HTTP 401")
+    assert (rt.reauth, rt.retry_at, rt.last_error) == (True, None, "HTTP 401")
+    rt.on_new_credentials()
+    assert (rt.failures, rt.retry_at, rt.reauth) == (0, None, False)
+    assert rt.on_transient_failure("HTTP 503", P, 0.5, 12, None) == 0.5
+
+
+def test_decide_honours_min_ttl_and_the_exact_end_of_a_backoff() -> None:
+    rt = Runtime()
+    rt.on_success(tok(3600, obtained=0), P, 0.0, 0)
+    assert engine.decide(rt, 10, P, min_ttl=3591) is Action.WAIT_FOR_REFRESH
+    assert engine.decide(rt, 10, P, min_ttl=3590) is Action.SERVE
+    rt.retry_at = 2800.0
+    assert engine.decide(rt, 2799.9, P) is Action.SERVE  # due, but in backoff
+    assert engine.decide(rt, 2800.0, P) is Action.SERVE_AND_REFRESH  # the window is over
+    rt.retry_at = 3600.0
+    assert engine.decide(rt, 3599.9, P) is Action.FAIL_UNAVAILABLE
+    assert engine.decide(rt, 3600.0, P) is Action.WAIT_FOR_REFRESH
