@@ -13,9 +13,12 @@ The rules, from docs/SPEC's Guarantees:
   A token the ledger does not know, or another profile's, counts too.
 * **failed while servable**: a caller that got no token while, by the ledger, a token for
   its profile had been issued (``MARGIN`` s before ``t_send``) and would stay servable
-  until ``MARGIN`` s after ``t_recv`` — outside the windows where failing is right (the
+  until ``MARGIN`` s after ``t_recv``, its deadline counted from when its login request
+  reached the fake (the daemon counts from when it sent it, so it may stop a little
+  earlier than the issue time would say: a slow Coactive must not be blamed on it) — outside the windows where failing is right (the
   profile was logged out, its credentials revoked) or the daemon was stopped.
-* **politeness**: no login from a credential inside a ``Retry-After`` it was given; none
+* **politeness**: one login per refresh (no two granted logins of one credential within
+  ``DUPLICATE_WITHIN``); no login from a credential inside a ``Retry-After`` it was given; none
   after Coactive rejected it (401) until new credentials; with no usable token, never more
   than 30 s (or the ``Retry-After``) between attempts.
 * **flat**: the daemon's RSS and open descriptors at the end within a bound of the same
@@ -32,6 +35,7 @@ from typing import Any
 
 MARGIN = 1.0  # seconds: a login's answer reaching the daemon; a caller's answer reaching it
 POLITE_TOLERANCE = 0.25  # seconds of scheduling slack allowed on Retry-After and gaps
+DUPLICATE_WITHIN = 1.0  # seconds: two granted logins of one credential closer are one too many
 MAX_GAP = 30.0  # SPEC: with no usable token the next try is never more than 30 s away
 RSS_SLACK = (1.25, 8 * 1024)  # final RSS <= baseline * 1.25 + 8 MiB (KiB)
 FD_SLACK = 8
@@ -116,9 +120,12 @@ def check_answers(
     """``ledger``: the fake's :class:`Issued` entries; ``credentials``: profile -> the
     credential ids it has held (a re-login adds one)."""
     by_token = {i.access_token: i for i in ledger}
+    # When the daemon itself stops serving a token: its lifetime counts from when it sent
+    # the login (it cannot know better), which is before the request reached the fake.
     per_cred: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for i in ledger:
-        per_cred[i.credential].append((i.issued_at, deadline(i.issued_at, i.expires_in)))
+        asked = getattr(i, "requested_at", 0.0) or i.issued_at
+        per_cred[i.credential].append((i.issued_at, deadline(asked, i.expires_in)))
     for spans in per_cred.values():
         spans.sort()
     for a in answers:
@@ -180,9 +187,19 @@ def check_politeness(
     spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for i in ledger:
         spans[i.credential].append((i.issued_at, deadline(i.issued_at, i.expires_in)))
-    figures = {"retry_after_windows": 0, "rejections": 0, "outage_gaps_checked": 0}
+    figures = {
+        "retry_after_windows": 0,
+        "rejections": 0,
+        "outage_gaps_checked": 0,
+        "duplicate_logins": 0,
+    }
     for cred, reqs in per_cred.items():
         reqs.sort(key=lambda r: r.at)
+        granted = [r.at for r in reqs if r.status == 200 and r.fault is None]
+        for a, b in itertools.pairwise(granted):
+            if b - a < DUPLICATE_WITHIN:  # one refresh, one login: callers were not coalesced
+                figures["duplicate_logins"] += 1
+                verdict.impolite.append(f"two logins {b - a:.2f} s apart for one credential")
         for prev, nxt in itertools.pairwise(reqs):
             retry_after = _retry_after(prev)
             if retry_after is not None:

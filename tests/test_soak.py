@@ -120,7 +120,12 @@ def test_rules_a_failure_is_a_breach_only_while_a_servable_token_existed() -> No
 
 def _req(at: float, status: int | None, retry_after: str | None = None) -> SimpleNamespace:
     return SimpleNamespace(
-        path="/api/v0/login", credential="c1", at=at, status=status, retry_after=retry_after
+        path="/api/v0/login",
+        credential="c1",
+        at=at,
+        status=status,
+        retry_after=retry_after,
+        fault=None,
     )
 
 
@@ -136,6 +141,9 @@ def test_rules_politeness() -> None:
     v = soak_check.Verdict()
     soak_check.check_politeness([_req(0, None), _req(45, None)], [], {}, v)
     assert len(v.impolite) == 1  # 45 s between tries with no usable token
+    v = soak_check.Verdict()
+    soak_check.check_politeness([_req(0, 200), _req(7.5, 200), _req(7.9, 200)], [], {}, v)
+    assert len(v.impolite) == 1  # two logins for one refresh
 
 
 def test_rules_growth() -> None:

@@ -8,7 +8,8 @@ or over HTTP by processes that cannot reach the object::
 
     POST /_fake/control   {"fault": "503", "delay": 0.5, "expires_in": 60, "retry_after": "2"}
     GET  /_fake/stats     {"logins": n, "requests": n}
-    GET  /_fake/ledger    {"issued": [{"access_token", "credential", "issued_at", "expires_in"}]}
+    GET  /_fake/ledger    {"issued": [{"access_token", "credential", "issued_at", "expires_in",
+                                       "requested_at"}]}
 
 The ledger (``FakeCoactive.ledger``) is what a soak checks answers against: every token the
 fake issued, for which credential (:func:`credential_id`), when (epoch seconds, the fake's
@@ -94,6 +95,7 @@ class Issued:
     credential: str  # credential_id() of the personal token or client id that obtained it
     issued_at: float  # epoch seconds, just before the answer was sent
     expires_in: int  # seconds, as answered
+    requested_at: float = 0.0  # epoch seconds the login request arrived (before any delay)
 
 
 def credential_id(secret: str) -> str:
@@ -223,6 +225,7 @@ class FakeCoactive:
                     "credential": i.credential,
                     "issued_at": i.issued_at,
                     "expires_in": i.expires_in,
+                    "requested_at": i.requested_at,
                 }
                 for i in self.ledger
             ]
@@ -325,7 +328,13 @@ class FakeCoactive:
             token = self.next_tokens.pop(0) if self.next_tokens else new_token()
             self.issued.append(token)
             self.ledger.append(
-                Issued(token, credential_id(client_id or secret), time.time(), self.expires_in)
+                Issued(
+                    token,
+                    credential_id(client_id or secret),
+                    time.time(),
+                    self.expires_in,
+                    record.at,
+                )
             )
             self.logins += 1
         return web.json_response(
