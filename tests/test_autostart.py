@@ -369,7 +369,7 @@ def test_status_and_login_never_start_one(
     )
     assert proc.returncode == 3 and "coactive-credd serve" in proc.stderr
     proc = login(fake)
-    assert "start the daemon" in proc.stderr
+    assert "starts the daemon" in proc.stderr
     assert daemons(home) == [] and not (home / "credd.log").exists()
 
 
