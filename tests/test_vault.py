@@ -205,8 +205,17 @@ CORRUPT_MSG = "cannot be decrypted.*left untouched.*coactive-credd login"
 @pytest.mark.parametrize(
     "where",
     [0, 4, 5, 6, 8, 8 + v.KEY_ID_SIZE, 8 + v.KEY_ID_SIZE + 12, -17, -1],
-    ids=["magic", "version-down", "source", "params-len", "key-id", "nonce", "body", "body-end",
-         "tag"],
+    ids=[
+        "magic",
+        "version-down",
+        "source",
+        "params-len",
+        "key-id",
+        "nonce",
+        "body",
+        "body-end",
+        "tag",
+    ],
 )
 def test_flipped_byte_is_refused(vault: Vault, home: Path, where: int) -> None:
     blob = bytearray(written(vault, home))
@@ -259,8 +268,12 @@ def test_short_key_file_is_refused(vault: Vault, home: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "mode", "fix"),
-    [("vault.bin", 0o644, "chmod 600"), ("vault.key", 0o640, "chmod 600"),
-     ("vault.bin", 0o604, "chmod 600"), (".", 0o755, "chmod 700")],
+    [
+        ("vault.bin", 0o644, "chmod 600"),
+        ("vault.key", 0o640, "chmod 600"),
+        ("vault.bin", 0o604, "chmod 600"),
+        (".", 0o755, "chmod 700"),
+    ],
 )
 def test_loose_modes_are_refused(vault: Vault, home: Path, name: str, mode: int, fix: str) -> None:
     written(vault, home)
@@ -288,21 +301,59 @@ def test_symlinks_are_refused(vault: Vault, home: Path, tmp_path: Path, name: st
     assert (home / name).is_symlink()
 
 
-def test_crash_during_write_keeps_old_vault_and_no_temp(
-    vault: Vault, home: Path, monkeypatch: pytest.MonkeyPatch
+UPDATER = """
+import os, sys
+from pathlib import Path
+from coactive_credd.vault import ProfileSecrets, Vault
+home, crash_at = Path(sys.argv[1]), int(sys.argv[2])
+vault = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock")
+steps = 0
+def crashing(real):
+    def step(*args, **kwargs):
+        global steps
+        steps += 1
+        if steps == crash_at:
+            os._exit(70)  # power cut: no cleanup, no finally, no except
+        return real(*args, **kwargs)
+    return step
+for name in ("open", "write", "fsync", "close", "replace", "unlink", "fchmod"):
+    setattr(os, name, crashing(getattr(os, name)))
+vault.update(lambda d: d.profiles.__setitem__("new", ProfileSecrets("s2")))
+os._exit(0)
+"""
+
+
+def test_a_crash_at_every_step_of_an_update_leaves_the_old_or_the_new_vault(
+    tmp_path: Path,
 ) -> None:
-    before = written(vault, home)
-
-    def crash(src: object, dst: object) -> None:
-        raise OSError(5, "injected crash before rename")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="injected"):
-        vault.update(lambda d: d.profiles.__setitem__("new", ProfileSecrets("s")))
-    monkeypatch.undo()
-    assert (home / "vault.bin").read_bytes() == before
-    assert sorted(p.name for p in home.iterdir()) == ["vault.bin", "vault.key", "vault.lock"]
-    assert set(vault.load().profiles) == {"default"}
+    """A real crash (``os._exit`` in a child, so no cleanup runs) at each system call of a
+    plain update: the vault opens with the old content or the new, and the next writer clears
+    what the crash left behind."""
+    seen = set()
+    for crash_at in range(1, 80):
+        home = tmp_path / f"crash-{crash_at}"
+        written(make_vault(home), home)
+        done = subprocess.run(
+            [sys.executable, "-c", UPDATER, str(home), str(crash_at)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode in (0, 70), done.stderr
+        after = make_vault(home)
+        profiles = frozenset(after.load().profiles)
+        assert profiles in ({"default"}, {"default", "new"}), f"crash at step {crash_at}"
+        seen.add(profiles)
+        after.update(lambda d: d.profiles.__setitem__("later", ProfileSecrets("s3")))
+        assert set(make_vault(home).load().profiles) == profiles | {"later"}
+        assert sorted(p.name for p in home.iterdir()) == ["vault.bin", "vault.key", "vault.lock"]
+        if done.returncode == 0:
+            break
+    else:
+        raise AssertionError("the update never completed")
+    assert crash_at > 5  # the loop crossed the open, write, fsync and rename steps
+    assert seen == {frozenset({"default"}), frozenset({"default", "new"})}
 
 
 def test_exception_in_update_function_writes_nothing(vault: Vault, home: Path) -> None:
@@ -338,13 +389,14 @@ VECTOR_FILE = bytes.fromhex(
 def test_aes_gcm_primitive_known_answer() -> None:
     # McGrew & Viega, "The Galois/Counter Mode of Operation", test case 14 (AES-256).
     out = AESGCM(bytes(32)).encrypt(bytes(12), bytes(16), None)
-    assert out.hex() == "cea7403d4d606b6e074ec5d3baf39d18" "d0d1c8a799996bf0265b98b5d48ab919"
+    assert out.hex() == "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"
 
 
 def test_vault_format_vector_seal() -> None:
     assert v.key_id(VECTOR_KEY).hex() == "ab17deb6d4898b58"
-    blob = v.seal(VECTOR_KEY, v.SOURCE_KEY_FILE, v.key_id(VECTOR_KEY), VECTOR_PLAINTEXT,
-                  VECTOR_NONCE)
+    blob = v.seal(
+        VECTOR_KEY, v.SOURCE_KEY_FILE, v.key_id(VECTOR_KEY), VECTOR_PLAINTEXT, VECTOR_NONCE
+    )
     assert blob == VECTOR_FILE
 
 
@@ -480,9 +532,10 @@ def test_passphrase_never_at_rest_or_in_reprs(vault: Vault, home: Path) -> None:
             assert needle.encode() not in path.read_bytes()
     assert PASS not in repr(pv) and PASS not in repr(pv._unlocked)
     assert pv._unlocked is not None
-    assert v.derive_key(PASS, v.ScryptParams.decode(header_of(home).params)) not in repr(
-        pv.__dict__
-    ).encode()
+    assert (
+        v.derive_key(PASS, v.ScryptParams.decode(header_of(home).params))
+        not in repr(pv.__dict__).encode()
+    )
 
 
 def test_default_scrypt_cost_is_recorded_in_the_header(vault: Vault, home: Path) -> None:
@@ -684,8 +737,9 @@ def test_systemd_credential_may_be_hex(tmp_path: Path, home: Path) -> None:
     key = os.urandom(32)
     (creds / "coactive-credd.key").write_text(key.hex() + "\n")
     make_vault(home).update(add_profile)
-    Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
-          credentials_dir=creds).rekey_to_systemd_credential()
+    Vault(
+        home / "vault.bin", home / "vault.key", home / "vault.lock", credentials_dir=creds
+    ).rekey_to_systemd_credential()
     assert header_of(home).params == v.key_id(key)
 
 
@@ -693,8 +747,9 @@ def test_bad_systemd_credential_is_refused(tmp_path: Path, home: Path) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "coactive-credd.key").write_bytes(b"too short")
-    service = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
-                    credentials_dir=creds)
+    service = Vault(
+        home / "vault.bin", home / "vault.key", home / "vault.lock", credentials_dir=creds
+    )
     with pytest.raises(v.VaultKeyMissing, match=r"not a vault key.*systemd-creds encrypt"):
         service.update(add_profile)
     assert not (home / "vault.bin").exists()
@@ -787,8 +842,9 @@ def test_rekey_to_keychain_and_back(vault: Vault, home: Path, keychain: v.Keycha
     items = keychain_items(keychain)
     assert list(items) == [f"coactive-credd/vault-key-{header.params.hex()}"]
 
-    restarted = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
-                      keychain=keychain)
+    restarted = Vault(
+        home / "vault.bin", home / "vault.key", home / "vault.lock", keychain=keychain
+    )
     assert restarted.load().profiles["default"].secret == SECRET
     restarted.update(lambda d: d.profiles.__setitem__("x", ProfileSecrets("s")))
 
@@ -809,13 +865,19 @@ def test_keychain_item_missing(vault: Vault, home: Path, keychain: v.Keychain) -
     assert_refused(kv, home, v.VaultKeyMissing, "macOS Keychain .*not there")
 
 
-def test_keychain_tool_missing(vault: Vault, home: Path, keychain: v.Keychain,
-                               tmp_path: Path) -> None:
+def test_keychain_tool_missing(
+    vault: Vault, home: Path, keychain: v.Keychain, tmp_path: Path
+) -> None:
     vault.update(add_profile)
-    Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
-          keychain=keychain).rekey_to_keychain()
-    elsewhere = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock",
-                      keychain=v.Keychain(command=[str(tmp_path / "no-such-security")]))
+    Vault(
+        home / "vault.bin", home / "vault.key", home / "vault.lock", keychain=keychain
+    ).rekey_to_keychain()
+    elsewhere = Vault(
+        home / "vault.bin",
+        home / "vault.key",
+        home / "vault.lock",
+        keychain=v.Keychain(command=[str(tmp_path / "no-such-security")]),
+    )
     assert_refused(elsewhere, home, v.VaultKeyMissing, "Keychain cannot be reached")
 
 
