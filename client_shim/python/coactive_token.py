@@ -902,9 +902,7 @@ def watch(
     path = socket_path or default_socket_path()
     stream = _EventStream(path)
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(path)
+        sock = _Connection(path, timeout).sock  # the same connection (and checks) as Client's
     except OSError as exc:
         raise _unreachable(path, exc) from None
     with sock:
@@ -925,7 +923,7 @@ async def awatch(
     path = socket_path or default_socket_path()
     stream = _EventStream(path)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+        reader, writer = await asyncio.wait_for(_aconnect(path, False), timeout)
     except (OSError, TimeoutError) as exc:
         raise _unreachable(path, exc) from None
     try:

@@ -29,10 +29,8 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -60,7 +58,9 @@ class Keeper(threading.Thread):
     def __init__(self, sock: str, profile: str, path: Path, first: coactive_token.Token) -> None:
         super().__init__(name="coactive-token-file", daemon=True)
         self.sock, self.profile, self.path = sock, profile, path
-        self.sha = coactive_token.token_sha256(first.access_token)
+        self.token = first.access_token
+        self.seen: str | None = None  # the last token_sha256 an event named (no hashing here:
+        # importing hashlib would cost every exec tens of milliseconds)
         self.lock = threading.Lock()
         self.done = threading.Event()
         try:
@@ -71,11 +71,10 @@ class Keeper(threading.Thread):
     def _fetch(self) -> None:
         with coactive_token.Client(self.sock, autostart=False) as client:
             tok = client.token(self.profile)
-        sha = coactive_token.token_sha256(tok.access_token)
         with self.lock:
-            if not self.done.is_set() and sha != self.sha:
+            if not self.done.is_set() and tok.access_token != self.token:
                 tokenfile.write(self.path, tok.access_token)
-                self.sha = sha
+                self.token = tok.access_token
 
     def run(self) -> None:
         broke = False
@@ -84,7 +83,9 @@ class Keeper(threading.Thread):
                 if broke:  # a rotation may have happened while the stream was down
                     self._fetch()
                 for ev in coactive_token.watch(self.profile, socket_path=self.sock):
-                    if ev.get("token_sha256") and ev["token_sha256"] != self.sha:
+                    sha = ev.get("token_sha256")
+                    if sha and sha != self.seen:  # the first event, then each rotation
+                        self.seen = sha
                         self._fetch()
             except (coactive_token.CredddError, OSError):
                 pass  # the old token stays until it is replaced; try again shortly
@@ -102,8 +103,11 @@ def _token_path(given: str | None) -> tuple[Path, Path | None]:
     if given:
         return Path(os.path.abspath(os.path.expanduser(given))), None
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = runtime if runtime and os.path.isdir(runtime) else None
-    folder = Path(tempfile.mkdtemp(prefix="coactive-exec-", dir=base))  # 0700
+    tmp = os.environ.get("TMPDIR", "/tmp")  # noqa: S108 - a fresh random name, made 0700 below
+    base = runtime if runtime and os.path.isdir(runtime) else tmp
+    folder = Path(base) / f"coactive-exec-{os.urandom(8).hex()}"
+    os.mkdir(folder, 0o700)  # fails rather than reuse anything already there
+    os.chmod(folder, 0o700)  # whatever the umask
     return folder / "token", folder
 
 
@@ -156,7 +160,8 @@ def run(sock: str, profile: str, min_ttl: int, command: list[str], token_file: s
     finally:
         tokenfile.remove(path)
         if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(made)
     if os.WIFSIGNALED(status_code):
         sig = os.WTERMSIG(status_code)
         with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler

@@ -22,22 +22,10 @@ that others can write (a Kubernetes ``emptyDir`` is ``0777``) cannot redirect th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
-import logging
 import os
-import secrets
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from . import engine
-
-if TYPE_CHECKING:
-    from .refresh import Daemon
-
-log = logging.getLogger("coactive_credd")
 
 
 class TokenFileError(Exception):
@@ -73,7 +61,7 @@ def write(path: Path, token: str, mode: int = 0o600) -> None:
     Raises :class:`TokenFileError` or :class:`OSError`; on failure ``path`` is left as it was."""
     dfd = _open_folder(path.parent, mode)
     try:
-        tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = f".{path.name}.{os.urandom(6).hex()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, mode, dir_fd=dfd)
         try:
@@ -104,92 +92,3 @@ def remove(path: Path) -> None:
                 os.unlink(path.name, dir_fd=dfd)
     finally:
         os.close(dfd)
-
-
-class TokenFiles:
-    """Keeps every profile's ``token_file`` in step with its token (see the module doc)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-        self.written: dict[Path, str | None] = {}  # path -> sha256 written, None = removed
-        self._errors: dict[Path, str] = {}
-        self._task: asyncio.Task[None] | None = None
-        daemon.watchers.append(self.sync)
-
-    def start(self) -> None:
-        self.sync()
-        self._task = asyncio.create_task(self._expiry())
-
-    def _wanted(self) -> dict[Path, tuple[str, int] | None]:
-        now = self.d.clock()
-        wanted: dict[Path, tuple[str, int] | None] = {}
-        for p in self.d.profiles.values():
-            if not p.cfg.token_file:
-                continue
-            tok = p.rt.token
-            usable = (
-                tok is not None and not self.d.locked and engine.servable(tok, now, self.d.policy)
-            )
-            wanted[Path(p.cfg.token_file)] = (
-                (tok.access_token, p.cfg.token_file_mode) if usable and tok else None
-            )
-        return wanted
-
-    def sync(self) -> None:
-        """Write new tokens, remove files whose token may no longer be served."""
-        wanted = self._wanted()
-        for path in [p for p in self.written if p not in wanted]:  # logout, config change
-            self._remove(path)
-            del self.written[path]
-        for path, want in wanted.items():
-            if want is None:
-                if self.written.get(path, "") is not None:
-                    self._remove(path)
-                    self.written[path] = None
-                continue
-            token, mode = want
-            sha = hashlib.sha256(f"{mode}\0{token}".encode()).hexdigest()
-            if self.written.get(path) == sha:
-                continue
-            try:
-                write(path, token, mode)
-            except (TokenFileError, OSError) as exc:
-                msg = str(exc) if isinstance(exc, TokenFileError) else f"{exc.strerror}"
-                if self._errors.get(path) != msg:  # once per problem, not once per rotation
-                    log.error("cannot write the token file %s: %s", path, msg)
-                    self._errors[path] = msg
-                continue
-            self._errors.pop(path, None)
-            self.written[path] = sha
-
-    def _remove(self, path: Path) -> None:
-        try:
-            remove(path)
-        except OSError as exc:
-            log.error("cannot remove the token file %s: %s", path, exc.strerror)
-
-    async def _expiry(self) -> None:
-        """Remove a file the moment its token stops being servable, if no new one came."""
-        while True:
-            now = self.d.clock()
-            dues = [
-                engine.usable_until(p.rt.token, self.d.policy)
-                for p in self.d.profiles.values()
-                if p.cfg.token_file and p.rt.token is not None
-            ]
-            future = [d - now for d in dues if d > now]
-            await asyncio.sleep(min([30.0, *future]) + 0.01)
-            self.sync()
-
-    def close(self) -> None:
-        """At stop: remove every token file (no token outlives the daemon that serves it)."""
-        if self._task is not None:
-            self._task.cancel()
-        with contextlib.suppress(ValueError):
-            self.d.watchers.remove(self.sync)
-        paths = set(self.written) | {
-            Path(p.cfg.token_file) for p in self.d.profiles.values() if p.cfg.token_file
-        }
-        for path in paths:
-            self._remove(path)
-        self.written.clear()
