@@ -73,7 +73,7 @@ def test_one_line_per_busy_client_per_look_and_bounded() -> None:
     entry = trail.connected(1000, me)
     assert entry.exe == os.path.realpath(sys.executable)
     for _ in range(500):
-        entry.fast["default"] += 1  # what the fast path does per token
+        entry.fast["default"] = entry.fast.get("default", 0) + 1  # as the fast path counts
     clock.jump(61)
     with_lines = _lines(trail)
     assert len(with_lines) == 1 and "tokens=500" in with_lines[0]

@@ -70,7 +70,7 @@ class Client:
     first_seen: float
     last_seen: float
     connections: int = 0
-    fast: Counter[str] = field(default_factory=Counter)  # profile -> tokens served
+    fast: dict[str, int] = field(default_factory=dict)  # profile -> tokens served (hot path)
     slow: Counter[str] = field(default_factory=Counter)
     _looked: int = 0  # tokens() when last looked at, to move last_seen on for busy clients
     _logged: int = -1  # tokens() at the last log line
@@ -78,10 +78,14 @@ class Client:
     def tokens(self) -> int:
         return sum(self.fast.values()) + sum(self.slow.values())
 
+    def profiles(self) -> Counter[str]:
+        """Tokens served per profile, both paths."""
+        return Counter(self.fast) + self.slow
+
     def as_dict(self) -> dict[str, Any]:
         """``uid``, ``pid`` (the last one seen), ``exe``, ``first_seen``/``last_seen`` (epoch
         seconds), ``connections``, ``tokens`` and ``profiles`` (name -> tokens served)."""
-        profiles = self.fast + self.slow
+        profiles = self.profiles()
         return {
             "uid": self.uid,
             "pid": self.pid,
@@ -153,7 +157,7 @@ class Audit:
             if total == entry._logged:
                 continue
             entry._logged = total
-            profiles = ",".join(f"{n}:{c}" for n, c in sorted((entry.fast + entry.slow).items()))
+            profiles = ",".join(f"{n}:{c}" for n, c in sorted(entry.profiles().items()))
             log.info(
                 "audit: uid=%d pid=%s exe=%s connections=%d tokens=%d profiles=%s",
                 entry.uid,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from typing import Any, cast
 
 from aiohttp import web
@@ -46,7 +45,7 @@ IDLE = 60.0  # seconds an idle keep-alive connection is kept, as aiohttp's keepa
 # stops (asyncio's pause_writing): a few hundred answers, not the whole burst it sent.
 WRITE_HIGH = 16 * 1024
 WRITE_LOW = 4 * 1024
-_UNCOUNTED: Counter[str] = Counter()  # for a connection not yet made (tests call answer())
+_UNCOUNTED: dict[str, int] = {}  # for a connection not yet made (tests call answer())
 _OK_HEALTHZ = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
 )
@@ -70,7 +69,7 @@ class FastConnection(asyncio.Protocol):
         self.buf = b""
         self.idle: asyncio.TimerHandle | None = None
         self.writing_paused = False
-        self.tokens: Counter[str] = _UNCOUNTED
+        self.tokens: dict[str, int] = _UNCOUNTED
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
@@ -182,7 +181,10 @@ class FastConnection(asyncio.Protocol):
         elif action is not engine.Action.SERVE:
             return None
         body = p.render(now)
-        self.tokens[p.cfg.name] += 1
+        try:  # a plain dict: the cheapest counter Python has (a Counter is ~3x slower)
+            self.tokens[p.cfg.name] += 1
+        except KeyError:
+            self.tokens[p.cfg.name] = 1
         head_out = (
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
             b"Content-Length: %d\r\n%s\r\n"
