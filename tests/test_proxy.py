@@ -189,6 +189,8 @@ def test_tokens_come_through_https_proxy_with_tls_verified(
         st = _profile_status(d)
         assert st["proxy"] == tp.url
         assert st["proxy_route"] == f"{tp.url} (from HTTPS_PROXY)"
+        shown = run_cli("status", env={"COACTIVE_CREDD_SOCKET": str(d.socket)})
+        assert f"default: via proxy {tp.url} (from HTTPS_PROXY)" in shown.stdout
     finally:
         d.stop()
 

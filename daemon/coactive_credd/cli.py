@@ -118,6 +118,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for p in profiles:
         if p.get("last_error"):
             print(f"{p['name']}: last error: {p['last_error']}")
+        if p.get("proxy"):
+            print(f"{p['name']}: via proxy {p.get('proxy_route') or p['proxy']}")
         if p.get("credential_warning"):
             print(f"warning: {p['credential_warning']}")
     return 0
