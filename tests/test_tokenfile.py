@@ -205,3 +205,48 @@ def test_exec_killed_child_ends_exec_the_same_way(home: Path, short: FakeCoactiv
         d.stop()
     assert proc.returncode == -signal.SIGKILL
     assert os.environ.get("COACTIVE_ACCESS_TOKEN") is None
+
+
+WATCHER = r"""
+import os, sys, time
+path = os.environ["COACTIVE_ACCESS_TOKEN_FILE"]
+print(path, flush=True)
+end = time.time() + 60
+while time.time() < end:
+    try:
+        with open(path) as f:
+            print(time.time(), f.read(), flush=True)
+    except FileNotFoundError:
+        print(time.time(), "MISSING", flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_exec_file_goes_while_coactive_is_down_and_comes_back(
+    home: Path, short: FakeCoactive
+) -> None:
+    login(short)
+    d = start_daemon(home)
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "coactive_credd", "exec", "--", sys.executable, "-c", WATCHER],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            assert proc.stdout is not None
+            path = Path(proc.stdout.readline().strip())
+            short.fault = "503"  # no new token can be had: the current one dies
+            wait_for(lambda: not path.exists(), timeout=LIFETIME * 2, what="the dead token to go")
+            short.fault = None
+            assert run_cli("refresh").returncode == 0
+            wait_for(lambda: read(path), what="the new token in the file")
+            assert read(path) == short.issued[-1]
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=10)[0]
+    finally:
+        d.stop()
+    expiry = {i.access_token: i.issued_at + i.expires_in for i in short.ledger}
+    lines = [ln.split() for ln in out.splitlines()]
+    assert any(tok == "MISSING" for _, tok in lines)
+    for at, tok in lines:
+        assert tok == "MISSING" or float(at) < expiry[tok], "the child read a dead token"

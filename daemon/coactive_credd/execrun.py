@@ -49,6 +49,7 @@ RELAYED = (
     signal.SIGWINCH,
 )
 SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's Ctrl-C, Ctrl-\)
+DEAD = ("expired", "reauth_required", "locked", "no_token")  # states with no token to serve
 RECONNECT = 1.0  # seconds before following the daemon again after the stream broke
 
 
@@ -58,7 +59,8 @@ class Keeper(threading.Thread):
     def __init__(self, sock: str, profile: str, path: Path, first: coactive_token.Token) -> None:
         super().__init__(name="coactive-token-file", daemon=True)
         self.sock, self.profile, self.path = sock, profile, path
-        self.token = first.access_token
+        self.token: str | None = first.access_token
+        self.expires_at = first.expires_at.timestamp()
         self.seen: str | None = None  # the last token_sha256 an event named (no hashing here:
         # importing hashlib would cost every exec tens of milliseconds)
         self.lock = threading.Lock()
@@ -75,6 +77,14 @@ class Keeper(threading.Thread):
             if not self.done.is_set() and tok.access_token != self.token:
                 tokenfile.write(self.path, tok.access_token)
                 self.token = tok.access_token
+            self.expires_at = tok.expires_at.timestamp()
+
+    def _drop(self) -> None:
+        """No valid token to give: remove the file rather than leave a dead token in it."""
+        with self.lock:
+            if self.token is not None:
+                tokenfile.remove(self.path)
+                self.token, self.seen = None, None
 
     def run(self) -> None:
         broke = False
@@ -84,11 +94,15 @@ class Keeper(threading.Thread):
                     self._fetch()
                 for ev in coactive_token.watch(self.profile, socket_path=self.sock):
                     sha = ev.get("token_sha256")
-                    if sha and sha != self.seen:  # the first event, then each rotation
+                    if ev.get("state") in DEAD:
+                        self._drop()
+                    elif sha and sha != self.seen:  # the first event, then each rotation
                         self.seen = sha
                         self._fetch()
             except (coactive_token.CredddError, OSError):
-                pass  # the old token stays until it is replaced; try again shortly
+                pass  # the old token stays while it is valid; try again shortly
+            if time.time() >= self.expires_at:  # the daemon is gone and so is the token
+                self._drop()
             broke = True
             self.done.wait(RECONNECT)
 
