@@ -1,9 +1,11 @@
-"""One conformance suite for every shim, driven by ``tests/vectors/conformance.json``.
+"""One conformance suite for every client, driven by ``tests/vectors/conformance.json``.
 
-Each case prepares a real ``coactive-credd serve`` and the fake Coactive, then runs each shim
-for real as a subprocess: the POSIX sh shim under dash, the Python module's CLI, the Node
-CLI, the Go CLI and the git credential helper. Every CLI takes the same flags, so one vector
-describes the call for all of them.
+Each case prepares a real ``coactive-credd serve`` and the fake Coactive (or none), then runs
+each client for real as a subprocess: the POSIX sh shim under dash, the Python module's CLI,
+the Node CLI, the Go CLI, ``coactive-credd token`` and the git credential helper. One vector
+describes the call for all of them, and the test ids name the case and the client, so a
+disagreement is a red test that says who disagrees (``pytest -v tests/test_shims.py`` shows
+every client on every vector).
 """
 
 from __future__ import annotations
@@ -31,7 +33,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "client_shim"
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "conformance.json").read_text())
 CASES = {c["name"]: c for c in VECTORS["cases"]}
-CLIS = ("sh", "python", "node", "go")
+CLIS = ("sh", "python", "node", "go", "credd")
+SHIMS = ("sh", "python", "node", "go")  # the coactive-token CLIs: one command line, this file's
+PROGS = {name: c["prog"] for name, c in VECTORS["clients"].items()}
+
+
+def _version() -> str:
+    import tomllib
+
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+VERSION = _version()
 
 
 def _need(tool: str) -> str:
@@ -62,11 +75,18 @@ def cli_argv(shim: str, go_cli: Path | None) -> list[str]:
         return [sys.executable, str(SHIM / "python" / "coactive_token.py")]
     if shim == "node":
         return [_need("node"), str(SHIM / "node" / "bin" / "coactive-token.js")]
+    if shim == "credd":
+        return [sys.executable, "-m", "coactive_credd", "token"]
     assert go_cli is not None
     return [str(go_cli)]
 
 
-def flags(args: dict[str, Any]) -> list[str]:
+def flags(case: dict[str, Any], shim: str) -> list[str]:
+    """The case's command line for ``shim``: its raw ``argv``, or its ``args`` spelled out
+    (``coactive-credd token`` spells --header as --format header)."""
+    if "argv" in case:
+        return [str(a) for a in case["argv"]]
+    args = case.get("args", {})
     out: list[str] = []
     if "profile" in args:
         out += ["--profile", str(args["profile"])]
@@ -75,8 +95,12 @@ def flags(args: dict[str, Any]) -> list[str]:
     if args.get("json"):
         out.append("--json")
     if args.get("header"):
-        out.append("--header")
+        out += ["--format", "header"] if shim == "credd" else ["--header"]
     return out
+
+
+def clients_of(case: dict[str, Any]) -> tuple[str, ...]:
+    return SHIMS if case.get("clients", "all") == "shims" else CLIS
 
 
 @dataclass
@@ -117,6 +141,7 @@ def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]
         p = Prepared(fake=fake, profile=profile, env={}, socket=sock)
         made.append(p)
         mode = setup.get("daemon", "up")
+        p.env.update(case.get("env", {}))
         if mode == "down":
             return p
         if mode == "stale":
@@ -125,6 +150,11 @@ def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]
             s.bind(sock)
             s.close()
             return p
+        if "curlrc" in setup:
+            curl_home = home / "curl-home"
+            curl_home.mkdir(exist_ok=True)
+            (curl_home / ".curlrc").write_text(setup["curlrc"])
+            p.env["HOME"] = str(curl_home)
         if "token" in setup:
             fake.next_tokens = [setup["token"]]
         if "first_expires_in" in setup:
@@ -155,7 +185,7 @@ def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]
             fake.expires_in = setup["expires_in"]
         p.first_token = fake.issued[-1] if fake.issued else None
         p.logins_before = fake.logins
-        p.env = {k: v.format(socket=sock) for k, v in case.get("env", {}).items()}
+        p.env.update({k: v.format(socket=sock) for k, v in case.get("env", {}).items()})
         return p
 
     yield _prepare
@@ -183,7 +213,17 @@ def run(
 
 
 def cli_params() -> list[Any]:
-    return [pytest.param(c, s, id=f"{c}-{s}") for c in CASES for s in CLIS]
+    return [
+        pytest.param(c, s, id=f"{c}-{s}") for c, case in CASES.items() for s in clients_of(case)
+    ]
+
+
+def check_help(text: str, prog: str) -> None:
+    """``text`` is the help every coactive-token shim prints (conformance.json ``help``)."""
+    want = VECTORS["help"]
+    assert text.startswith(want["starts"].format(prog=prog)), text
+    for piece in want["has"]:
+        assert piece in text, (piece, text)
 
 
 @pytest.mark.parametrize(("case_name", "shim"), cli_params())
@@ -196,20 +236,26 @@ def test_cli_conformance(
     case = CASES[case_name]
     go = request.getfixturevalue("go_cli") if shim == "go" else None
     p = prepare(case)
-    proc, elapsed = run(cli_argv(shim, go) + flags(case.get("args", {})), p.env)
+    proc, elapsed = run(cli_argv(shim, go) + flags(case, shim), p.env)
     expect = case["expect"]
+    prog = PROGS[shim]
     where = f"{shim} {case_name}: exit {proc.returncode}, out {proc.stdout!r}, err {proc.stderr!r}"
+
+    def fill(text: str) -> str:
+        token = p.current_token() if p.fake.issued else ""
+        return text.format(token=token, prog=prog, version=VERSION)
 
     assert proc.returncode == expect["exit"], where
     if expect["exit"] == 0:
-        token = p.current_token()
         assert proc.stderr == "", where
+        if expect.get("help"):
+            check_help(proc.stdout, prog)
         if "stdout" in expect:
-            assert proc.stdout == expect["stdout"].format(token=token), where
+            assert proc.stdout == fill(expect["stdout"]), where
         if "json" in expect:
             answer = json.loads(proc.stdout)
             for key, value in expect["json"].items():
-                assert answer[key] == value.format(token=token), where
+                assert answer[key] == fill(value), where
             expires_at = datetime.fromisoformat(answer["expires_at"])
             left = (expires_at - datetime.now(UTC)).total_seconds()
             assert abs(left - answer["expires_in"]) <= 5, where
@@ -217,16 +263,37 @@ def test_cli_conformance(
         if "logins_added" in expect:
             assert p.fake.logins - p.logins_before == expect["logins_added"], where
         if expect.get("new_token"):
-            assert token != p.first_token, where
+            assert p.current_token() != p.first_token, where
     else:
         assert proc.stdout == "", where
         assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, where
-        assert proc.stderr.startswith("coactive-token: "), where
+        # argparse names the subcommand in coactive-credd's own usage errors.
+        prefixes = (f"{prog}: ", f"{prog} token: ") if shim == "credd" else (f"{prog}: ",)
+        assert proc.stderr.startswith(prefixes), where
+        if "stderr" in expect:
+            assert proc.stderr == fill(expect["stderr"]), where
         for needle in expect.get("stderr_has", []):
             assert needle in proc.stderr, where
         assert not leaked(proc.stderr, set(p.fake.issued)), where
     if "max_seconds" in expect:
         assert elapsed < expect["max_seconds"], f"{where}: took {elapsed:.3f} s"
+
+
+def test_every_shim_says_the_package_version(request: pytest.FixtureRequest) -> None:
+    """--version everywhere, and the versions the shims carry are the package's."""
+    go = request.getfixturevalue("go_cli")
+    said = {}
+    for shim in SHIMS:
+        proc, _ = run([*cli_argv(shim, go), "--version"], {})
+        said[shim] = proc.stdout
+    helper, _ = run([_need("dash"), str(SHIM / "sh" / "git-credential-coactive"), "--version"], {})
+    said["git"] = helper.stdout
+    node_pkg = json.loads((SHIM / "node" / "package.json").read_text())["version"]
+    assert said == {
+        **{shim: f"{PROGS[shim]} {VERSION}\n" for shim in SHIMS},
+        "git": f"git-credential-coactive {VERSION}\n",
+    }
+    assert node_pkg == VERSION
 
 
 GIT_CASES = [name for name, c in CASES.items() if c.get("git") is not None]
@@ -261,8 +328,28 @@ def test_git_helper_conformance(
     answer = dict(line.split("=", 1) for line in lines)
     assert answer["username"] == p.profile, where
     assert answer["password"] == p.current_token(), where
+    # The serving deadline: expires_at minus the daemon's 30 s skew.
     left = int(answer["password_expiry_utc"]) - time.time()
-    assert 3000 < left <= 3601, where
+    assert 3000 < left <= 3600 - 30 + 1, where
+
+
+GIT_CLI = {c["name"]: c for c in VECTORS["git_cli"]}
+
+
+@pytest.mark.parametrize("case_name", GIT_CLI)
+def test_git_helper_command_line(case_name: str, home: Path) -> None:
+    """The helper's own command line: --help, --version, usage errors, git's operations."""
+    case = GIT_CLI[case_name]
+    argv = [_need("dash"), str(SHIM / "sh" / "git-credential-coactive"), *case["argv"]]
+    proc, _ = run(argv, {}, "protocol=https\nhost=api.coactive.ai\npassword=cat_x\n\n")
+    expect = case["expect"]
+    where = f"git {case_name}: exit {proc.returncode}, out {proc.stdout!r}, err {proc.stderr!r}"
+    assert proc.returncode == expect["exit"], where
+    for stream, text in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+        if stream in expect:
+            assert text == expect[stream].format(version=VERSION), where
+        if f"{stream}_starts" in expect:
+            assert text.startswith(expect[f"{stream}_starts"]), where
 
 
 # The rule written out here (docs/ARCHITECTURE.md), not taken from any shim: every shim, the

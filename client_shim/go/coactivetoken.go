@@ -54,6 +54,9 @@ const (
 const startHint = "start it with: coactive-credd serve; or as a service: coactive-credd install-service"
 
 // DefaultTimeout bounds one call to the daemon (which may wait for Coactive).
+// Version is the version of this module and of the coactive-token CLI built from it.
+const Version = "0.1.0"
+
 const DefaultTimeout = 30 * time.Second
 
 // Error is every failure of this package.

@@ -46,6 +46,8 @@ from urllib.parse import urlencode
 if TYPE_CHECKING:
     import asyncio
 
+__version__ = "0.1.0"  # the package's; tests check every shim says the same
+
 __all__ = [
     "EXIT_LOCKED",
     "EXIT_OK",
@@ -1175,54 +1177,111 @@ def _httpx_replayable(request: Any) -> bool:
 # --------------------------------------------------------------------------- CLI
 
 
+PROG = "coactive-token-py"  # the name pip installs this CLI as ([project.scripts])
+
+HELP = """\
+usage: {prog} [--profile P] [--min-ttl SECONDS] [--json | --header]
+       {prog} [--profile P] --watch
+
+Print the current Coactive access token held by coactive-credd, and nothing else.
+  --profile P        profile name (default: $COACTIVE_PROFILE, else "default")
+  --min-ttl SECONDS  the token must stay valid at least this long (default 0)
+  --json             print the daemon's JSON answer (profile, access_token, expires_at, expires_in)
+  --header           print "Authorization: Bearer <token>"
+  --watch            print a JSON line each time the token is replaced or its state changes
+                     ({{"profile","state","expires_at","token_sha256"}}, never the token);
+                     runs until the daemon stops (then exits 3)
+  --version          print the version and exit
+  -h, --help         print this help and exit
+Exit codes: 0 ok, 2 usage, 3 daemon not reachable, 4 unknown profile, 5 re-login needed,
+6 Coactive unavailable, 7 vault locked; errors are one line on stderr.
+Environment: COACTIVE_PROFILE; COACTIVE_CREDD_SOCKET (else the daemon's default path, under
+COACTIVE_CREDD_HOME when set); COACTIVE_CREDD_AUTOSTART (0: never start a daemon, 1: always
+may; unset: unless a user service is installed); COACTIVE_CREDD_COMMAND (the coactive-credd
+to start).
+"""
+
+
 def _usage_error(message: str) -> NoReturn:
-    sys.stderr.write(f"coactive-token: {message} (see: coactive-token --help)\n")
+    sys.stderr.write(f"{PROG}: {message} (see: {PROG} --help)\n")
     raise SystemExit(EXIT_USAGE)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``coactive-token [--profile P] [--min-ttl S] [--json|--header]``: print the token."""
-    import argparse
-
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> NoReturn:
-            _usage_error(message)
-
-    parser = _Parser(
-        prog="coactive-token",
-        description="Print the current Coactive access token from coactive-credd.",
-    )
-    parser.add_argument("--profile", help="profile name (default: $COACTIVE_PROFILE or default)")
-    parser.add_argument(
-        "--min-ttl",
-        default="0",
-        metavar="SECONDS",
-        help="the token must stay valid at least this long",
-    )
-    fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument(
-        "--json",
-        dest="fmt",
-        action="store_const",
-        const="json",
-        help="print the daemon's JSON answer",
-    )
-    fmt.add_argument(
-        "--header",
-        dest="fmt",
-        action="store_const",
-        const="header",
-        help="print 'Authorization: Bearer <token>'",
-    )
-    args = parser.parse_args(argv)
-    if not args.min_ttl.isdigit():
+def _parse_args(argv: list[str]) -> tuple[str | None, str, str]:
+    """``(profile, min_ttl, format)`` from the command line, read left to right by the rules
+    every coactive-token shim follows (tests/vectors/conformance.json); exits on --help,
+    --version and usage errors."""
+    profile: str | None = None
+    min_ttl = "0"
+    fmt = {"json": False, "header": False, "watch": False}
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if eq and name not in ("--profile", "--min-ttl"):
+            name = arg
+        if name in ("--profile", "--min-ttl"):
+            if not eq:
+                following = next(args, None)
+                if following is None:
+                    _usage_error(
+                        "--profile needs a name"
+                        if name == "--profile"
+                        else "--min-ttl needs a number of seconds"
+                    )
+                value = following
+            if name == "--profile":
+                if not value:
+                    _usage_error("--profile needs a name")
+                profile = value
+            else:
+                min_ttl = value
+        elif name in ("--json", "--header", "--watch"):
+            fmt[name[2:]] = True
+        elif name in ("-h", "--help"):
+            sys.stdout.write(HELP.format(prog=PROG))
+            raise SystemExit(EXIT_OK)
+        elif name == "--version":
+            sys.stdout.write(f"{PROG} {__version__}\n")
+            raise SystemExit(EXIT_OK)
+        else:
+            _usage_error(f"unknown argument: {arg}")
+    if not (min_ttl.isascii() and min_ttl.isdigit()):
         _usage_error("--min-ttl must be a whole number of seconds")
+    if fmt["json"] and fmt["header"]:
+        _usage_error("--json and --header cannot be used together")
+    chosen = [f for f in ("watch", "json", "header") if fmt[f]]
+    return profile, min_ttl, chosen[0] if chosen else "raw"
+
+
+def _follow(profile: str | None) -> int:
+    """--watch: a JSON line per token rotation or state change until the daemon stops."""
     try:
-        token = fetch_token(args.profile, int(args.min_ttl))
+        for event in watch(profile):
+            sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
     except CredddError as exc:
-        sys.stderr.write(f"coactive-token: {exc}\n")
+        sys.stderr.write(f"{PROG}: {exc}\n")
         return exc.exit_code
-    sys.stdout.write(format_token(token, args.fmt or "raw") + "\n")
+    except KeyboardInterrupt:
+        return 130
+    sys.stderr.write(
+        f"{PROG}: coactive-credd stopped or closed the event stream "
+        "(start it with: coactive-credd serve)\n"
+    )
+    return EXIT_UNREACHABLE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``coactive-token-py [--profile P] [--min-ttl S] [--json|--header]``: print the token."""
+    profile, min_ttl, fmt = _parse_args(sys.argv[1:] if argv is None else argv)
+    if fmt == "watch":
+        return _follow(profile)
+    try:
+        token = fetch_token(profile, int(min_ttl))
+    except CredddError as exc:
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return exc.exit_code
+    sys.stdout.write(format_token(token, fmt) + "\n")
     sys.stdout.flush()
     return EXIT_OK
 

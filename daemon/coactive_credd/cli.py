@@ -34,7 +34,11 @@ __all__ = ["PROG", "CommandError", "build_parser", "main"]
 def cmd_token(args: argparse.Namespace) -> int:
     import coactive_token
 
-    fmt = "json" if args.json else args.format
+    if args.json and args.format not in (None, "json"):
+        raise CommandError(
+            f"--json and --format {args.format} cannot be used together; pick one", EXIT_USAGE
+        )
+    fmt = "json" if args.json else args.format or "raw"
     with coactive_token.Client() as client:
         token = client.token(profile_name(args), args.min_ttl)
     print(coactive_token.format_token(token, fmt))
@@ -282,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         choices=["raw", "json", "header", "env"],
-        default="raw",
+        default=None,
         help="raw token, JSON, an Authorization header line, or sh assignment",
     )
 

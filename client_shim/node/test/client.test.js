@@ -137,7 +137,7 @@ test('the CLI prints the token alone, or a header, and exits with the SPEC codes
     assert.equal((await run(['--header'])).stdout, `Authorization: Bearer ${TOKEN}\n`);
     const bad = await run(['--profile', 'nope']);
     assert.equal(bad.code, 4);
-    assert.equal(bad.stderr, 'coactive-token: no profile named nope (log in)\n');
+    assert.equal(bad.stderr, 'coactive-token-node: no profile named nope (log in)\n');
     assert.equal((await run(['--min-ttl', 'soon'])).code, 2);
   } finally {
     await s.close();

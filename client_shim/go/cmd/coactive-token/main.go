@@ -4,63 +4,134 @@
 //	coactive-token [--profile P] --watch    # a JSON line per token rotation or state change
 //
 // Exit codes: 0 ok, 2 usage, 3 daemon not reachable, 4 unknown profile, 5 re-login needed,
-// 6 Coactive unavailable, 7 vault locked. Errors are one line on stderr.
+// 6 Coactive unavailable, 7 vault locked. Errors are one line on stderr. The flags, the help
+// text and the usage errors are those of every coactive-token shim
+// (tests/vectors/conformance.json), so they are parsed by hand rather than with package flag,
+// which would also take -profile and --json=false.
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"strings"
 	"time"
 
 	coactivetoken "github.com/coactive-ai/coactive-credd/client_shim/go"
 )
 
+const prog = "coactive-token"
+
+const help = `usage: %[1]s [--profile P] [--min-ttl SECONDS] [--json | --header]
+       %[1]s [--profile P] --watch
+
+Print the current Coactive access token held by coactive-credd, and nothing else.
+  --profile P        profile name (default: $COACTIVE_PROFILE, else "default")
+  --min-ttl SECONDS  the token must stay valid at least this long (default 0)
+  --json             print the daemon's JSON answer (profile, access_token, expires_at, expires_in)
+  --header           print "Authorization: Bearer <token>"
+  --watch            print a JSON line each time the token is replaced or its state changes
+                     ({"profile","state","expires_at","token_sha256"}, never the token);
+                     runs until the daemon stops (then exits 3)
+  --version          print the version and exit
+  -h, --help         print this help and exit
+Exit codes: 0 ok, 2 usage, 3 daemon not reachable, 4 unknown profile, 5 re-login needed,
+6 Coactive unavailable, 7 vault locked; errors are one line on stderr.
+Environment: COACTIVE_PROFILE; COACTIVE_CREDD_SOCKET (else the daemon's default path, under
+COACTIVE_CREDD_HOME when set); COACTIVE_CREDD_AUTOSTART (0: never start a daemon, 1: always
+may; unset: unless a user service is installed); COACTIVE_CREDD_COMMAND (the coactive-credd
+to start).
+`
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	usage := func(msg string) int {
-		fmt.Fprintf(stderr, "coactive-token: %s (see: coactive-token --help)\n", msg)
-		return coactivetoken.ExitUsage
+type options struct {
+	profile, minTTL string
+	asJSON, header  bool
+	watch           bool
+}
+
+// parse reads the arguments left to right; done means exit with code now.
+func parse(args []string, stdout, stderr io.Writer) (o options, code int, done bool) {
+	usage := func(msg string) (options, int, bool) {
+		fmt.Fprintf(stderr, "%s: %s (see: %s --help)\n", prog, msg, prog)
+		return o, coactivetoken.ExitUsage, true
 	}
-	fs := flag.NewFlagSet("coactive-token", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	profile := fs.String("profile", "", "profile name (default: $COACTIVE_PROFILE or default)")
-	minTTL := fs.String("min-ttl", "0", "the token must stay valid at least this many seconds")
-	asJSON := fs.Bool("json", false, "print the daemon's JSON answer")
-	header := fs.Bool("header", false, "print 'Authorization: Bearer <token>'")
-	watch := fs.Bool("watch", false, "print a JSON line per token rotation or state change (never the token)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "usage: coactive-token [--profile P] [--min-ttl SECONDS] [--json | --header]")
-			fmt.Fprintln(stdout, "       coactive-token [--profile P] --watch")
-			return coactivetoken.ExitOK
+	o.minTTL = "0"
+	for i := 0; i < len(args); i++ {
+		arg, value, inline := args[i], "", false
+		if strings.HasPrefix(arg, "--profile=") || strings.HasPrefix(arg, "--min-ttl=") {
+			arg, value, _ = strings.Cut(arg, "=")
+			inline = true
 		}
-		return usage(err.Error())
+		switch arg {
+		case "--profile", "--min-ttl":
+			if !inline {
+				if i+1 >= len(args) {
+					if arg == "--profile" {
+						return usage("--profile needs a name")
+					}
+					return usage("--min-ttl needs a number of seconds")
+				}
+				i++
+				value = args[i]
+			}
+			if arg == "--profile" {
+				if value == "" {
+					return usage("--profile needs a name")
+				}
+				o.profile = value
+			} else {
+				o.minTTL = value
+			}
+		case "--json":
+			o.asJSON = true
+		case "--header":
+			o.header = true
+		case "--watch":
+			o.watch = true
+		case "-h", "--help":
+			fmt.Fprintf(stdout, help, prog)
+			return o, coactivetoken.ExitOK, true
+		case "--version":
+			fmt.Fprintf(stdout, "%s %s\n", prog, coactivetoken.Version)
+			return o, coactivetoken.ExitOK, true
+		default:
+			return usage("unknown argument: " + arg)
+		}
 	}
-	if fs.NArg() > 0 {
-		return usage("unknown argument: " + fs.Arg(0))
-	}
-	ttl, err := strconv.Atoi(*minTTL)
-	if err != nil || ttl < 0 {
+	if o.minTTL == "" || strings.Trim(o.minTTL, "0123456789") != "" {
 		return usage("--min-ttl must be a whole number of seconds")
 	}
-	if *asJSON && *header {
-		return usage("--json and --header cannot be combined")
+	if o.asJSON && o.header {
+		return usage("--json and --header cannot be used together")
 	}
-	if *watch {
-		return follow(*profile, stdout, stderr)
+	return o, 0, false
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, code, done := parse(args, stdout, stderr)
+	if done {
+		return code
 	}
-	tok, err := coactivetoken.Fetch(context.Background(), *profile, ttl)
+	if o.watch {
+		return follow(o.profile, stdout, stderr)
+	}
+	ttl := 0
+	for _, c := range o.minTTL {
+		if ttl > 1<<30 {
+			break // the daemon refuses it; no overflow here
+		}
+		ttl = ttl*10 + int(c-'0')
+	}
+	tok, err := coactivetoken.Fetch(context.Background(), o.profile, ttl)
 	if err != nil {
-		fmt.Fprintf(stderr, "coactive-token: %s\n", err)
+		fmt.Fprintf(stderr, "%s: %s\n", prog, err)
 		var e *coactivetoken.Error
 		if errors.As(err, &e) {
 			return e.ExitCode
@@ -68,7 +139,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	switch {
-	case *asJSON:
+	case o.asJSON:
 		out, _ := json.Marshal(map[string]any{
 			"profile":      tok.Profile,
 			"access_token": tok.AccessToken,
@@ -77,7 +148,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"expires_in":   tok.ExpiresIn,
 		})
 		fmt.Fprintf(stdout, "%s\n", out)
-	case *header:
+	case o.header:
 		fmt.Fprintf(stdout, "Authorization: Bearer %s\n", tok.AccessToken)
 	default:
 		fmt.Fprintf(stdout, "%s\n", tok.AccessToken)
@@ -89,7 +160,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func follow(profile string, stdout, stderr io.Writer) int {
 	events, err := coactivetoken.Watch(context.Background(), profile)
 	if err != nil {
-		fmt.Fprintf(stderr, "coactive-token: %s\n", err)
+		fmt.Fprintf(stderr, "%s: %s\n", prog, err)
 		var e *coactivetoken.Error
 		if errors.As(err, &e) {
 			return e.ExitCode
@@ -100,6 +171,6 @@ func follow(profile string, stdout, stderr io.Writer) int {
 		out, _ := json.Marshal(ev)
 		fmt.Fprintf(stdout, "%s\n", out)
 	}
-	fmt.Fprintln(stderr, "coactive-token: coactive-credd stopped or closed the event stream (start it with: coactive-credd serve)")
+	fmt.Fprintf(stderr, "%s: coactive-credd stopped or closed the event stream (start it with: coactive-credd serve)\n", prog)
 	return coactivetoken.ExitUnreachable
 }
