@@ -137,6 +137,10 @@ def test_no_config_means_no_question_to_the_daemon(daemon: Daemon, fake: FakeCoa
     try:
         r = helper("get", f"protocol=http\nhost={host_of(fake)}\n\n")
         assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+        # Unless COACTIVE_CREDD_SOCKET names a daemon whose config is elsewhere (a sidecar).
+        sidecar = {"COACTIVE_CREDD_SOCKET": str(daemon.socket)}
+        r = helper("get", f"protocol=http\nhost={host_of(fake)}\n\n", sidecar)
+        assert parse(r.stdout)["password"] == fake.issued[-1]
     finally:
         (daemon.home / "config.toml.away").rename(daemon.home / "config.toml")
 
