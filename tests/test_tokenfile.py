@@ -250,3 +250,38 @@ def test_exec_file_goes_while_coactive_is_down_and_comes_back(
     assert any(tok == "MISSING" for _, tok in lines)
     for at, tok in lines:
         assert tok == "MISSING" or float(at) < expiry[tok], "the child read a dead token"
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('token_file_mode = "0666"', "token_file_mode must be an octal string"),
+        ('token_file = "relative/token"', "token_file must be an absolute path"),
+        ('credential_file = "secret"', "or $CREDENTIALS_DIRECTORY/NAME"),
+    ],
+)
+def test_bad_container_keys_are_one_line_at_start(
+    home: Path, short: FakeCoactive, line: str, says: str
+) -> None:
+    login(short)
+    cfg = home / "config.toml"
+    cfg.write_text(cfg.read_text() + line + "\n")
+    bad = run_cli("serve")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and says in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_login_and_config_rewrites_keep_the_container_keys(
+    home: Path, short: FakeCoactive
+) -> None:
+    login(short)
+    cfg = home / "config.toml"
+    cfg.write_text(
+        "[daemon]\nallowed_uids = [1001, 1002]\n\n"
+        + cfg.read_text().split("\n", 1)[1]
+        + f'token_file = "{home}/run/token"\ntoken_file_mode = "0640"\n'
+    )
+    login(short)  # login again rewrites the config
+    text = cfg.read_text()
+    assert "allowed_uids = [1001, 1002]" in text
+    assert f'token_file = "{home}/run/token"' in text and 'token_file_mode = "0640"' in text
