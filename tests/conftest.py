@@ -215,14 +215,31 @@ def daemon(home: Path, fake: FakeCoactive) -> Iterator[Daemon]:
 
 
 class FakeClock:
+    """The daemon's two clocks, moved by the test: the wall clock (``now``, epoch seconds; the
+    object is called for it) and the boot clock (:meth:`boot_time`: counts suspend, never
+    steps). Setting ``now`` or :meth:`jump` moves both, as time passing does; :meth:`step_wall`
+    steps the wall clock alone (NTP, ``date -s``); :meth:`suspend` advances the boot clock
+    alone (a sleep the wall clock has not been corrected for yet)."""
+
     def __init__(self, start: float | None = None) -> None:
         self.now = time.time() if start is None else start
+        self.boot_offset = 1000.0 - self.now  # the boot clock reads 1000 s at the start
 
     def __call__(self) -> float:
         return self.now
 
+    def boot_time(self) -> float:
+        return self.now + self.boot_offset
+
     def jump(self, seconds: float) -> None:
         self.now += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        self.now += seconds
+        self.boot_offset -= seconds
+
+    def suspend(self, seconds: float) -> None:
+        self.boot_offset += seconds
 
 
 @dataclass
@@ -312,7 +329,7 @@ async def inproc(
     assert proc.returncode == 0, proc.stderr
     clock = FakeClock()
     p = paths.resolve()
-    d = refresh.Daemon(p, clock=clock, rand=lambda: 0.5)
+    d = refresh.Daemon(p, clock=clock, boot_clock=clock.boot_time, rand=lambda: 0.5)
     d.load()
     sock = server.bind_socket(p.socket)
     a = api.Api(d)

@@ -21,9 +21,7 @@ def test_documented_lifetime_refreshes_with_a_quarter_left_minus_jitter() -> Non
     )
 
 
-@pytest.mark.parametrize(
-    "lifetime", [1, 2, 5, 10, 20, 30, 31, 45, 60, 61, 120, 300, 900, 3600, 7200, 86400]
-)
+@pytest.mark.parametrize("lifetime", [30, 31, 45, 60, 61, 120, 300, 900, 3600, 7200, 86400])
 @pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
 def test_refresh_always_comes_before_the_token_stops_being_served(
     lifetime: float, rand: float
@@ -34,6 +32,22 @@ def test_refresh_always_comes_before_the_token_stops_being_served(
     assert t.obtained_at <= at < until
     # a lead of a quarter of the usable window (at most a minute) is always left for the login
     assert until - at >= min(P.max_lead, (until - t.obtained_at) * 0.25) - 1e-9
+
+
+@pytest.mark.parametrize("lifetime", [1, 2, 5, 10, 20])
+def test_tiny_lifetimes_log_in_no_more_often_than_the_floor(lifetime: float) -> None:
+    t = tok(lifetime)
+    for rand in (0.0, 0.5, 0.999):
+        assert engine.refresh_at(t, P, rand) == t.obtained_at + P.min_refresh_interval
+
+
+@pytest.mark.parametrize("lifetime", [30, 60, 120, 300, 900, 3600])
+def test_every_lifetime_gets_jitter(lifetime: float) -> None:
+    t = tok(lifetime)
+    spread = engine.refresh_at(t, P, 0.0) - engine.refresh_at(t, P, 0.999)
+    assert spread > 0
+    if engine.refresh_at(t, P, 0.999) > t.obtained_at + P.min_refresh_interval:
+        assert spread == pytest.approx(0.999 * lifetime * P.jitter_fraction)
 
 
 def test_45_second_tokens_with_the_30_second_skew_leave_no_gap() -> None:
@@ -60,8 +74,15 @@ def test_min_ttl_asks_for_that_much_validity() -> None:
 def test_backoff_grows_capped_with_full_jitter() -> None:
     assert engine.backoff_delay(1, P, 0.999) == pytest.approx(0.999, abs=1e-9)
     assert engine.backoff_delay(4, P, 0.999) == pytest.approx(8 * 0.999, abs=1e-9)
-    assert engine.backoff_delay(30, P, 0.999) == pytest.approx(300 * 0.999, abs=1e-9)
+    left = 10_000.0  # a usable token: up to five minutes
+    assert engine.backoff_delay(30, P, 0.999, time_left=left) == pytest.approx(300 * 0.999)
     assert engine.backoff_delay(30, P, 0.0) == P.backoff_floor  # never a hot loop
+
+
+def test_backoff_without_a_usable_token_is_at_most_30_s_unless_retry_after_says_later() -> None:
+    assert engine.backoff_delay(30, P, 0.999) == pytest.approx(30 * 0.999)
+    assert engine.backoff_delay(30, P, 0.999, time_left=-5) == pytest.approx(30 * 0.999)
+    assert engine.backoff_delay(30, P, 0.999, retry_after=120) == 120
 
 
 def test_backoff_is_bounded_by_the_time_left_but_honours_retry_after() -> None:
@@ -126,10 +147,11 @@ def test_token_shorter_than_the_skew_is_still_usable() -> None:
 
 
 def test_the_lead_before_usable_until_is_a_quarter_of_the_usable_window_at_most_a_minute() -> None:
+    # then jitter of up to 5 % of the lifetime earlier, for every lifetime (half of it here)
     short = tok(60)  # usable for 30 s (skew clamped to half): a lead of 7.5 s
-    assert engine.refresh_at(short, P, 0.5) == short.obtained_at + 22.5
+    assert engine.refresh_at(short, P, 0.5) == short.obtained_at + 22.5 - 1.5
     medium = tok(300)  # usable for 270 s: the lead is capped at 60 s
-    assert engine.refresh_at(medium, P, 0.5) == medium.obtained_at + 210
+    assert engine.refresh_at(medium, P, 0.5) == medium.obtained_at + 210 - 7.5
 
 
 def test_backoff_is_bounded_by_any_positive_time_left() -> None:
@@ -182,7 +204,8 @@ def test_new_credentials_forget_failures_backoff_and_rejection() -> None:
 def test_decide_honours_min_ttl_and_the_exact_end_of_a_backoff() -> None:
     rt = Runtime()
     rt.on_success(tok(3600, obtained=0), P, 0.0, 0)
-    assert engine.decide(rt, 10, P, min_ttl=3591) is Action.WAIT_FOR_REFRESH
+    assert engine.decide(rt, 10, P, min_ttl=3591) is Action.FAIL_UNSATISFIABLE  # > 3600 - 30
+    assert engine.decide(rt, 40, P, min_ttl=3561) is Action.WAIT_FOR_REFRESH
     assert engine.decide(rt, 10, P, min_ttl=3590) is Action.SERVE
     rt.retry_at = 2800.0
     assert engine.decide(rt, 2799.9, P) is Action.SERVE  # due, but in backoff
@@ -190,3 +213,73 @@ def test_decide_honours_min_ttl_and_the_exact_end_of_a_backoff() -> None:
     rt.retry_at = 3600.0
     assert engine.decide(rt, 3599.9, P) is Action.FAIL_UNAVAILABLE
     assert engine.decide(rt, 3600.0, P) is Action.WAIT_FOR_REFRESH
+
+
+# ---- two clocks: wall (epoch seconds) and boot (counts suspend, never steps) ----------------
+
+
+def booted(lifetime: float, obtained: float = 1_000_000.0, boot: float = 500.0) -> Token:
+    return Token("t", "Bearer", obtained, obtained + lifetime, boot)
+
+
+def test_a_wall_clock_set_back_does_not_stretch_a_token() -> None:
+    t = booted(3600)
+    # 3000 s later by the boot clock, but the wall clock was set back 600 s meanwhile
+    now, boot = t.obtained_at + 3000 - 600, 500.0 + 3000
+    assert engine.expires_in(t, now, boot) == 600
+    assert engine.servable(t, now, P, boot=boot)
+    assert not engine.servable(t, now, P, min_ttl=601, boot=boot)
+    # by the wall clock alone it would have 1200 s left, and be served at 3580 s of life
+    assert engine.servable(t, t.obtained_at + 3580 - 600, P)
+    assert not engine.servable(t, t.obtained_at + 3580 - 600, P, boot=500.0 + 3580)
+
+
+def test_a_suspend_the_wall_clock_has_not_caught_up_with_ends_a_token() -> None:
+    t = booted(3600)
+    # the machine slept 2 hours; the wall clock is still behind, the boot clock is not
+    assert not engine.servable(t, t.obtained_at + 60, P, boot=500.0 + 7200)
+    rt = Runtime(token=t, refresh_at=engine.refresh_at(t, P, 0.5))
+    assert engine.decide(rt, t.obtained_at + 60, P, boot=500.0 + 7200) is Action.WAIT_FOR_REFRESH
+    assert engine.state(rt, t.obtained_at + 60, P, boot=500.0 + 7200) is State.EXPIRED
+
+
+def test_a_wall_clock_set_forward_ends_a_token_too() -> None:
+    t = booted(3600)
+    assert not engine.servable(t, t.obtained_at + 7200, P, boot=500.0 + 60)
+
+
+def test_a_wall_clock_earlier_than_obtained_at_makes_the_token_due_at_once() -> None:
+    t = booted(3600)
+    rt = Runtime(token=t, refresh_at=engine.refresh_at(t, P, 0.5))
+    assert engine.decide(rt, t.obtained_at + 10, P, boot=510.0) is Action.SERVE
+    now = t.obtained_at - 300  # set back five minutes, ten seconds after the mint
+    assert engine.decide(rt, now, P, boot=510.0) is Action.SERVE_AND_REFRESH
+    assert engine.due(t, rt.refresh_at, now, 510.0)
+
+
+def test_the_boot_clock_makes_a_refresh_due_when_the_wall_clock_lags() -> None:
+    t = booted(3600)
+    at = engine.refresh_at(t, P, 0.0)  # 2700 s after the mint
+    assert not engine.due(t, at, t.obtained_at + 100, 500.0 + 100)
+    assert engine.due(t, at, t.obtained_at + 100, 500.0 + 2700)
+
+
+def test_a_min_ttl_no_token_could_meet_is_refused_without_a_login() -> None:
+    rt = Runtime()
+    rt.on_success(tok(3600, obtained=0), P, 0.0, 0)
+    assert engine.decide(rt, 10, P, min_ttl=3570) is Action.SERVE
+    assert engine.decide(rt, 100, P, min_ttl=3570) is Action.WAIT_FOR_REFRESH
+    assert engine.decide(rt, 100, P, min_ttl=3571) is Action.FAIL_UNSATISFIABLE
+    assert engine.decide(rt, 100, P, min_ttl=3700) is Action.FAIL_UNSATISFIABLE
+    assert engine.decide(Runtime(), 10, P, min_ttl=3700) is Action.WAIT_FOR_REFRESH  # none yet
+
+
+def test_an_explicit_refresh_lifts_reauth_but_not_a_backoff() -> None:
+    rt = Runtime()
+    rt.on_success(tok(3600, obtained=0), P, 0.0, 0)
+    rt.on_transient_failure("HTTP 429", P, 0.5, 100, retry_after=60)
+    rt.on_explicit_refresh()
+    assert rt.in_backoff(150) and not rt.in_backoff(160)
+    rt.on_rejected("HTTP 401")
+    rt.on_explicit_refresh()
+    assert not rt.reauth

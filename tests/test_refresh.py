@@ -347,12 +347,6 @@ async def test_skew_and_refresh_fraction_come_from_the_config(inproc: InProc, ho
     assert status == 503 and tok.access_token not in str(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rejected-token report still logs in inside a Retry-After window (SPEC: "
-    "'no login during a backoff or Retry-After window, whoever asks (rejected-token reports "
-    "included)'); remove this mark with the fix",
-)
 async def test_a_rejected_token_report_inside_a_retry_after_window_makes_no_login(
     inproc: InProc,
 ) -> None:

@@ -445,17 +445,29 @@ TOKEN = "cat_SecretAccessToken_abcdefghijklmnop"
             json.dumps(
                 {"access_token": TOKEN, "token_type": "Bearer", "expires_in": True}
             ).encode(),
-            "expires_in is a boolean, not an integer",
-        ),
-        (
-            json.dumps({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 1.5}).encode(),
-            "expires_in is a number, not an integer",
+            "expires_in is a boolean, not a number of seconds",
         ),
         (
             json.dumps(
-                {"access_token": TOKEN, "token_type": "Bearer", "expires_in": "60"}
+                {"access_token": TOKEN, "token_type": "Bearer", "expires_in": "1h"}
             ).encode(),
-            "expires_in is a string, not an integer",
+            "expires_in is '1h', not a number of seconds",
+        ),
+        (
+            json.dumps(
+                {"access_token": TOKEN, "token_type": "Bearer", "expires_in": [60]}
+            ).encode(),
+            "expires_in is an array, not a number of seconds",
+        ),
+        (
+            json.dumps({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 0.5}).encode(),
+            "expires_in is 0, not a positive number of seconds",
+        ),
+        (
+            json.dumps(
+                {"access_token": TOKEN, "token_type": "Bearer", "expires_in": "-60"}
+            ).encode(),
+            "expires_in is -60, not a positive number of seconds",
         ),
         (
             json.dumps({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 0}).encode(),
@@ -465,12 +477,6 @@ TOKEN = "cat_SecretAccessToken_abcdefghijklmnop"
             json.dumps({"access_token": TOKEN, "token_type": "Bearer", "expires_in": -5}).encode(),
             "expires_in is -5",
         ),
-        (
-            json.dumps(
-                {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 366 * 86400}
-            ).encode(),
-            "more than a year",
-        ),
     ],
 )
 def test_malformed_answers_say_what_is_wrong_without_the_token(answer: bytes, says: str) -> None:
@@ -479,6 +485,25 @@ def test_malformed_answers_say_what_is_wrong_without_the_token(answer: bytes, sa
     assert says in info.value.detail
     assert info.value.retryable and info.value.status == 200
     assert TOKEN not in str(info.value) and TOKEN[-8:] not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "seconds"),
+    [(3600, 3600), (3600.0, 3600), ("3600", 3600), (" 3600 ", 3600), ("3600.0", 3600), (1.5, 1)],
+)
+def test_expires_in_as_a_float_or_a_numeric_string_is_accepted(
+    expires_in: object, seconds: int
+) -> None:
+    answer = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": expires_in}
+    assert parse_login_answer(json.dumps(answer).encode()).expires_in == seconds
+
+
+def test_an_absurdly_long_lifetime_is_clamped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answer = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 10**12}
+    assert parse_login_answer(json.dumps(answer).encode()).expires_in == 365 * 86400
+    assert "more than a year" in caplog.text and TOKEN[-8:] not in caplog.text
 
 
 def test_a_good_answer_is_normalised() -> None:
@@ -591,3 +616,41 @@ def test_invalid_credentials_are_refused_without_echoing_them(
     with pytest.raises(ValueError, match=says) as info:
         Credential(**kwargs)  # type: ignore[arg-type]
     assert kwargs["secret"] == "" or kwargs["secret"] not in str(info.value)
+
+
+def test_a_retry_after_date_is_measured_against_the_answers_date() -> None:
+    server_now = NOW - 3600  # the local clock runs an hour ahead of Coactive's
+    date = email.utils.formatdate(server_now, usegmt=True)
+    later = email.utils.formatdate(server_now + 60, usegmt=True)
+    assert parse_retry_after(later, NOW, date) == 60.0
+    assert parse_retry_after(later, NOW) == 0.0  # against the local clock alone: no wait
+    assert parse_retry_after(later, NOW, "not a date") == 0.0
+    assert parse_retry_after("120", NOW, date) == 120.0
+
+
+async def test_a_fast_local_clock_does_not_shorten_a_date_retry_after(upstream: Upstream) -> None:
+    """A real server whose clock is an hour behind ours says 'retry at Date + 60 s'."""
+
+    async def busy(request: web.Request) -> web.Response:
+        behind = time.time() - 3600
+        return web.Response(
+            status=429,
+            headers={
+                "Date": email.utils.formatdate(behind, usegmt=True),
+                "Retry-After": email.utils.formatdate(behind + 60, usegmt=True),
+            },
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/v0/login", busy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with pytest.raises(UpstreamUnavailable) as info:
+            await upstream.login(f"http://127.0.0.1:{port}", PERSONAL_CRED)
+    finally:
+        await runner.cleanup()
+    assert info.value.retry_after is not None and 59 <= info.value.retry_after <= 61

@@ -69,6 +69,15 @@ def _route_fields(pc: config.ProfileConfig) -> dict[str, str | None]:
     return {"proxy": route.shown(), "proxy_route": route.describe()}
 
 
+def _too_long(min_ttl: int, tok: engine.Token) -> ApiError:
+    return ApiError(
+        400,
+        "bad_request",
+        f"min_ttl={min_ttl} is longer than the tokens Coactive issues ({int(tok.lifetime)} s)",
+        "ask for a smaller min_ttl",
+    )
+
+
 class Api:
     """Answers the socket protocol for a :class:`Daemon`."""
 
@@ -212,7 +221,9 @@ class Api:
         self._client(request).slow[p.cfg.name] += 1
         if wants_plain_text(",".join(request.headers.getall("Accept", ()))):
             return web.Response(text=tok.access_token)
-        return web.Response(body=p.render(now), content_type="application/json")
+        return web.Response(
+            body=p.render(now, self.d.boot_clock()), content_type="application/json"
+        )
 
     def _failure(self, p: Profile, now: float) -> ApiError:
         name = p.cfg.name
@@ -288,7 +299,7 @@ class Api:
         except BadQuery as exc:
             raise ApiError(400, "bad_request", exc.message, exc.hint) from None
         now = self.d.last_use = self.d.clock()
-        action = engine.decide(p.rt, now, self.d.policy, min_ttl)
+        action = engine.decide(p.rt, now, self.d.policy, min_ttl, self.d.boot_clock())
         if action is engine.Action.SERVE:
             return self._answer(request, p, now)
         if action is engine.Action.SERVE_AND_REFRESH:
@@ -297,25 +308,22 @@ class Api:
         if action is engine.Action.WAIT_FOR_REFRESH:
             await asyncio.shield(self.d.start_refresh(p))
             return self._after_refresh(request, p, min_ttl)
+        if action is engine.Action.FAIL_UNSATISFIABLE and p.rt.token is not None:
+            raise _too_long(min_ttl, p.rt.token)  # no login: no token Coactive issues would do
         raise self._failure(p, now)
 
     def _after_refresh(self, request: web.BaseRequest, p: Profile, min_ttl: int) -> web.Response:
-        now = self.d.clock()
+        now, boot = self.d.clock(), self.d.boot_clock()
         tok = p.rt.token
-        if tok is not None and engine.servable(tok, now, self.d.policy, min_ttl):
+        if tok is not None and engine.servable(tok, now, self.d.policy, min_ttl, boot):
             return self._answer(request, p, now)
         if (
             tok is not None
             and p.rt.failures == 0
             and not p.rt.reauth
-            and engine.servable(tok, now, self.d.policy)
+            and engine.servable(tok, now, self.d.policy, boot=boot)
         ):
-            raise ApiError(
-                400,
-                "bad_request",
-                f"min_ttl={min_ttl} is longer than the tokens Coactive issues ({int(tok.lifetime)} s)",
-                "ask for a smaller min_ttl",
-            )
+            raise _too_long(min_ttl, tok)
         raise self._failure(p, now)
 
     async def post_refresh(self, request: web.BaseRequest) -> web.Response:
@@ -344,14 +352,21 @@ class Api:
             and hashlib.sha256(tok.access_token.encode()).hexdigest() == rejected.lower()
         )
         if stale or tok is None:
-            if p.inflight is None:
-                p.rt.on_new_credentials()  # an explicit refresh lifts reauth_required and backoff
-                if rejected is not None:
-                    log.info(
-                        "profile=%s token %s reported rejected; replacing it",
-                        p.cfg.name,
-                        token_tail(tok.access_token) if tok else "",
-                    )
+            now = self.d.clock()
+            if rejected is None and p.inflight is None:
+                p.rt.on_explicit_refresh()  # the user's own refresh tries rejected credentials again
+            if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now)):
+                # No login in reauth_required, nor inside a backoff or Retry-After window,
+                # whoever asks: answered from the state as it is.
+                if rejected is None and tok is not None:
+                    return self._after_refresh(request, p, 0)
+                raise self._failure(p, now)
+            if p.inflight is None and rejected is not None:
+                log.info(
+                    "profile=%s token %s reported rejected; replacing it",
+                    p.cfg.name,
+                    token_tail(tok.access_token) if tok else "",
+                )
             await asyncio.shield(self.d.start_refresh(p))
             if p.rt.reauth or p.rt.failures:  # the caller asked for a new token and got none
                 raise self._failure(p, self.d.clock())
@@ -426,7 +441,11 @@ class Api:
                     "name": name,
                     "auth": p.cfg.auth,
                     "base_url": p.cfg.base_url,
-                    "state": str(engine.state(rt, now, self.d.policy, locked=self.d.locked)),
+                    "state": str(
+                        engine.state(
+                            rt, now, self.d.policy, locked=self.d.locked, boot=self.d.boot_clock()
+                        )
+                    ),
                     "expires_at": rfc3339(rt.token.expires_at) if rt.token else None,
                     "next_refresh_at": rfc3339(rt.next_due()),
                     "last_refresh_at": rfc3339(rt.last_refresh_at),

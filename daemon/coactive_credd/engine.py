@@ -1,7 +1,15 @@
 """Token states and the refresh schedule: pure decisions, no I/O.
 
-Every function takes ``now`` (wall-clock epoch seconds) and, where chance plays a part, a
-number drawn from ``[0, 1)``, so tests jump the clock and pin the jitter instead of sleeping.
+Every function takes ``now`` (wall-clock epoch seconds), where it matters ``boot`` (seconds
+on a clock that counts suspend and never steps: Linux ``CLOCK_BOOTTIME``, see :mod:`clocks`)
+and, where chance plays a part, a number drawn from ``[0, 1)``, so tests jump either clock and
+pin the jitter instead of sleeping.
+
+Two clocks: a token records both readings when it is minted, and is served only while both
+say it is usable. A wall clock set forward ends it early (harmless); a wall clock set back, or
+a suspend the wall clock has not caught up with, is caught by the boot clock. A wall clock
+earlier than the token's ``obtained_at`` makes it due for a refresh at once, so the next
+token is minted on the clock as it now reads. ``boot=None`` judges on the wall clock alone.
 
 A token's life, for the documented 3600 s lifetime and the default 30 s skew::
 
@@ -36,6 +44,7 @@ class Action(enum.Enum):
     WAIT_FOR_REFRESH = "wait_for_refresh"  # mandatory: no usable token, the caller waits
     FAIL_REAUTH = "fail_reauth"
     FAIL_UNAVAILABLE = "fail_unavailable"  # in backoff with no usable token
+    FAIL_UNSATISFIABLE = "fail_unsatisfiable"  # min_ttl beyond any token Coactive issues
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,9 @@ class Policy:
     max_lead: float = 60.0  # at most this much lead before usable_until is ever required
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
+    unusable_backoff_cap: float = 30.0  # while no usable token exists (Retry-After may say later)
     backoff_floor: float = 0.1
+    min_refresh_interval: float = 10.0  # background logins at most this often, however short-lived
     wallclock_check: float = (
         30.0  # timers never sleep longer than this without re-reading the clock
     )
@@ -54,14 +65,26 @@ class Policy:
 
 @dataclass(frozen=True)
 class Token:
+    """An access token; ``obtained_at``/``expires_at`` are wall-clock epoch seconds,
+    ``obtained_boot`` the boot clock's reading (seconds) when it was minted, if known."""
+
     access_token: str
     token_type: str
     obtained_at: float
     expires_at: float
+    obtained_boot: float | None = None
 
     @property
     def lifetime(self) -> float:
         return max(0.0, self.expires_at - self.obtained_at)
+
+
+def expires_in(token: Token, now: float, boot: float | None = None) -> float:
+    """Seconds of validity left: the smaller of the wall clock's and the boot clock's count."""
+    left = token.expires_at - now
+    if boot is not None and token.obtained_boot is not None:
+        left = min(left, token.lifetime - (boot - token.obtained_boot))
+    return left
 
 
 def skew_for(token: Token, policy: Policy) -> float:
@@ -73,26 +96,56 @@ def usable_until(token: Token, policy: Policy) -> float:
     return token.expires_at - skew_for(token, policy)
 
 
-def servable(token: Token, now: float, policy: Policy, min_ttl: float = 0) -> bool:
-    """May ``token`` be handed to a caller who needs ``min_ttl`` seconds of validity at ``now``?"""
-    return now < usable_until(token, policy) and token.expires_at - now >= min_ttl
+def servable(
+    token: Token, now: float, policy: Policy, min_ttl: float = 0, boot: float | None = None
+) -> bool:
+    """May ``token`` be handed to a caller who needs ``min_ttl`` seconds of validity at ``now``
+    (and ``boot``)? Only while both clocks say it is short of ``expires_at - skew``."""
+    left = expires_in(token, now, boot)
+    return left > skew_for(token, policy) and left >= min_ttl
+
+
+def unsatisfiable(token: Token | None, policy: Policy, min_ttl: float) -> bool:
+    """Whether no token like the last one Coactive issued could give ``min_ttl`` seconds:
+    more than its lifetime minus the skew. Such a request is refused without a login."""
+    return token is not None and min_ttl > token.lifetime - skew_for(token, policy)
 
 
 def refresh_at(token: Token, policy: Policy, rand: float) -> float:
-    """When to start refreshing ``token`` in the background.
+    """When to start refreshing ``token`` in the background (wall-clock epoch seconds).
 
-    Nominally when ``refresh_fraction`` of its lifetime is left, up to ``jitter_fraction`` of
-    the lifetime earlier (so many daemons and profiles do not refresh in step), but always
-    with a lead of a quarter of the usable window (at most ``max_lead``) before
-    ``usable_until``, so a short-lived token is replaced before anyone has to wait.
+    Nominally when ``refresh_fraction`` of its lifetime is left, but with a lead of a quarter
+    of the usable window (at most ``max_lead``) before ``usable_until`` so a short-lived token
+    is replaced before anyone has to wait; then up to ``jitter_fraction`` of the lifetime
+    earlier, at random, for every lifetime, so profiles and daemons do not refresh in step.
+    Never sooner than ``min_refresh_interval`` after it was obtained: a token that lives a
+    second does not make a login a second while nobody asks (a caller then waits for one).
     """
     life = token.lifetime
-    nominal = (
-        token.expires_at - life * policy.refresh_fraction - rand * life * policy.jitter_fraction
-    )
     until = usable_until(token, policy)
     lead = min(policy.max_lead, (until - token.obtained_at) * 0.25)
-    return max(token.obtained_at, min(nominal, until - lead))
+    base = min(token.expires_at - life * policy.refresh_fraction, until - lead)
+    at = base - rand * life * policy.jitter_fraction
+    return max(token.obtained_at + policy.min_refresh_interval, at)
+
+
+def due(token: Token | None, at: float | None, now: float, boot: float | None = None) -> bool:
+    """Is a refresh planned for ``at`` due? By the wall clock, by the boot clock (the same
+    span after the token was minted), or because the wall clock now reads earlier than the
+    moment the token was obtained (set back: mint a token on the clock as it now reads)."""
+    if at is None:
+        return False
+    if now >= at:
+        return True
+    if token is None:
+        return False
+    if now < token.obtained_at:
+        return True
+    return (
+        boot is not None
+        and token.obtained_boot is not None
+        and boot - token.obtained_boot >= at - token.obtained_at
+    )
 
 
 def backoff_delay(
@@ -105,12 +158,15 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait before the next attempt after ``failures`` transient failures in a row.
 
-    Capped exponential backoff with full jitter; while a token is still usable the wait is
-    bounded by half the ``time_left`` on it so the next try comes before it dies. A
-    ``Retry-After`` from Coactive is honoured even past that: hammering a server that asked
-    for quiet does not make it answer sooner.
+    Capped exponential backoff with full jitter: capped at ``backoff_cap`` while a token is
+    still usable (and then bounded by half the ``time_left`` on it so the next try comes
+    before it dies), at ``unusable_backoff_cap`` when none is (callers are failing: try again
+    soon after Coactive recovers). A ``Retry-After`` from Coactive is honoured even past
+    that: hammering a server that asked for quiet does not make it answer sooner.
     """
-    ceiling = min(policy.backoff_cap, policy.backoff_base * 2.0 ** max(0, failures - 1))
+    usable = time_left is not None and time_left > 0
+    cap = policy.backoff_cap if usable else min(policy.backoff_cap, policy.unusable_backoff_cap)
+    ceiling = min(cap, policy.backoff_base * 2.0 ** max(0, failures - 1))
     delay = max(policy.backoff_floor, ceiling * rand)
     if time_left is not None and time_left > 0:
         delay = min(delay, max(policy.backoff_floor, time_left / 2))
@@ -149,12 +205,27 @@ class Runtime:
         self.last_refresh_at = now
         self.last_error = None
 
+    def in_backoff(self, now: float) -> bool:
+        """No login before ``retry_at``, whoever asks (RFC 9110 §10.2.3 Retry-After)."""
+        return self.retry_at is not None and now < self.retry_at
+
     def on_transient_failure(
-        self, detail: str, policy: Policy, rand: float, now: float, retry_after: float | None
+        self,
+        detail: str,
+        policy: Policy,
+        rand: float,
+        now: float,
+        retry_after: float | None,
+        boot: float | None = None,
     ) -> float:
         """Record a retryable failure; returns the backoff delay chosen."""
         self.failures += 1
-        time_left = usable_until(self.token, policy) - now if self.token else None
+        time_left = None
+        if self.token is not None and servable(self.token, now, policy, boot=boot):
+            time_left = min(
+                usable_until(self.token, policy) - now,
+                expires_in(self.token, now, boot) - skew_for(self.token, policy),
+            )
         delay = backoff_delay(
             self.failures, policy, rand, retry_after=retry_after, time_left=time_left
         )
@@ -168,13 +239,20 @@ class Runtime:
         self.last_error = detail
 
     def on_new_credentials(self) -> None:
-        """New credentials (login) or an explicit refresh: forget backoff and rejection."""
+        """New credentials (login): forget backoff and rejection."""
         self.failures = 0
         self.retry_at = None
         self.reauth = False
 
+    def on_explicit_refresh(self) -> None:
+        """A user's own ``coactive-credd refresh``: try the stored credentials again even if
+        Coactive rejected them, but not inside a backoff or Retry-After window."""
+        self.reauth = False
 
-def state(rt: Runtime, now: float, policy: Policy, *, locked: bool = False) -> State:
+
+def state(
+    rt: Runtime, now: float, policy: Policy, *, locked: bool = False, boot: float | None = None
+) -> State:
     if locked:
         return State.LOCKED
     if rt.reauth:
@@ -183,23 +261,31 @@ def state(rt: Runtime, now: float, policy: Policy, *, locked: bool = False) -> S
         return State.REFRESHING
     if rt.token is None:
         return State.NO_TOKEN
-    if servable(rt.token, now, policy):
+    if servable(rt.token, now, policy, boot=boot):
         return State.VALID
     return State.EXPIRED
 
 
-def decide(rt: Runtime, now: float, policy: Policy, min_ttl: float = 0) -> Action:
-    """What to do with a caller asking for this profile's token at ``now``."""
-    if rt.token is not None and servable(rt.token, now, policy, min_ttl):
-        in_backoff = rt.retry_at is not None and now < rt.retry_at
-        due = rt.refresh_at is not None and now >= rt.refresh_at
-        if due and not rt.reauth and not rt.refreshing and not in_backoff:
+def decide(
+    rt: Runtime, now: float, policy: Policy, min_ttl: float = 0, boot: float | None = None
+) -> Action:
+    """What to do with a caller asking for this profile's token at ``now`` (and ``boot``)."""
+    tok = rt.token
+    if tok is not None and servable(tok, now, policy, min_ttl, boot):
+        if (
+            due(tok, rt.refresh_at, now, boot)
+            and not rt.reauth
+            and not rt.refreshing
+            and not rt.in_backoff(now)
+        ):
             return Action.SERVE_AND_REFRESH
         return Action.SERVE
     if rt.reauth:
         return Action.FAIL_REAUTH
+    if unsatisfiable(tok, policy, min_ttl):
+        return Action.FAIL_UNSATISFIABLE
     if rt.refreshing:
         return Action.WAIT_FOR_REFRESH
-    if rt.retry_at is not None and now < rt.retry_at:
+    if rt.in_backoff(now):
         return Action.FAIL_UNAVAILABLE
     return Action.WAIT_FOR_REFRESH

@@ -175,12 +175,13 @@ class FastConnection(asyncio.Protocol):
         if p is None or d.locked:
             return None
         now = d.last_use = d.clock()
-        action = engine.decide(p.rt, now, d.policy, min_ttl)
+        boot = d.boot_clock()
+        action = engine.decide(p.rt, now, d.policy, min_ttl, boot)
         if action is engine.Action.SERVE_AND_REFRESH:
             d.start_refresh(p)
         elif action is not engine.Action.SERVE:
             return None
-        body = p.render(now)
+        body = p.render(now, boot)
         try:  # a plain dict: the cheapest counter Python has (a Counter is ~3x slower)
             self.tokens[p.cfg.name] += 1
         except KeyError:

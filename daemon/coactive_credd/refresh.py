@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import config, credage, credfile, engine, proxy, service
+from . import clocks, config, credage, credfile, engine, proxy, service
 from .config import Config, ProfileConfig
 from .paths import Paths
 from .shield import Shielded
@@ -82,10 +82,10 @@ class Profile:
     inflight: asyncio.Task[None] | None = None
     rendered: tuple[str, int, bytes] | None = None  # (token, expires_in, JSON body) cache
 
-    def render(self, now: float) -> bytes:
+    def render(self, now: float, boot: float | None = None) -> bytes:
         tok = self.rt.token
         assert tok is not None
-        expires_in = max(0, int(tok.expires_at - now))
+        expires_in = max(0, int(engine.expires_in(tok, now, boot)))
         cached = self.rendered
         if cached is not None and cached[0] is tok.access_token and cached[1] == expires_in:
             return cached[2]
@@ -94,7 +94,7 @@ class Profile:
                 "profile": self.cfg.name,
                 "access_token": tok.access_token,
                 "token_type": "Bearer",
-                "expires_at": rfc3339(tok.expires_at),
+                "expires_at": rfc3339(min(tok.expires_at, now + expires_in + 1)),
                 "expires_in": expires_in,
             },
             separators=(",", ":"),
@@ -111,6 +111,7 @@ class Daemon:
         paths: Paths,
         *,
         clock: Clock = time.time,
+        boot_clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
         upstream: Upstream | None = None,
         notifier: service.Notifier | None = None,
@@ -118,6 +119,9 @@ class Daemon:
     ) -> None:
         self.paths = paths
         self.clock = clock
+        # The boot clock (clocks.boot_time) beside the wall clock; a test that injects a wall
+        # clock alone gets it for both, and jumps them apart by injecting both.
+        self.boot_clock = boot_clock or (clocks.boot_time if clock is time.time else clock)
         self.rand = rand
         self.upstream = upstream or Upstream()
         self.notifier = notifier or service.Notifier.from_env()
@@ -188,7 +192,7 @@ class Daemon:
             if problem is not None:
                 p.rt.on_rejected(problem)
             if sec is not None and sec.token is not None:
-                self._adopt(p, sec.token, now)
+                self._adopt(p, sec.token, now, self.boot_clock())
             if p.secret is not None and p.rt.token is None and p.rt.refresh_at is None:
                 p.rt.refresh_at = now  # log in now, before the first caller asks
             fresh[name] = p
@@ -196,12 +200,18 @@ class Daemon:
         self._wake.set()
         self.changed()
 
-    def _adopt(self, p: Profile, cached: CachedToken, now: float) -> None:
-        """Take a token from the vault if it outlives the one in memory."""
+    def _adopt(self, p: Profile, cached: CachedToken, now: float, boot: float) -> None:
+        """Take a token from the vault if it outlives the one in memory. Its boot-clock mint
+        is reckoned from its wall-clock age (none if the wall clock now reads earlier)."""
         if p.rt.token is not None and p.rt.token.expires_at >= cached.expires_at:
             return
+        age = max(0.0, now - cached.obtained_at)
         tok = engine.Token(
-            cached.access_token, cached.token_type, cached.obtained_at, cached.expires_at
+            cached.access_token,
+            cached.token_type,
+            cached.obtained_at,
+            cached.expires_at,
+            boot - age,
         )
         p.rt.token = tok
         p.rt.refresh_at = engine.refresh_at(tok, self.policy, self.rand())
@@ -223,7 +233,7 @@ class Daemon:
             if p.secret is None:
                 p.rt.on_rejected("no credentials stored")
                 return
-            sent_at = self.clock()
+            sent_at, sent_boot = self.clock(), self.boot_clock()
             try:
                 cred = Credential(auth=p.cfg.auth, secret=p.secret.reveal(), client_id=p.client_id)
             except ValueError as exc:
@@ -258,9 +268,10 @@ class Daemon:
                     self.rand(),
                     self.clock(),
                     getattr(exc, "retry_after", None),
+                    self.boot_clock(),
                 )
                 usable = p.rt.token is not None and engine.servable(
-                    p.rt.token, self.clock(), self.policy
+                    p.rt.token, self.clock(), self.policy, boot=self.boot_clock()
                 )
                 log.warning(
                     "profile=%s refresh failed (attempt %d): %s; retrying in %.1f s%s",
@@ -278,13 +289,18 @@ class Daemon:
                     self.rand(),
                     self.clock(),
                     None,
+                    self.boot_clock(),
                 )
                 log.exception(
                     "profile=%s refresh failed unexpectedly; retrying in %.1f s", name, delay
                 )
                 return
             tok = engine.Token(
-                grant.access_token, grant.token_type, sent_at, sent_at + grant.expires_in
+                grant.access_token,
+                grant.token_type,
+                sent_at,
+                sent_at + grant.expires_in,
+                sent_boot,
             )
             p.rt.on_success(tok, self.policy, self.rand(), self.clock())
             p.rendered = None
@@ -350,7 +366,7 @@ class Daemon:
     async def scheduler(self) -> None:
         """Start refreshes when they fall due; re-read the wall clock at least every 30 s."""
         while True:
-            now = self.clock()
+            now, boot = self.clock(), self.boot_clock()
             self.age_watch.check((p.cfg for p in self.profiles.values()), now)
             next_due = self.lock_due()
             if next_due is not None and next_due <= now:
@@ -361,7 +377,10 @@ class Daemon:
                     due = p.rt.next_due()
                     if due is None:
                         continue
-                    if due <= now:
+                    # due by either clock (retry_at is a wall-clock moment only)
+                    if due <= now or (
+                        p.rt.retry_at is None and engine.due(p.rt.token, due, now, boot)
+                    ):
                         self.start_refresh(p)
                     elif next_due is None or due < next_due:
                         next_due = due

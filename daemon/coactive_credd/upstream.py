@@ -202,11 +202,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
+def parse_retry_after(value: str | None, now: float, date: str | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date (RFC 9110
+    §10.2.3).
 
-    HTTP-dates are taken relative to ``now`` (epoch seconds). Returns None when the value is
-    absent or unparseable; never a negative number (a date in the past means "now": 0).
+    An HTTP-date is measured against the answer's own ``Date`` field when there is a valid
+    one (the server's clock against the server's clock, so a local clock that runs fast or
+    slow does not shorten or stretch the wait), else against ``now`` (epoch seconds).
+    Returns None when the value is absent or unparseable; never a negative number (a date in
+    the past means "now": 0).
     """
     if value is None:
         return None
@@ -218,14 +222,26 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             return float(int(value))
         except OverflowError:
             return None
+    when = _http_date(value)
+    if when is None:
+        return None
+    base = _http_date(date) if date else None
+    return max(0.0, when - (now if base is None else base))
+
+
+def _http_date(value: str) -> float | None:
+    """Epoch seconds of an HTTP-date (RFC 9110 §5.6.7), None if it is not one."""
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         # RFC 9110 HTTP-dates are always GMT; a date without a zone is read as such.
         when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _json_kind(value: object) -> str:
@@ -278,16 +294,46 @@ def parse_login_answer(body: bytes) -> Grant:
         shown = token_type[:20] if token_type.isprintable() else "(unprintable)"
         raise bad(f"token_type is {shown!r}, expected 'Bearer'")
 
-    expires_in = data.get("expires_in")
-    if expires_in is None:
+    raw = data.get("expires_in")
+    if raw is None:
         raise bad("no expires_in")
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
-        raise bad(f"expires_in is {_json_kind(expires_in)}, not an integer")
+    expires_in = _seconds(raw)
+    if expires_in is None:
+        shown = f"{raw!r}"[:24] if isinstance(raw, str) and raw.isprintable() else _json_kind(raw)
+        raise bad(f"expires_in is {shown}, not a number of seconds")
     if expires_in <= 0:
         raise bad(f"expires_in is {expires_in}, not a positive number of seconds")
     if expires_in > MAX_EXPIRES_IN:
-        raise bad(f"expires_in is {expires_in} s, more than a year")
+        # Broken or generous, the daemon refreshes within a year all the same; say so.
+        log.warning(
+            "Coactive's login answer says expires_in %d s, more than a year; "
+            "the token is treated as valid for a year",
+            expires_in,
+        )
+        expires_in = MAX_EXPIRES_IN
     return Grant(access_token=token, token_type=TOKEN_TYPE, expires_in=expires_in)
+
+
+def _seconds(value: object) -> int | None:
+    """Whole seconds from a JSON number or numeric string: 3600, 3600.0, "3600", "3600.0"
+    (a fraction is rounded down); None for anything else (booleans, NaN, "1h", ...)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 32 or not text.isascii():
+            return None
+        try:
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+        except ValueError:
+            return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return int(value)
+    return None
 
 
 def _leaks(text: str, secret: str) -> bool:
@@ -439,6 +485,7 @@ class Upstream:
                 answer = await self._read_capped(resp)
                 status = resp.status
                 retry_after_header = resp.headers.get("Retry-After")
+                date_header = resp.headers.get("Date")
         except UpstreamError:
             raise
         except aiohttp.ClientHttpProxyError as exc:
@@ -490,7 +537,7 @@ class Upstream:
                 f"Coactive refused the login with HTTP {status}{said}", status=status
             )
         if status in (408, 429) or 500 <= status <= 599:
-            retry_after = parse_retry_after(retry_after_header, time.time())
+            retry_after = parse_retry_after(retry_after_header, time.time(), date_header)
             wait = f" (retry after {retry_after:g} s)" if retry_after is not None else ""
             raise UpstreamUnavailable(
                 f"Coactive is unavailable: HTTP {status}{said}{wait}",

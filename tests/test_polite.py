@@ -1,0 +1,156 @@
+"""An unhappy Coactive and odd clocks, through the in-process daemon served as `serve` serves
+it: no login Coactive asked us not to make, none that could not help, never a dead token,
+and a quick recovery once Coactive answers again."""
+
+from __future__ import annotations
+
+import hashlib
+
+from coactive_credd import engine
+
+from .conftest import InProc, both_paths
+
+
+def current(ip: InProc) -> engine.Token:
+    tok = ip.daemon.profiles["default"].rt.token
+    assert tok is not None
+    return tok
+
+
+def digest(tok: engine.Token) -> str:
+    return hashlib.sha256(tok.access_token.encode()).hexdigest()
+
+
+@both_paths
+async def test_a_min_ttl_no_token_could_meet_is_400_without_a_login(inproc: InProc) -> None:
+    logins = inproc.fake.logins
+    for _ in range(10):  # `coactive-token --min-ttl 3700` ten times; tokens last 3600 s
+        status, body = await inproc.get("/v1/token?min_ttl=3700")
+        assert status == 400 and body["error"]["code"] == "bad_request"
+        assert "3600 s" in body["error"]["message"]
+    inproc.clock.jump(100)
+    status, _ = await inproc.get("/v1/token?min_ttl=3571")  # more than lifetime - skew
+    assert status == 400
+    assert inproc.fake.logins == logins
+    status, body = await inproc.get("/v1/token?min_ttl=3000")
+    assert status == 200 and body["expires_in"] >= 3000
+
+
+async def test_rejected_token_reports_inside_a_retry_after_window_make_no_login(
+    inproc: InProc,
+) -> None:
+    tok = current(inproc)
+    inproc.fake.fault, inproc.fake.retry_after = "429", "60"
+    attempts = len(inproc.fake.requests)
+    statuses = []
+    for _ in range(30):  # CoactiveAuth reporting each 401 it gets
+        status, body = await inproc.post(
+            "/v1/token/refresh", {"rejected_token_sha256": digest(tok)}
+        )
+        statuses.append(status)
+    assert len(inproc.fake.requests) == attempts + 1  # the first report tried; Coactive said 60 s
+    assert set(statuses) == {503}
+    assert "next attempt in" in body["error"]["message"]
+    # a plain GET still gets the token as it is (it may still work for other calls)
+    status, body = await inproc.get("/v1/token")
+    assert status == 200 and body["access_token"] == tok.access_token
+    # nor does the user's own refresh log in inside the window: the current state answers
+    status, body = await inproc.post("/v1/token/refresh")
+    assert status == 200 and body["access_token"] == tok.access_token
+    assert len(inproc.fake.requests) == attempts + 1
+    inproc.fake.fault = None
+    inproc.clock.jump(61)
+    status, body = await inproc.post("/v1/token/refresh", {"rejected_token_sha256": digest(tok)})
+    assert status == 200 and body["access_token"] != tok.access_token
+    assert len(inproc.fake.requests) == attempts + 2
+
+
+async def test_in_reauth_required_only_the_users_refresh_tries_again(inproc: InProc) -> None:
+    tok = current(inproc)
+    inproc.fake.fault = "401"
+    status, body = await inproc.post("/v1/token/refresh", {"rejected_token_sha256": digest(tok)})
+    assert status == 424 and body["error"]["code"] == "reauth_required"
+    attempts = len(inproc.fake.requests)
+    for _ in range(10):
+        status, _ = await inproc.post("/v1/token/refresh", {"rejected_token_sha256": digest(tok)})
+        assert status == 424
+    inproc.clock.jump(3600)
+    await inproc.settle()
+    status, _ = await inproc.get("/v1/token")
+    assert status == 424
+    assert len(inproc.fake.requests) == attempts  # credentials Coactive refused: not sent again
+    inproc.fake.fault = None
+    status, body = await inproc.post("/v1/token/refresh")  # `coactive-credd refresh`
+    assert status == 200 and body["access_token"] == inproc.fake.issued[-1]
+    assert len(inproc.fake.requests) == attempts + 1
+
+
+@both_paths
+async def test_a_wall_clock_set_back_never_stretches_a_token(inproc: InProc) -> None:
+    tok = current(inproc)
+    logins = inproc.fake.logins
+    inproc.clock.jump(100)
+    inproc.clock.step_wall(-600)  # NTP or a user sets the clock back ten minutes
+    status, body = await inproc.get("/v1/token")
+    assert status == 200
+    # the token lived 100 s of its 3600: never more than 3500 s left, whatever the wall says
+    assert body["expires_in"] <= 3500
+    await inproc.settle()  # a wall clock earlier than obtained_at: refreshed at once
+    assert inproc.fake.logins == logins + 1 and current(inproc) is not tok
+    status, body = await inproc.get("/v1/token")
+    assert body["access_token"] == current(inproc).access_token and body["expires_in"] == 3600
+
+
+@both_paths
+async def test_a_suspend_the_wall_clock_missed_never_serves_a_dead_token(inproc: InProc) -> None:
+    tok = current(inproc)
+    inproc.clock.suspend(3590)  # slept an hour; the wall clock has not been corrected yet
+    status, body = await inproc.get("/v1/token")
+    assert status == 200 and body["access_token"] != tok.access_token
+    assert body["expires_in"] == 3600
+
+
+async def test_the_boot_clock_alone_makes_a_refresh_due(inproc: InProc) -> None:
+    logins = inproc.fake.logins
+    inproc.clock.suspend(2800)  # past the refresh point by the boot clock only
+    await inproc.settle()
+    assert inproc.fake.logins == logins + 1
+
+
+async def test_an_outage_that_outlives_the_token_is_retried_at_least_every_30_s(
+    inproc: InProc,
+) -> None:
+    rt = inproc.daemon.profiles["default"].rt
+    inproc.fake.fault = "503"
+    inproc.clock.jump(3600)  # the token is dead; Coactive is down for hours
+    waits = []
+    for _ in range(14):
+        await inproc.get("/v1/token")
+        await inproc.settle()
+        assert rt.retry_at is not None
+        waits.append(rt.retry_at - inproc.clock.now)
+        inproc.clock.now = rt.retry_at
+    assert rt.failures >= 14 and max(waits) <= 30
+    inproc.fake.fault = None  # Coactive is back: the next caller within 30 s gets a token
+    inproc.clock.jump(30)
+    status, _ = await inproc.get("/v1/token")
+    assert status == 200
+
+
+async def test_a_one_second_lifetime_does_not_log_in_continuously(inproc: InProc) -> None:
+    inproc.fake.expires_in = 1
+    status, _ = await inproc.post("/v1/token/refresh")
+    assert status == 200
+    logins = inproc.fake.logins
+    for _ in range(25):  # ten seconds in 0.4 s steps, nobody asking
+        inproc.clock.jump(0.4)
+        await inproc.settle()
+    assert inproc.fake.logins - logins <= 1
+
+
+async def test_expires_in_as_a_float_or_a_string_is_accepted(inproc: InProc) -> None:
+    for value in (3600.0, "3600", "120"):
+        inproc.fake.expires_in = value  # type: ignore[assignment]
+        status, body = await inproc.post("/v1/token/refresh")
+        assert status == 200, body
+        assert body["expires_in"] == int(float(value))
