@@ -104,10 +104,11 @@ def wants_plain_text(accept: str) -> bool:
     return "text/plain" in accept.lower()
 
 
-def bare_lf(data: bytes) -> bool:
-    """Whether ``data`` holds a line ended by LF alone (RFC 9112 §2.2 lets a server refuse it;
-    this one does, with a 400 at once rather than waiting for a CRLF CRLF that never comes)."""
-    return data.count(b"\n") != data.count(b"\r\n")
+def bare_lf(data: bytes, start: int = 0) -> bool:
+    """Whether ``data[start:]`` holds a line ended by LF alone (RFC 9112 §2.2 lets a server
+    refuse it; this one does, with a 400 at once rather than waiting for a CRLF CRLF that
+    never comes)."""
+    return data.count(b"\n", start) != data.count(b"\r\n", start)
 
 
 def parse_head(head: bytes) -> tuple[bytes, bool] | None:
