@@ -285,3 +285,21 @@ def test_login_and_config_rewrites_keep_the_container_keys(
     text = cfg.read_text()
     assert "allowed_uids = [1001, 1002]" in text
     assert f'token_file = "{home}/run/token"' in text and 'token_file_mode = "0640"' in text
+
+
+def test_token_file_goes_when_the_vault_is_locked(home: Path, short: FakeCoactive) -> None:
+    tok = home / "run" / "token"
+    login(short)
+    add_keys(home, token_file=str(tok))
+    rekey = run_cli("rekey", "--passphrase-stdin", input="correct horse battery staple\n")
+    assert rekey.returncode == 0, rekey.stderr
+    d = start_daemon(home)
+    try:
+        assert not tok.exists()  # a locked vault: nothing to serve
+        unlock = run_cli("unlock", "--passphrase-stdin", input="correct horse battery staple\n")
+        assert unlock.returncode == 0, unlock.stderr
+        wait_for(lambda: read(tok), what="the token file after unlock")
+        assert run_cli("lock").returncode == 0
+        wait_for(lambda: not tok.exists(), what="the token file to go at lock")
+    finally:
+        d.stop()
