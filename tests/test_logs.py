@@ -10,9 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from coactive_credd.fakeupstream import FakeCoactive
 
 from .conftest import leaked, login, start_daemon, wait_ready
+
+
+@pytest.fixture(autouse=True)
+def _not_under_a_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The daemon leaves a file that systemd or launchd opened for it alone; these tests run
+    # it as autostart does, whatever runs the test suite.
+    for name in ("INVOCATION_ID", "XPC_SERVICE_NAME", "JOURNAL_STREAM"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def _mode(path: Path) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import datetime
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -60,6 +61,7 @@ def add_months(day: datetime.date, months: int) -> datetime.date:
     )
 
 
+@functools.lru_cache(maxsize=64)  # the scheduler asks on every wake, for every profile
 def expires_at(created: datetime.date) -> float:
     """Epoch seconds at which Coactive stops taking a personal token generated on ``created``."""
     end = add_months(created, LIMIT_MONTHS)
