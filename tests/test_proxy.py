@@ -284,3 +284,29 @@ def test_a_proxy_nobody_listens_on_is_named(
     assert proc.returncode == 6
     assert "cannot connect to the proxy http://***@127.0.0.1:" in proc.stderr
     assert "hunter2" not in proc.stderr
+
+
+def test_proxy_credentials_authenticate_and_are_never_shown(
+    home: Path, no_proxy_env: None, tinyproxy_factory: object, tls_fake: FakeCoactive,
+    tls_files: tuple[Path, Path],
+) -> None:  # fmt: skip
+    tp = tinyproxy_factory("BasicAuth alice s3cret-proxy-pw")  # type: ignore[operator]
+    host = tp.url.removeprefix("http://")
+    wrong = run_cli("login", "--base-url", tls_fake.base_url, "--ca-bundle", str(tls_files[0]),
+                    "--personal-token-stdin", input=PERSONAL_TOKEN + "\n",
+                    env={"HTTPS_PROXY": f"http://alice:wrong-pw@{host}"})  # fmt: skip
+    # tinyproxy answers 401 where RFC 9110 says 407; either way the user is told what to fix.
+    assert wrong.returncode == 6 and "refused to connect to Coactive: HTTP 401" in wrong.stderr
+    assert "check the user name and password in the proxy URL" in wrong.stderr
+    assert "wrong-pw" not in wrong.stderr
+    _login(tls_fake, tls_files[0], "--no-verify")
+    d = start_daemon(home, env={"HTTPS_PROXY": f"http://alice:s3cret-proxy-pw@{host}"})
+    try:
+        assert d.get("/v1/token")[0] == 200
+        assert tp.connects(_port(tls_fake))
+        st = _profile_status(d)
+        assert st["proxy"] == f"http://***@{host}"
+        assert "s3cret-proxy-pw" not in str(st)
+    finally:
+        d.stop()
+    assert "s3cret-proxy-pw" not in d.log_text()

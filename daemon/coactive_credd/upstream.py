@@ -489,10 +489,15 @@ class Upstream:
         except UpstreamError:
             raise
         except aiohttp.ClientHttpProxyError as exc:
+            # 407 (RFC 9110 §15.5.8); some proxies answer 401 to a CONNECT instead.
+            what = (
+                "the user name and password in the proxy URL (http://USER:PASSWORD@HOST:PORT)"
+                if exc.status in (401, 407)
+                else "the proxy setting (HTTPS_PROXY, NO_PROXY or the profile's proxy key)"
+            )
             raise UpstreamUnavailable(
                 f"the proxy {_proxy_shown(proxy)} refused to connect to Coactive: HTTP "
-                f"{exc.status} {exc.message}; check the proxy setting (HTTPS_PROXY, NO_PROXY or "
-                "the profile's proxy key)"
+                f"{exc.status} {exc.message}; check {what}"
             ) from exc
         except aiohttp.ClientProxyConnectionError as exc:
             raise UpstreamUnavailable(
