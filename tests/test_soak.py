@@ -1,7 +1,7 @@
 """The soak, CI-sized: the real daemon under faults, every answer checked against the ledger.
 
-bench/soak.py runs for ten minutes or more; here its short schedule runs once (~80 s): 20
-profiles on 20-second tokens, every shim kind and the C load generator calling, Coactive
+bench/soak.py runs for ten minutes or more; here its short schedule runs once (~85 s): 20
+profiles on 24-second tokens, every shim kind and the C load generator calling, Coactive
 answering 429, 503, resets, 401 for one profile, an outage longer than a token's life,
 login/logout churn, SIGHUP, SIGSTOP longer than a token's usable window, slowloris and
 never-reading clients. Then a planted fault (a scratch copy of the daemon that serves tokens
@@ -34,9 +34,13 @@ CI_CLOCK_STEPS = False
 @pytest.mark.timeout(400)
 def test_short_soak_holds_every_guarantee() -> None:
     plan = soak.Plan(
-        duration=0, profiles=20, lifetime=20, schedule=soak.SHORT, clock_steps=CI_CLOCK_STEPS
+        duration=300,  # a bound; one pass of the schedule, each phase whole
+        profiles=20,
+        lifetime=24,
+        schedule=soak.SHORT,
+        clock_steps=CI_CLOCK_STEPS,
+        max_cycles=1,
     )
-    plan.duration = sum(s for s, _ in plan.phases())
     figures = soak.run(plan, verbose=False)
     verdict = figures["verdict"]
     assert figures["ok"], figures
@@ -45,6 +49,7 @@ def test_short_soak_holds_every_guarantee() -> None:
         assert figures["callers"][kind]["tokens"] > 0, kind
     assert figures["loadgen"]["requests"] > 0
     assert figures["rotations"] > 2 * plan.profiles
+    assert figures["longest_outage_s"] > plan.lifetime
     assert verdict["tokens_served"] > 1000
     # The faults happened, and the failures they caused were looked at, not skipped.
     assert figures["politeness"]["retry_after_windows"] > 0
@@ -60,9 +65,9 @@ def _planted_copy(tmp: Path) -> Path:
     engine = dst / "coactive_credd" / "engine.py"
     engine.write_text(
         engine.read_text()
-        + "\n\n_real_usable_until = usable_until\n\n\n"
-        + "def usable_until(*args, **kwargs):  # PLANTED: 4 s past the deadline\n"
-        + "    return _real_usable_until(*args, **kwargs) + 4.0\n"
+        + "\n\n_real_skew_for = skew_for\n\n\n"
+        + "def skew_for(*args, **kwargs):  # PLANTED: tokens served 4 s past their deadline\n"
+        + "    return _real_skew_for(*args, **kwargs) - 4.0\n"
     )
     return dst
 
@@ -70,10 +75,11 @@ def _planted_copy(tmp: Path) -> Path:
 @pytest.mark.timeout(300)
 def test_the_soak_catches_a_token_served_past_its_deadline(tmp_path: Path) -> None:
     plan = soak.Plan(
-        duration=24,
+        duration=120,
         profiles=5,
         lifetime=20,
-        schedule=[(4, "ok"), (16, "outage"), (4, "ok")],
+        schedule=[(4, "ok"), (22, "outage"), (4, "ok")],
+        max_cycles=1,
         shims=False,
         loadgen=False,
         daemon_path=_planted_copy(tmp_path),
