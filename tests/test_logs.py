@@ -98,3 +98,43 @@ def test_a_pipe_is_not_rotated_and_a_bad_level_is_one_line(home: Path, fake: Fak
     assert "log level 'loud' is not one of debug, info, warning, error" in out
     assert "Traceback" not in out and out.count("new token") >= 3
     assert not list(home.glob("*.1"))
+
+
+def test_a_daemon_started_by_a_client_rotates_its_credd_log(
+    home: Path, fake: FakeCoactive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real autostart: the Python shim starts `coactive-credd serve` with its output
+    appended to credd.log beside the socket; that file rotates, the shim's next start of a
+    daemon appends to the live one."""
+    import signal
+
+    import coactive_token
+
+    from .conftest import call
+
+    login(fake)
+    monkeypatch.setenv("COACTIVE_CREDD_LOG_MAX_BYTES", "1000")
+    monkeypatch.setenv("COACTIVE_CREDD_COMMAND", str(Path(sys.executable).parent / "coactive-credd"))
+    sock = home / "credd.sock"
+    coactive_token.start_daemon(str(sock))
+    _, body = call(sock, "GET", "/v1/status")
+    pid = int(body["pid"])
+    try:
+        for _ in range(30):
+            assert call(sock, "POST", "/v1/token/refresh")[0] == 200
+        log = home / "credd.log"
+        assert Path(f"{log}.1").exists() and _mode(Path(f"{log}.1")) == 0o600
+        assert log.stat().st_size <= 1000 + 200 and _mode(log) == 0o600
+        assert os.readlink(f"/proc/{pid}/fd/2") == str(log)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                    break
+            except OSError:
+                break
+            time.sleep(0.05)
+    for f in home.glob("credd.log*"):
+        assert not leaked(f.read_text(errors="replace"), set(fake.issued))
