@@ -17,7 +17,10 @@ from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
 
 from .conftest import PERSONAL_TOKEN, leaked, login, run_cli, start_daemon
 
-LIFETIME = 6  # seconds: a token is served for 3 s and replaced after about 2.3 s
+LIFETIME = 6  # seconds: a token is served for 3 s; the next login comes 10 s after the last
+# (the daemon's floor between background logins), or sooner when a caller asks.
+# Long enough for that floor to refresh before the token stops being served (at 12 s):
+STEADY = 24
 
 
 @pytest.fixture
@@ -129,10 +132,11 @@ sys.exit(3)
 def test_exec_child_outliving_two_lifetimes_always_reads_a_valid_token_from_the_file(
     home: Path, short: FakeCoactive
 ) -> None:
+    short.expires_in = STEADY
     login(short)
     d = start_daemon(home)
     try:
-        proc = run_cli("exec", "--", sys.executable, "-c", READER, str(LIFETIME * 2.5), timeout=60)
+        proc = run_cli("exec", "--", sys.executable, "-c", READER, str(STEADY * 2.1), timeout=120)
     finally:
         d.stop()
     assert proc.returncode == 3, proc.stderr  # the child's exit status
@@ -149,7 +153,7 @@ def test_exec_child_outliving_two_lifetimes_always_reads_a_valid_token_from_the_
         if token not in seen:
             seen.append(token)
     assert len(seen) >= 3, seen  # it was replaced at least twice while the child ran
-    assert float(lines[-1].split()[0]) - float(lines[1].split()[0]) > LIFETIME * 2
+    assert float(lines[-1].split()[0]) - float(lines[1].split()[0]) > STEADY * 2
     assert not Path(path).exists() and not Path(path).parent.exists(), "exec left its file"
 
 
@@ -271,9 +275,7 @@ def test_bad_container_keys_are_one_line_at_start(
     assert "Traceback" not in bad.stderr
 
 
-def test_login_and_config_rewrites_keep_the_container_keys(
-    home: Path, short: FakeCoactive
-) -> None:
+def test_login_and_config_rewrites_keep_the_container_keys(home: Path, short: FakeCoactive) -> None:
     login(short)
     cfg = home / "config.toml"
     cfg.write_text(
