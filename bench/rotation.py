@@ -1,9 +1,9 @@
 """How soon a program learns of a new token: rotation -> token file replaced, and rotation
 -> event at a ``coactive_token.watch()`` follower, on a real daemon and the fake Coactive.
 
-    python3 bench/rotation.py [--seconds 40] [--lifetime 6]
+    python3 bench/rotation.py [--seconds 60] [--lifetime 24]
 
-The fake issues tokens of ``--lifetime`` seconds, so the daemon rotates every ~3/8 of it;
+The fake issues tokens of ``--lifetime`` seconds, so the daemon rotates about every 10 s;
 each delay is measured from the moment the fake answered the login (its ledger).
 """
 
@@ -30,8 +30,8 @@ from coactive_credd.fakeupstream import FakeCoactiveThread  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=40.0)
-    ap.add_argument("--lifetime", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--lifetime", type=int, default=24)
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="ccd-rot-", dir="/tmp"))
     home.chmod(0o700)
