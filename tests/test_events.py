@@ -21,7 +21,7 @@ import pytest
 from coactive_credd import api, engine, events, server
 from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
 
-from .conftest import PERSONAL_TOKEN, InProc, login, start_daemon
+from .conftest import PERSONAL_TOKEN, Daemon, InProc, login, start_daemon
 
 SHIM = Path(__file__).resolve().parent.parent / "client_shim"
 LIFETIME = 6
@@ -50,10 +50,18 @@ def follow(argv: list[str], seconds: float) -> tuple[int | None, str]:
             return None, out + err
 
 
+def rotate(d: Daemon, times: int, every: float = 0.7) -> None:
+    """Replace the token ``times`` times, as `coactive-credd refresh` does."""
+    for _ in range(times):
+        time.sleep(every)
+        assert d.post("/v1/token/refresh")[0] == 200
+
+
 def test_followers_see_each_rotation_and_never_a_token(home: Path, short: FakeCoactive) -> None:
     login(short)
     d = start_daemon(home)
     got: list[dict[str, Any]] = []
+    results: list[tuple[int | None, str]] = []
 
     def python_follower() -> None:
         for ev in coactive_token.watch(socket_path=str(d.socket)):
@@ -61,23 +69,21 @@ def test_followers_see_each_rotation_and_never_a_token(home: Path, short: FakeCo
             if len({e["token_sha256"] for e in got if e["token_sha256"]}) >= 3:
                 return
 
+    def sh_follower() -> None:
+        results.append(follow([str(SHIM / "sh" / "coactive-token"), "--watch"], 5))
+
     try:
-        t = threading.Thread(target=python_follower, daemon=True)
-        t.start()
-        sh_follower = threading.Thread(
-            target=lambda: results.append(
-                follow([str(SHIM / "sh" / "coactive-token"), "--watch"], LIFETIME * 1.5)
-            ),
-            daemon=True,
-        )
-        results: list[tuple[int | None, str]] = []
-        sh_follower.start()
-        human = follow([sys.executable, "-m", "coactive_credd", "watch"], LIFETIME * 1.5)
-        t.join(LIFETIME * 3)
-        sh_follower.join(10)
+        threads = [threading.Thread(target=f, daemon=True) for f in (python_follower, sh_follower)]
+        for t in threads:
+            t.start()
+        rotator = threading.Thread(target=rotate, args=(d, 2), daemon=True)
+        rotator.start()
+        human = follow([sys.executable, "-m", "coactive_credd", "watch"], 5)
+        for t in (*threads, rotator):
+            t.join(20)
     finally:
         d.stop()
-    assert not t.is_alive(), f"the Python follower saw too few rotations: {got}"
+    assert not threads[0].is_alive(), f"the Python follower saw too few rotations: {got}"
     issued = {sha(tok): tok for tok in short.issued}
     first = got[0]
     assert set(first) == {"profile", "state", "expires_at", "token_sha256"}
@@ -87,11 +93,11 @@ def test_followers_see_each_rotation_and_never_a_token(home: Path, short: FakeCo
     # a person's view: one line per event, sha prefix only
     assert human[0] is None, human
     lines = human[1].splitlines()
-    assert len(lines) >= 2 and all(" default " in ln for ln in lines), lines
+    assert len(lines) >= 3 and all(" default " in ln for ln in lines), lines
     # the sh shim: the JSON data lines
     ((code, text),) = results
     sh_events = [json.loads(ln) for ln in text.splitlines()]
-    assert code is None and len({e["token_sha256"] for e in sh_events}) >= 2, text
+    assert code is None and len({e["token_sha256"] for e in sh_events}) >= 3, text
     for out in (human[1], text, json.dumps(got)):
         assert not any(tok in out for tok in short.issued), "an event carried a token"
 
@@ -213,9 +219,12 @@ def test_go_and_node_followers(
     try:
         with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
             assert p.stdout is not None and p.stderr is not None
-            seen: list[dict[str, Any]] = []
+            seen: list[dict[str, Any]] = [json.loads(p.stdout.readline())]
+            rotator = threading.Thread(target=rotate, args=(d, 2), daemon=True)
+            rotator.start()
             while len({e["token_sha256"] for e in seen}) < 3:
                 seen.append(json.loads(p.stdout.readline()))
+            rotator.join(20)
             d.stop()
             rest = p.stdout.read()
             assert p.wait(10) == 3 and "serve" in p.stderr.read()
