@@ -62,6 +62,7 @@ def test_token_file_follows_rotations_and_is_removed_at_stop_and_logout(
         wait_for(lambda: read(tok), what="the token file")
         first = read(tok)
         assert first in short.issued and stat.S_IMODE(tok.stat().st_mode) == 0o640
+        assert run_cli("refresh").returncode == 0  # a rotation, now
         wait_for(lambda: read(tok) not in (None, first), what="a rotation")
         assert read(tok) == short.issued[-1] != first
         assert [p.name for p in tok.parent.iterdir()] == ["token"]  # no temporary left over
