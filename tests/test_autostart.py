@@ -255,7 +255,12 @@ def test_an_installed_service_turns_the_default_off(
         if cli == "go" and go_cli is None:
             continue
         proc = run(cli, go_cli)
-        assert proc.returncode == 3 and "coactive-credd serve" in proc.stderr, (cli, proc.stderr)
+        assert proc.returncode == 3, (cli, proc.stderr)
+        if cli in ("python", "credd"):  # the service's own start command, not `serve`
+            want = "launchctl kickstart" if unit.endswith(".plist") else "systemctl --user start"
+            assert want in proc.stderr, (cli, proc.stderr)
+        else:
+            assert "coactive-credd serve" in proc.stderr or "systemctl" in proc.stderr
     assert daemons(home) == [] and not (home / "credd.log").exists()
     # Asked for explicitly, it starts one even so.
     proc = run("python", go_cli, {"COACTIVE_CREDD_AUTOSTART": "1"})
@@ -332,6 +337,24 @@ def test_a_daemon_that_cannot_start_fails_fast_naming_the_log(
 def test_a_command_that_is_not_there_is_named(
     home: Path, env: dict[str, str], go_cli: Path | None
 ) -> None:
+    # A configured profile: `coactive-credd token` starts no daemon for a profile it lacks.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coactive_credd",
+            "login",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--personal-token-stdin",
+            "--no-verify",
+        ],
+        input="cpt_unused\n",
+        capture_output=True,
+        text=True,
+        env={**env, "COACTIVE_CREDD_AUTOSTART": "0"},
+        check=True,
+    )
     for cli in CLIS:
         if cli == "go" and go_cli is None:
             continue

@@ -63,7 +63,12 @@ def test_relogin_keeps_base_url_ca_bundle_and_client_id(home: Path, fake: FakeCo
     assert first.returncode == 0, first.stderr
     # Again with only the profile and the secret: nothing about where it points may change.
     again = run_cli(
-        "login", "--profile", "prod", "--client-secret-stdin", "--no-verify", input=CLIENT_SECRET + "\n"
+        "login",
+        "--profile",
+        "prod",
+        "--client-secret-stdin",
+        "--no-verify",
+        input=CLIENT_SECRET + "\n",
     )
     assert again.returncode == 0, again.stderr
     assert f"client id {CLIENT_ID}" in again.stderr
@@ -73,7 +78,9 @@ def test_relogin_keeps_base_url_ca_bundle_and_client_id(home: Path, fake: FakeCo
     assert prod.auth == "client_credentials"
     # A personal-token profile re-logged in without --base-url verifies against its own URL.
     login(fake, "pt")
-    relogin = run_cli("login", "--profile", "pt", "--personal-token-stdin", input=PERSONAL_TOKEN + "\n")
+    relogin = run_cli(
+        "login", "--profile", "pt", "--personal-token-stdin", input=PERSONAL_TOKEN + "\n"
+    )
     assert relogin.returncode == 0, relogin.stderr
     assert "verified" in relogin.stderr
     assert config.load(home / "config.toml").profiles["pt"].base_url == fake.base_url
@@ -98,7 +105,10 @@ def test_the_rejected_credentials_hint_runs_verbatim(home: Path, fake: FakeCoact
         out = run_cli("refresh", "--profile", "prod")
         assert out.returncode == 5
         hint = out.stderr.split("`")[1]
-        assert hint == f"coactive-credd login --profile prod --client-id {CLIENT_ID} --client-secret-stdin"
+        assert (
+            hint
+            == f"coactive-credd login --profile prod --client-id {CLIENT_ID} --client-secret-stdin"
+        )
         assert " ID " not in out.stderr
         fake.add_client(CLIENT_ID, CLIENT_SECRET)
         argv = shlex.split(hint)

@@ -96,6 +96,8 @@ ENV_AUTOSTART = "COACTIVE_CREDD_AUTOSTART"
 ENV_COMMAND = "COACTIVE_CREDD_COMMAND"
 DEFAULT_PROFILE = "default"
 DEFAULT_TIMEOUT = 30.0
+_MAX_SOCKET_PATH = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL (Linux)
+ALIVE_CHECK = 2.0  # seconds without an answer before asking whether the daemon is alive at all
 
 START_HINT = "start it with: coactive-credd serve; or as a service: coactive-credd install-service"
 
@@ -200,16 +202,50 @@ def _error_from_answer(status: int, body: bytes) -> CredddError:
 
 def _unreachable(socket_path: str, exc: BaseException) -> DaemonUnreachable:
     if isinstance(exc, TimeoutError):
-        what = f"coactive-credd did not answer in time on {socket_path}"
-    elif isinstance(exc, FileNotFoundError):
-        what = f"coactive-credd is not running (no socket at {socket_path})"
+        pid = _daemon_pid(socket_path)
+        who = f"coactive-credd (pid {pid})" if pid else "coactive-credd"
+        return DaemonUnreachable(
+            f"{who} is not answering on {socket_path}",
+            code="unreachable",
+            hint="`coactive-credd stop` ends it; the next command starts a fresh one",
+        )
+    size = len(os.fsencode(socket_path))
+    if size > _MAX_SOCKET_PATH:
+        return DaemonUnreachable(
+            f"the socket path {socket_path} is {size} bytes, longer than the "
+            f"{_MAX_SOCKET_PATH} a Unix socket allows",
+            code="unreachable",
+            hint=f"`export {ENV_SOCKET}=SHORTER_PATH` (or a shorter {ENV_HOME})",
+        )
+    if isinstance(exc, FileNotFoundError):
+        what = f"the coactive-credd daemon is not running (no socket at {socket_path})"
     elif isinstance(exc, ConnectionRefusedError):
-        what = f"coactive-credd is not running (nothing listens on {socket_path})"
+        what = f"the coactive-credd daemon is not running (nothing listens on {socket_path})"
     elif isinstance(exc, PermissionError):
         what = f"cannot open coactive-credd's socket {socket_path}: permission denied"
     else:
         what = f"lost the connection to coactive-credd on {socket_path}"
-    return DaemonUnreachable(what, code="unreachable", hint=START_HINT)
+    return DaemonUnreachable(what, code="unreachable", hint=start_hint())
+
+
+def start_hint() -> str:
+    """The command that starts the daemon here: the user service's when one is installed."""
+    manager = installed_service()
+    if manager == "launchd":
+        return "start it with: launchctl kickstart gui/$(id -u)/ai.coactive.credd"
+    if manager == "systemd":
+        return "start it with: systemctl --user start coactive-credd.socket"
+    return START_HINT
+
+
+def _daemon_pid(socket_path: str) -> int | None:
+    """The pid the daemon wrote in its lock file beside the socket (for messages only)."""
+    try:
+        with open(socket_path + ".lock", "rb") as f:
+            raw = f.read(32).strip()
+    except OSError:
+        return None
+    return int(raw) if raw.isdigit() else None
 
 
 # --------------------------------------------------------------------------- defaults
@@ -261,17 +297,23 @@ _SERVICE_ENV = (
 )
 
 
-def service_installed() -> bool:
-    """Whether a systemd user unit or a launchd agent for coactive-credd is installed."""
+def installed_service() -> str | None:
+    """``systemd`` or ``launchd`` when coactive-credd's user unit or agent is installed."""
     home = os.path.expanduser("~")
     config_dirs = [
         d for d in (os.environ.get("XDG_CONFIG_HOME"), os.path.join(home, ".config")) if d
     ]
-    candidates = [
-        os.path.join(d, "systemd", "user", u) for d in config_dirs for u in _SYSTEMD_UNITS
-    ]
-    candidates.append(os.path.join(home, _LAUNCHD_PLIST))
-    return any(os.path.lexists(p) for p in candidates)
+    units = [os.path.join(d, "systemd", "user", u) for d in config_dirs for u in _SYSTEMD_UNITS]
+    if any(os.path.lexists(p) for p in units):
+        return "systemd"
+    if os.path.lexists(os.path.join(home, _LAUNCHD_PLIST)):
+        return "launchd"
+    return None
+
+
+def service_installed() -> bool:
+    """Whether a systemd user unit or a launchd agent for coactive-credd is installed."""
+    return installed_service() is not None
 
 
 def autostart_enabled() -> bool:
@@ -302,14 +344,19 @@ def start_daemon(socket_path: str | None = None, *, wait: float = AUTOSTART_WAIT
     sock = os.path.abspath(socket_path or default_socket_path())
     folder = os.path.dirname(sock)
     log_path = os.path.join(folder, LOG_NAME)
-    not_running = f"coactive-credd is not running on {sock}"
+    not_running = f"the coactive-credd daemon is not running on {sock}"
     try:
         _private_folder(folder)
         log_fd = os.open(
             log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
     except OSError as exc:
-        raise _start_failed(f"{not_running} and cannot be started there: {exc}") from None
+        # Starting one elsewhere would not help: the folder is what needs fixing.
+        raise DaemonUnreachable(
+            f"{not_running} and cannot be started there: {exc}",
+            code="unreachable",
+            hint=f"make the folder yours and private: `chmod 700 {folder}`, or set {ENV_HOME}",
+        ) from None
     argv = _serve_argv(sock)
     try:
         os.fchmod(log_fd, 0o600)
@@ -349,7 +396,7 @@ def start_daemon(socket_path: str | None = None, *, wait: float = AUTOSTART_WAIT
 
 
 def _start_failed(message: str) -> DaemonUnreachable:
-    return DaemonUnreachable(message, code="unreachable", hint=START_HINT)
+    return DaemonUnreachable(message, code="unreachable", hint=start_hint())
 
 
 def _private_folder(folder: str) -> None:
@@ -530,7 +577,7 @@ def format_token(token: Token, fmt: str = "raw") -> str:
         return f"Authorization: {token.authorization}"
     if fmt == "env":
         quoted = "'" + token.access_token.replace("'", "'\\''") + "'"
-        return f"COACTIVE_ACCESS_TOKEN={quoted}"
+        return f"export COACTIVE_ACCESS_TOKEN={quoted}"
     raise ValueError(f"unknown format {fmt!r}: use raw, json, header or env")
 
 
@@ -562,19 +609,32 @@ class _Connection:
     def __init__(self, socket_path: str, timeout: float) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            # A stopped daemon's listener still accepts into its backlog, so waits are short
+            # and a slow answer is checked on (see _fill), not waited out for `timeout`.
+            sock.settimeout(min(timeout, ALIVE_CHECK))
             sock.connect(socket_path)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
+        self.path = socket_path
+        self.timeout = timeout
+        self.deadline = 0.0
         self.buf = b""
 
     def close(self) -> None:
         self.sock.close()
 
     def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+                break
+            except TimeoutError:
+                # A daemon waiting on Coactive still answers /healthz at once; one that does
+                # not is stopped or wedged: say so now rather than after the whole timeout.
+                if time.monotonic() >= self.deadline or not _answers(self.path, ALIVE_CHECK):
+                    raise
         self.buf += chunk
         return bool(chunk)
 
@@ -585,6 +645,7 @@ class _Connection:
             head += "Content-Type: application/json\r\n"
         if payload is not None or method != "GET":
             head += f"Content-Length: {len(payload or b'')}\r\n"
+        self.deadline = time.monotonic() + self.timeout
         self.sock.sendall(head.encode("ascii") + b"\r\n" + (payload or b""))
         while b"\r\n\r\n" not in self.buf:
             if len(self.buf) > _MAX_HEAD or not self._fill():

@@ -45,6 +45,8 @@ class CommandError(Exception):
 def say(message: str) -> None:
     """One line on stderr, prefixed with the program name (never twice)."""
     text = " ".join(str(message).split())
+    # The client's messages name the daemon for programs that are not this one.
+    text = text.replace("the coactive-credd daemon", "the daemon")
     if not text.startswith(f"{PROG}:"):
         text = f"{PROG}: {text}"
     print(text, file=sys.stderr)
@@ -64,7 +66,9 @@ def profile_name(args: Any) -> str:
     try:
         return coactive_token.check_profile_name(name)
     except ValueError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
+        raise CommandError(
+            f"{exc}; `coactive-credd status` lists the profiles", EXIT_USAGE
+        ) from None
 
 
 def open_vault(paths: Paths) -> Vault:

@@ -52,7 +52,7 @@ def read_secret(prompt: str, from_stdin: bool, flag: str) -> str:
     else:
         raise CommandError(
             f"no credential given and standard input is not a terminal; pipe it in: "
-            f"`echo \"$SECRET\" | coactive-credd login {flag}`",
+            f'`echo "$SECRET" | coactive-credd login {flag}`',
             EXIT_USAGE,
         )
     secret = secret.strip()
@@ -96,7 +96,9 @@ class _Writer:
         sec = self.vault.load().profiles.get(name)
         return sec.client_id if sec else None
 
-    def put(self, name: str, secret: str, client_id: str | None, cached: CachedToken | None) -> None:
+    def put(
+        self, name: str, secret: str, client_id: str | None, cached: CachedToken | None
+    ) -> None:
         if self.via_daemon:
             token = None
             if cached is not None:
@@ -263,7 +265,10 @@ def cmd_login(args: argparse.Namespace) -> int:
             args.base_url or (old.base_url if old else config.DEFAULT_BASE_URL)
         )
     except ValueError as exc:
-        raise CommandError(f"{exc}; pass --base-url https://HOST", EXIT_USAGE) from None
+        raise CommandError(
+            f"{exc}; run `coactive-credd login --profile {name} --base-url https://HOST`",
+            EXIT_USAGE,
+        ) from None
     ca_bundle = args.ca_bundle or (old.ca_bundle if old else None)
     if ca_bundle is not None:
         ca_bundle = os.path.abspath(os.path.expanduser(ca_bundle))
@@ -302,13 +307,20 @@ def cmd_login(args: argparse.Namespace) -> int:
     running = notify_daemon(paths)
     kind = "personal token" if auth == "personal_token" else f"client id {client_id}"
     checked = "verified" if cached else "saved without verifying"
-    tail = (
-        "the running daemon picked it up"
-        if running
-        else "`coactive-credd token` starts the daemon when needed (or `coactive-credd serve`)"
-    )
+    tail = "the running daemon picked it up" if running else _start_tail()
     print(f"profile {name!r} ({kind}) at {base_url}: {checked}; {tail}", file=sys.stderr)
     return 0
+
+
+def _start_tail() -> str:
+    import coactive_token
+
+    manager = coactive_token.installed_service()
+    if manager == "systemd":
+        return "start the daemon with `systemctl --user start coactive-credd.socket`"
+    if manager == "launchd":
+        return "start the daemon with `launchctl kickstart gui/$(id -u)/ai.coactive.credd`"
+    return "start the daemon with `coactive-credd serve` (clients also start it when needed)"
 
 
 def _verify(

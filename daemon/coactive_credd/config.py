@@ -175,7 +175,9 @@ def parse_proxy(value: object, where: str) -> str | None:
 
 
 def _date(value: object, where: str) -> datetime.date | None:
-    if value is None or (isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)):
+    if value is None or (
+        isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)
+    ):
         return value
     if isinstance(value, str):
         try:
@@ -183,6 +185,8 @@ def _date(value: object, where: str) -> datetime.date | None:
         except ValueError:
             pass
     raise ConfigError(f"{where}: credential_created must be a date like 2026-09-01")
+
+
 def _uids(table: dict[str, Any], where: str) -> frozenset[int]:
     uids = table.get("allowed_uids", [])
     if not isinstance(uids, list) or not all(

@@ -53,7 +53,10 @@ def _curl(sock: Path) -> str:
     out = subprocess.run(
         [
             "curl",
+            "-q",  # not the user's ~/.curlrc
             "-s",
+            "--noproxy",
+            "*",
             "--unix-socket",
             str(sock),
             "http://localhost/v1/token?profile=default",
@@ -75,10 +78,27 @@ def _curl(sock: Path) -> str:
     )
 
 
+# Settings of the user's own that would point the demo elsewhere: it owns its environment.
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
+
+
+def demo_environment(home: Path) -> dict[str, str]:
+    """The environment of the demo's processes: the user's, without any ``COACTIVE_*``
+    setting (a ``COACTIVE_PROFILE=prod`` would send every fetch to a profile the demo does
+    not have) or proxy (the fake Coactive is on loopback), with the demo's own home."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("COACTIVE_") and k.lower() not in _PROXY_VARIABLES
+    }
+    env["COACTIVE_CREDD_HOME"] = str(home)
+    env["COACTIVE_CREDD_AUTOSTART"] = "0"  # the demo starts its daemon itself, in view
+    return env
+
+
 def main(duration: float = 60.0) -> int:
     home = Path(tempfile.mkdtemp(prefix="ccd-demo-", dir="/tmp"))
-    env = {**os.environ, "COACTIVE_CREDD_HOME": str(home)}
-    env.pop("COACTIVE_CREDD_SOCKET", None)
+    env = demo_environment(home)
     sock = home / "credd.sock"
     tl = Timeline()
     daemon: subprocess.Popen[str] | None = None
@@ -93,13 +113,18 @@ def main(duration: float = 60.0) -> int:
             (home / "config.toml").write_text("[daemon]\nskew = 5\n")
             (home / "config.toml").chmod(0o600)
             tl.say("demo", f"fake Coactive listening at {fake.base_url}")
-            tl.say("demo", "$ coactive-credd login --base-url URL --personal-token-stdin")
+            tl.say(
+                "demo",
+                "$ coactive-credd login --profile default --base-url URL --personal-token-stdin",
+            )
             login = subprocess.run(
                 [
                     sys.executable,
                     "-m",
                     "coactive_credd",
                     "login",
+                    "--profile",
+                    "default",
                     "--base-url",
                     fake.base_url,
                     "--personal-token-stdin",
@@ -170,7 +195,9 @@ def main(duration: float = 60.0) -> int:
                 step += 1
                 time.sleep(1.0)
             client.close()
-            tl.say("demo", f"done: {fake.logins} login(s) to the fake Coactive, every caller served")
+            tl.say(
+                "demo", f"done: {fake.logins} login(s) to the fake Coactive, every caller served"
+            )
     except KeyboardInterrupt:
         print()
         tl.say("demo", "interrupted")

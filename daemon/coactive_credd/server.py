@@ -25,6 +25,7 @@ from . import (
     fastpath,
     fsutil,
     logguard,
+    pidfile,
     request,
     service,
     testhooks,
@@ -67,7 +68,8 @@ def bind_socket(path: Path, shared: bool = False) -> socket.socket:
     if path.exists() or path.is_symlink():
         if _socket_alive(path):
             raise StartupError(
-                f"coactive-credd is already running on {path}; stop it first or pass --socket"
+                f"coactive-credd is already running on {path}{pidfile.describe(path)}; "
+                f"`coactive-credd stop` ends it, or pass --socket PATH"
             )
         if not path.is_socket():
             raise StartupError(f"{path} exists and is not a socket; move it away or pass --socket")
@@ -77,6 +79,14 @@ def bind_socket(path: Path, shared: bool = False) -> socket.socket:
     old = os.umask(0o177)
     try:
         sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        size = len(os.fsencode(str(path)))
+        why = f"the path is {size} bytes, over the 107 a Unix socket allows" if size > 107 else exc
+        raise StartupError(
+            f"cannot serve on {path}: {why}; run `coactive-credd serve --socket SHORTER_PATH`, "
+            f"or `export COACTIVE_CREDD_SOCKET=SHORTER_PATH` (or a shorter COACTIVE_CREDD_HOME)"
+        ) from None
     finally:
         os.umask(old)
     os.chmod(path, containers.SHARED_SOCKET_MODE if shared else 0o600)
@@ -168,8 +178,8 @@ async def start_sites(
     server = runner.server
     assert isinstance(server, web.Server)
     # Those still on the fast path, and those aiohttp owns (handed over).
-    api.d.stats.open_connections = lambda: sum(len(x._live) for x in sites) + len(
-        server.connections
+    api.d.stats.open_connections = lambda: (
+        sum(len(x._live) for x in sites) + len(server.connections)
     )
     return sites
 
@@ -190,11 +200,16 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
             fcntl.flock(startup_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(startup_lock)
-            raise StartupError(f"coactive-credd is already running on {paths.socket}") from None
+            raise StartupError(
+                f"coactive-credd is already running on {paths.socket}"
+                f"{pidfile.describe(paths.socket)}; `coactive-credd stop` ends it"
+            ) from None
+        pidfile.record(startup_lock)  # so `coactive-credd stop` finds us even when we hang
         sockets = [bind_socket(paths.socket, shared)]
         inode = os.stat(paths.socket).st_ino
     else:
         sockets = inherited
+        startup_lock = pidfile.claim(paths.socket)  # best effort: for `coactive-credd stop`
     daemon = Daemon(paths)
     testhooks.apply(daemon)  # test-only knobs; nothing unless COACTIVE_CREDD_TEST_* is set
     try:
