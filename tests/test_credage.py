@@ -113,3 +113,25 @@ async def test_daemon_warns_daily_with_the_clock_jumped(
     inproc.clock.jump(DAY)  # the next day: one more
     await inproc.settle()
     assert len(warned()) == 2 and "expires in 8 days" in warned()[1]
+
+
+def test_doctor_notes_a_token_near_its_limit_and_fails_one_past_it(home: Path) -> None:
+    import json
+
+    def doctor_age(created: str) -> dict[str, str]:
+        proc = run_cli("login", "--base-url", "http://127.0.0.1:9", "--no-verify",
+                       "--personal-token-stdin", "--created", created,
+                       input=PERSONAL_TOKEN + "\n")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(run_cli("doctor", "--json").stdout)
+        (finding,) = [f for f in out["findings"] if f["check"] == "credential"]
+        return dict(finding)
+
+    today = datetime.datetime.now(datetime.UTC).date()
+    fresh = doctor_age(today.isoformat())
+    assert fresh["status"] == "ok" and "good for" in fresh["message"]
+    near = doctor_age((today - datetime.timedelta(days=85)).isoformat())
+    assert near["status"] == "note" and "personal token expires in" in near["message"]
+    assert "Coactive dashboard" in near["fix"]
+    past = doctor_age((today - datetime.timedelta(days=100)).isoformat())
+    assert past["status"] == "problem" and "reached Coactive's 3-month limit" in past["message"]

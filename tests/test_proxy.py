@@ -310,3 +310,29 @@ def test_proxy_credentials_authenticate_and_are_never_shown(
     finally:
         d.stop()
     assert "s3cret-proxy-pw" not in d.log_text()
+
+
+def test_doctor_uses_the_daemons_proxy_rules_and_hides_the_password(
+    home: Path, no_proxy_env: None, tinyproxy_factory: object, tls_fake: FakeCoactive,
+    tls_files: tuple[Path, Path],
+) -> None:  # fmt: skip
+    import json
+
+    tp = tinyproxy_factory()  # type: ignore[operator]
+    host = tp.url.removeprefix("http://")
+    _login(tls_fake, tls_files[0], "--no-verify", "--proxy", f"http://bob:pw-in-config@{host}")
+    env = {"HTTPS_PROXY": f"http://127.0.0.1:{_free_port()}"}  # the profile's key wins
+    out = run_cli("doctor", "--json", env=env)
+    network = [f for f in json.loads(out.stdout)["findings"] if f["check"] == "network"]
+    assert network == [{"check": "network", "status": "ok", "fix": "",
+                        "message": f"profile default ({tls_fake.base_url}): through the proxy "
+                                   f"http://***@{host} (from config)"}]  # fmt: skip
+    dead = f"http://carol:pw-in-env@127.0.0.1:{_free_port()}"
+    # A second profile without a proxy key follows the environment.
+    _login(tls_fake, tls_files[0], "--no-verify", "--profile", "env")
+    out = run_cli("doctor", env={"HTTPS_PROXY": dead})
+    assert out.returncode == 1
+    assert (f"profile env ({tls_fake.base_url}): the proxy http://***@127.0.0.1:"
+            in out.stdout and "(from HTTPS_PROXY) cannot be reached" in out.stdout)  # fmt: skip
+    assert "pw-in-env" not in out.stdout + out.stderr
+    assert "pw-in-config" not in out.stdout + out.stderr

@@ -1,8 +1,9 @@
 """``coactive-credd doctor [--json]``: what is wrong here, and the command that fixes each.
 
 Checks, in order: the files and their modes, the socket and its owner, the user service, the
-daemon answering, every profile's token, the clock (against Coactive's ``Date``), DNS and
-TLS reachability of each profile's Coactive (through the proxy the environment names), and
+daemon answering, every profile's token, each personal token's age (:mod:`credage`), the
+clock (against Coactive's ``Date``), DNS and TLS reachability of each profile's Coactive
+(through the proxy the daemon would use: :mod:`proxy`, shown without its password), and
 git's credential helper. Every network step is bounded (``NET_TIMEOUT`` seconds) and the
 profiles are probed in parallel, so the whole run takes seconds even with Coactive down.
 
@@ -253,26 +254,26 @@ def _tokens(found: list[Finding], st: dict[str, Any]) -> None:
             )
 
 
-def _proxy_for(url: str) -> str | None:
-    import urllib.request
-
-    host = urlsplit(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
-        return None
-    return urllib.request.getproxies().get(urlsplit(url).scheme)
-
-
-def _reach(name: str, base_url: str, ca_bundle: str | None) -> list[Finding]:
-    """DNS, TCP (or the proxy) and TLS to one profile's Coactive; Coactive's clock."""
+def _reach(
+    name: str, base_url: str, ca_bundle: str | None, proxy_setting: str | None = None
+) -> list[Finding]:
+    """DNS, TCP (or the proxy) and TLS to one profile's Coactive; Coactive's clock. The
+    proxy is chosen by the daemon's own rules (:mod:`proxy`: the profile's ``proxy`` key,
+    then NO_PROXY/HTTPS_PROXY as curl reads them), and shown without its password."""
     import ssl
+
+    from . import proxy
 
     parts = urlsplit(base_url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     where = f"profile {name} ({base_url})"
-    proxy = _proxy_for(base_url)
-    if proxy:
-        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        route = proxy.choose(base_url, proxy_setting)
+    except ValueError as exc:
+        return [Finding("network", "problem", f"{where}: {exc}", "fix or unset that variable")]
+    if route.url:
+        p = urlsplit(route.url)
         try:
             socket.create_connection((p.hostname or "", p.port or 80), timeout=NET_TIMEOUT).close()
         except OSError as exc:
@@ -280,11 +281,11 @@ def _reach(name: str, base_url: str, ca_bundle: str | None) -> list[Finding]:
                 Finding(
                     "network",
                     "problem",
-                    f"{where}: the proxy {proxy} cannot be reached ({exc})",
-                    f"curl -sS -o /dev/null --proxy {proxy} {base_url}",
+                    f"{where}: the proxy {route.describe()} cannot be reached ({exc})",
+                    f"curl -sS -o /dev/null --proxy {route.shown()} {base_url}",
                 )
             ]
-        return [Finding("network", "ok", f"{where}: through the proxy {p.hostname}:{p.port}")]
+        return [Finding("network", "ok", f"{where}: through the proxy {route.describe()}")]
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
@@ -385,7 +386,7 @@ def _network(found: list[Finding]) -> None:
     for p in profiles:
 
         def probe(p: config.ProfileConfig = p) -> None:
-            results[p.name] = _reach(p.name, p.base_url, p.ca_bundle)
+            results[p.name] = _reach(p.name, p.base_url, p.ca_bundle, p.proxy)
 
         t = threading.Thread(target=probe, daemon=True)
         t.start()
@@ -405,6 +406,30 @@ def _network(found: list[Finding]) -> None:
                 )
             ]
         )
+
+
+def _credential_age(found: list[Finding]) -> None:
+    """Personal tokens near or past Coactive's 3-month limit (from config.toml: works without
+    the daemon). A note from 14 days before; a problem once past."""
+    from . import config, credage
+
+    try:
+        profiles = config.load(resolve_paths().config_file).profiles.values()
+    except config.ConfigError:
+        return
+    now = time.time()
+    for p in profiles:
+        left = credage.days_left(p, now)
+        if left is None:
+            continue
+        text = credage.warning(p, now)
+        if text is None:
+            found.append(
+                Finding("credential", "ok", f"profile {p.name}: personal token good for {int(left)} more days")
+            )
+        else:
+            message, _, fix = text.partition("; ")
+            found.append(Finding("credential", "problem" if left <= 0 else "note", message, fix))
 
 
 def _git(found: list[Finding]) -> None:
@@ -450,6 +475,7 @@ def diagnose() -> list[Finding]:
     st = _daemon(found, sock, present, service)
     if st is not None:
         _tokens(found, st)
+    _credential_age(found)
     _network(found)
     _git(found)
     return found
