@@ -164,3 +164,51 @@ test('autostart: COACTIVE_CREDD_AUTOSTART decides; unset, on unless a user servi
     fs.rmSync(home, { recursive: true, force: true });
   }
 });
+
+test('coactiveFetch reports a token Coactive rejects and retries once, never a stream', async () => {
+  let current = 'cat_first';
+  const s = await standIn((req, body) => {
+    if (req.method === 'POST') {
+      const sent = JSON.parse(body || '{}').rejected_token_sha256;
+      if (sent === crypto.createHash('sha256').update(current).digest('hex')) current = 'cat_second';
+    }
+    return [200, { profile: 'default', access_token: current, token_type: 'Bearer',
+      expires_at: '2030-01-02T03:04:05Z', expires_in: 3599 }];
+  });
+  const seen = [];
+  let rejectAll = false;
+  const api = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      seen.push({ auth: req.headers.authorization, body });
+      const ok = !rejectAll && req.headers.authorization === 'Bearer cat_second';
+      res.writeHead(ok ? 200 : 401, { 'Content-Type': 'application/json' });
+      res.end(ok ? '{"ok":true}' : '{"detail":"Invalid token"}');
+    });
+  });
+  await new Promise((r) => api.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${api.address().port}/api/v1/things`;
+  try {
+    const r = await lib.coactiveFetch(url, { method: 'POST', body: '{"q":1}' }, { socketPath: s.socketPath });
+    assert.equal(r.status, 200);
+    assert.deepEqual(seen.map((x) => [x.auth, x.body]), [['Bearer cat_first', '{"q":1}'], ['Bearer cat_second', '{"q":1}']]);
+    const reported = s.seen.filter((x) => x.method === 'POST').map((x) => JSON.parse(x.body));
+    assert.deepEqual(reported, [{ rejected_token_sha256: crypto.createHash('sha256').update('cat_first').digest('hex') }]);
+    // Rejected again: one retry, then the 401 is the caller's.
+    seen.length = 0;
+    rejectAll = true;
+    assert.equal((await lib.coactiveFetch(url, {}, { socketPath: s.socketPath })).status, 401);
+    assert.equal(seen.length, 2);
+    // A streamed body is sent once.
+    seen.length = 0;
+    const { Readable } = require('stream');
+    const body = Readable.toWeb(Readable.from([Buffer.from('chunk')]));
+    const r3 = await lib.coactiveFetch(url, { method: 'PUT', body, duplex: 'half' }, { socketPath: s.socketPath });
+    assert.equal(r3.status, 401);
+    assert.equal(seen.length, 1);
+  } finally {
+    await new Promise((r) => api.close(r));
+    await s.close();
+  }
+});
