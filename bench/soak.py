@@ -383,7 +383,8 @@ class Soak:
             ledger = list(self.fake.ledger)
             requests = list(self.fake.requests)
         soak_check.check_answers(self.answers, ledger, self.credentials, self.windows, v)
-        polite = soak_check.check_politeness(requests, ledger, self.rejected_until, v)
+        steps = [t for t, name in self.timeline if name.startswith("clock")]
+        polite = soak_check.check_politeness(requests, ledger, self.rejected_until, v, steps)
         flat = soak_check.check_flat([baseline, *self.samples, final], v)
         by_kind: dict[str, dict[str, int]] = {}
         for a in self.answers:

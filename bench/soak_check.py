@@ -35,6 +35,7 @@ from typing import Any
 
 MARGIN = 1.0  # seconds: a login's answer reaching the daemon; a caller's answer reaching it
 POLITE_TOLERANCE = 0.25  # seconds of scheduling slack allowed on Retry-After and gaps
+STEP_GRACE = 5.0  # seconds after a wall-clock step in which a second login is expected
 DUPLICATE_WITHIN = 1.0  # seconds: two granted logins of one credential closer are one too many
 MAX_GAP = 30.0  # SPEC: with no usable token the next try is never more than 30 s away
 RSS_SLACK = (1.25, 8 * 1024)  # final RSS <= baseline * 1.25 + 8 MiB (KiB)
@@ -176,10 +177,17 @@ def _servable_existed(
 
 
 def check_politeness(
-    requests: list[Any], ledger: list[Any], rejected_until: dict[str, float], verdict: Verdict
+    requests: list[Any],
+    ledger: list[Any],
+    rejected_until: dict[str, float],
+    verdict: Verdict,
+    clock_steps: list[float] | None = None,
 ) -> dict[str, int]:
     """``requests``: the fake's RecordedRequest list (login path only is used);
-    ``rejected_until``: credential -> when new credentials replaced it (its 401 is final)."""
+    ``rejected_until``: credential -> when new credentials replaced it (its 401 is final);
+    ``clock_steps``: when the daemon's wall clock was stepped (a token minted in flight across
+    a step forward is dead on arrival by the new wall clock: one more login is right)."""
+    steps = sorted(clock_steps or [])
     per_cred: dict[str, list[Any]] = defaultdict(list)
     for r in requests:
         if r.credential is not None and r.path == "/api/v0/login":
@@ -192,19 +200,27 @@ def check_politeness(
         "rejections": 0,
         "outage_gaps_checked": 0,
         "duplicate_logins": 0,
+        "second_logins_across_a_clock_step": 0,
     }
     for cred, reqs in per_cred.items():
         reqs.sort(key=lambda r: r.at)
         granted = [r.at for r in reqs if r.status == 200 and r.fault is None]
         for a, b in itertools.pairwise(granted):
-            if b - a < DUPLICATE_WITHIN:  # one refresh, one login: callers were not coalesced
-                figures["duplicate_logins"] += 1
-                verdict.impolite.append(f"two logins {b - a:.2f} s apart for one credential")
+            if b - a >= DUPLICATE_WITHIN:
+                continue
+            i = bisect.bisect_right(steps, b)
+            if i and b - steps[i - 1] < STEP_GRACE:
+                figures["second_logins_across_a_clock_step"] += 1
+                continue
+            figures["duplicate_logins"] += 1  # one refresh, one login: callers not coalesced
+            verdict.impolite.append(f"two logins {b - a:.2f} s apart for one credential")
+            verdict.when.setdefault("duplicate_login", []).append(b)
         for prev, nxt in itertools.pairwise(reqs):
             retry_after = _retry_after(prev)
             if retry_after is not None:
                 figures["retry_after_windows"] += 1
                 if nxt.at < prev.at + retry_after - POLITE_TOLERANCE:
+                    verdict.when.setdefault("inside_retry_after", []).append(nxt.at)
                     verdict.impolite.append(
                         f"login {nxt.at - prev.at:.2f} s after a Retry-After of {retry_after:g} s"
                     )
@@ -214,6 +230,7 @@ def check_politeness(
                     figures["outage_gaps_checked"] += 1
                     limit = max(MAX_GAP, retry_after or 0) + POLITE_TOLERANCE + MARGIN
                     if nxt.at - prev.at > limit:
+                        verdict.when.setdefault("gap_over_30s", []).append(nxt.at)
                         verdict.impolite.append(
                             f"{nxt.at - prev.at:.1f} s between two logins with no usable token"
                         )
