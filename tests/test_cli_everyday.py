@@ -135,9 +135,11 @@ def test_status_exit_codes_and_refresh_all(home: Path, fake: FakeCoactive) -> No
     assert down.returncode == 3
     off = json.loads(down.stdout)
     assert off["running"] is False
-    assert off["profiles"] == [
+    (p,) = off["profiles"]
+    assert {k: p[k] for k in ("name", "auth", "base_url", "state")} == (
         {"name": "default", "auth": "personal_token", "base_url": fake.base_url, "state": None}
-    ]
+    )
+    assert p["credential_days_left"] > 80 and p["credential_warning"] is None  # from config
 
 
 def test_token_before_any_login_leaves_no_daemon_behind(home: Path) -> None:

@@ -135,3 +135,18 @@ def test_doctor_notes_a_token_near_its_limit_and_fails_one_past_it(home: Path) -
     assert "Coactive dashboard" in near["fix"]
     past = doctor_age((today - datetime.timedelta(days=100)).isoformat())
     assert past["status"] == "problem" and "reached Coactive's 3-month limit" in past["message"]
+
+
+def test_status_without_a_daemon_still_warns(home: Path) -> None:
+    import json
+
+    old = datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=85)
+    proc = run_cli("login", "--base-url", "http://127.0.0.1:9", "--no-verify",
+                   "--personal-token-stdin", "--created", old.isoformat(),
+                   input=PERSONAL_TOKEN + "\n")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    st = run_cli("status", "--json")
+    assert st.returncode == 3  # no daemon
+    (p,) = json.loads(st.stdout)["profiles"]
+    assert p["credential_created"] == old.isoformat() and "expires in" in p["credential_warning"]
+    assert "warning: profile default: the personal token expires in" in run_cli("status").stdout

@@ -74,14 +74,23 @@ def log_destination(pid: int | None) -> str | None:
 
 def _offline(sock: str, why: str, hint: str) -> dict[str, Any]:
     """What can be said without a daemon: the profiles in the config."""
-    from . import config
+    import time
+
+    from . import config, credage
 
     profiles: list[dict[str, Any]] = []
     error = {"code": "unreachable", "message": why, "hint": hint}
     try:
         cfg = config.load(resolve_paths().config_file)
+        now = time.time()
         profiles = [
-            {"name": p.name, "auth": p.auth, "base_url": p.base_url, "state": None}
+            {
+                "name": p.name,
+                "auth": p.auth,
+                "base_url": p.base_url,
+                "state": None,
+                **credage.status_fields(p, now),  # the personal token's age needs no daemon
+            }
             for p in sorted(cfg.profiles.values(), key=lambda p: p.name)
         ]
     except Exception as exc:
@@ -125,6 +134,9 @@ def _print_offline(off: dict[str, Any]) -> None:
     rows = [("PROFILE", "AUTH", "BASE URL")]
     rows += [(p["name"], p["auth"], p["base_url"]) for p in off["profiles"]]
     _table(rows)
+    for p in off["profiles"]:
+        if p.get("credential_warning"):
+            print(f"warning: {p['credential_warning']}")
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
