@@ -283,3 +283,15 @@ def test_an_explicit_refresh_lifts_reauth_but_not_a_backoff() -> None:
     rt.on_rejected("HTTP 401")
     rt.on_explicit_refresh()
     assert not rt.reauth
+
+
+def test_without_min_ttl_a_token_is_served_to_its_last_instant_when_the_skew_is_zero() -> None:
+    """``[daemon] skew = 0`` is allowed: then nothing but expires_at itself bounds serving."""
+    p0 = Policy(skew=0)
+    t = tok(3600)
+    assert engine.servable(t, t.expires_at - 0.5, p0)
+    assert not engine.servable(t, t.expires_at, p0)
+    rt = Runtime()
+    rt.on_success(t, p0, 0.0, t.obtained_at)
+    rt.refreshing = True  # a refresh is under way: serve what there is
+    assert engine.decide(rt, t.expires_at - 0.5, p0) is Action.SERVE

@@ -1,0 +1,122 @@
+"""Mutation testing of the daemon's core with mutmut, one module at a time.
+
+    python3 tools/mutation.py [MODULE ...] [--max-children N] [--keep]
+
+Each MODULE (default: all of ``MODULES``) is mutated in a scratch copy of the tree under
+``/tmp/ccd-mutation-UID/MODULE`` and judged by its own narrow test selection (``MODULES`` below),
+because the whole suite per mutant is far too slow for a small machine. The copy lays the
+package out as ``src/coactive_credd`` (mutmut names mutants after ``src/``-relative paths) and
+puts ``mutants/src`` first on ``PYTHONPATH``, so the daemons the tests start as subprocesses
+run the mutated code too. mutmut only knows which tests reach a function from the test
+process itself, so a mutant reached only inside a subprocess is reported ``no tests``.
+
+Prints, and writes to ``score.json`` there, the counts per module: killed
+(a test failed), timeout (counted as killed, as mutmut does), survived, no tests, and the score
+``killed / (killed + survived + no tests)``. Survivors are listed with ``mutmut show NAME`` in
+the module's folder. docs/TESTING.md holds the last scores and why each survivor stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = Path(tempfile.gettempdir()) / f"ccd-mutation-{os.getuid()}"
+
+# module -> the tests that judge its mutants (narrow: the ones that exercise it in-process)
+MODULES: dict[str, list[str]] = {
+    "engine": ["tests/test_engine.py"],
+    "gitcred": ["tests/test_gitcred.py"],
+    "fastpath": ["tests/test_fastpath.py"],
+    "request": ["tests/test_requests.py"],
+    "vault": ["tests/test_vault.py"],
+    "api": ["tests/test_gitcred.py", "tests/test_persist.py", "tests/test_fastpath.py"],
+    "refresh": ["tests/test_persist.py", "tests/test_refresh.py", "tests/test_lock.py"],
+}
+
+
+def prepare(module: str) -> Path:
+    work = SCRATCH / module
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "src").mkdir(parents=True)
+    shutil.copytree(ROOT / "daemon" / "coactive_credd", work / "src" / "coactive_credd")
+    shutil.copy(ROOT / "client_shim" / "python" / "coactive_token.py", work / "src")
+    shutil.copytree(ROOT / "tests", work / "tests")
+    shutil.copytree(ROOT / "client_shim", work / "client_shim")  # the shims some tests run
+    text = (ROOT / "pyproject.toml").read_text()
+    text += "\n[tool.mutmut]\n" + "\n".join(
+        [
+            'source_paths = ["src"]',
+            f'only_mutate = ["src/coactive_credd/{module}.py"]',
+            f"pytest_add_cli_args_test_selection = {json.dumps(MODULES[module])}",
+            # mutmut runs the suite several times in one process: a resource warning from one
+            # run surfaces in the next as an error that is nobody's mutant
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", '
+            '"-W", "ignore::pytest.PytestUnraisableExceptionWarning", '
+            '"-W", "ignore::ResourceWarning"]',
+            # the tests start subprocesses; forked straight from mutmut's own process, a child
+            # they left behind is reaped by mutmut as if it were a worker, and mutmut stops
+            'process_isolation = "forkserver"',
+        ]
+    )
+    (work / "pyproject.toml").write_text(text + "\n")
+    (work / "mutants" / "src").mkdir(parents=True)  # on PYTHONPATH from the start (main())
+    return work
+
+
+def score(work: Path) -> dict[str, float]:
+    subprocess.run(["mutmut", "export-cicd-stats"], cwd=work, check=True, capture_output=True)
+    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+    killed = stats["killed"] + stats.get("timeout", 0)
+    judged = killed + stats["survived"] + stats.get("no_tests", 0)
+    stats["score"] = round(100 * killed / judged, 1) if judged else 0.0
+    stats["not_checked"] = stats["total"] - judged - stats.get("skipped", 0)
+    return stats
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("modules", nargs="*", metavar="MODULE", help=", ".join(MODULES))
+    ap.add_argument("--max-children", type=int, default=2)
+    args = ap.parse_args()
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    if shutil.which("mutmut") is None:
+        print("mutmut is not installed; run `pip install -e '.[test]'`", file=sys.stderr)
+        return 2
+    results = {}
+    for module in args.modules or list(MODULES):
+        work = prepare(module)
+        env = {**os.environ, "PYTHONPATH": f"{work}/mutants/src", "CI": ""}
+        run = subprocess.run(
+            ["mutmut", "run", "--max-children", str(args.max_children)],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(work / "mutmut.log", "w"),  # noqa: SIM115 - closed with the process
+        )
+        if not (work / "mutants" / "mutmut-stats.json").exists():
+            print(f"{module}: mutmut failed (exit {run.returncode}) in {work}", file=sys.stderr)
+            return 1
+        results[module] = score(work)
+        (work / "score.json").write_text(json.dumps(results[module], indent=2) + "\n")
+        s = results[module]
+        print(
+            f"{module:10} score {s['score']:5.1f} %  killed {s['killed']}  timeout "
+            f"{s.get('timeout', 0)}  survived {s['survived']}  no tests {s.get('no_tests', 0)}  "
+            f"not checked {s['not_checked']}  total {s['total']}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
