@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,6 +213,40 @@ def run(
     return proc, time.monotonic() - started
 
 
+# case -> client -> "ok" / "FAIL"; printed as one table when the module ends.
+MATRIX: dict[str, dict[str, str]] = {}
+
+
+@contextmanager
+def cell(case_name: str, client: str) -> Iterator[None]:
+    """Record one client's outcome on one vector (FAIL unless the block completes)."""
+    MATRIX.setdefault(case_name, {})[client] = "FAIL"
+    yield
+    MATRIX[case_name][client] = "ok"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def conformance_table(request: pytest.FixtureRequest) -> Iterator[None]:
+    """At the end, every client on every vector that ran: ok, FAIL, or - (does not apply)."""
+    yield
+    if not MATRIX:
+        return
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    columns = [*CLIS, "git"]
+    width = max(len(name) for name in MATRIX)
+    lines = ["", "conformance: " + " ".join(f"{c:>6}" for c in columns)]
+    for name, row in MATRIX.items():
+        case = CASES[name]
+        applies = {*clients_of(case), *(["git"] if case.get("git") is not None else [])}
+        marks = [row.get(c, "-" if c not in applies else "") for c in columns]
+        lines.append(f"{name:<{width}} " + " ".join(f"{m:>6}" for m in marks))
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # shown even under -q, never captured
+            for line in lines:
+                reporter.write_line(line)
+
+
 def cli_params() -> list[Any]:
     return [
         pytest.param(c, s, id=f"{c}-{s}") for c, case in CASES.items() for s in clients_of(case)
@@ -228,6 +263,16 @@ def check_help(text: str, prog: str) -> None:
 
 @pytest.mark.parametrize(("case_name", "shim"), cli_params())
 def test_cli_conformance(
+    case_name: str,
+    shim: str,
+    prepare: Callable[[dict[str, Any]], Prepared],
+    request: pytest.FixtureRequest,
+) -> None:
+    with cell(case_name, shim):
+        _check_cli(case_name, shim, prepare, request)
+
+
+def _check_cli(
     case_name: str,
     shim: str,
     prepare: Callable[[dict[str, Any]], Prepared],
@@ -303,6 +348,11 @@ GIT_CASES = [name for name, c in CASES.items() if c.get("git") is not None]
 def test_git_helper_conformance(
     case_name: str, prepare: Callable[[dict[str, Any]], Prepared]
 ) -> None:
+    with cell(case_name, "git"):
+        _check_git(case_name, prepare)
+
+
+def _check_git(case_name: str, prepare: Callable[[dict[str, Any]], Prepared]) -> None:
     case = CASES[case_name]
     p = prepare(case)
     host = p.fake.base_url.split("://", 1)[1]
