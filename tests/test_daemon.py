@@ -513,7 +513,11 @@ def test_credential_route_matches_gits_origin_to_a_profile(
     )
     assert daemon.get(here + "&username=zeta")[1]["profile"] == "zeta"
     assert daemon.get(here + "&profile=zeta")[1]["profile"] == "zeta"
-    assert daemon.get(here + "&username=nobody&profile=zeta")[1]["profile"] == "zeta"
+    # A username that names no profile gets nothing, whatever the client's profile says:
+    # one identity's token is never handed over under another's name.
+    status, body = daemon.get(here + "&username=nobody&profile=zeta")
+    assert (status, body["error"]["code"]) == (404, "no_match")
+    assert not leaked(json.dumps(body), set(fake.issued))
     for other in (
         "protocol=https&host=github.com",
         "protocol=http&host=127.0.0.1",
