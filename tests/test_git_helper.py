@@ -441,16 +441,7 @@ def test_other_schemes_are_not_even_asked(stand_in: tuple[str, dict[str, Any]]) 
         (404, {"error": {"code": "no_match", "message": "no profile", "hint": "h"}}, None),
         (404, {"error": {"code": "not_found", "message": "no such path", "hint": "h"}}, None),
         (400, {"error": {"code": "bad_request", "message": "bad", "hint": "h"}}, None),
-        (
-            424,
-            {"error": {"code": "reauth_required", "message": "re-login", "hint": "run x"}},
-            "re-login (run x)",
-        ),
-        (
-            423,
-            {"error": {"code": "locked", "message": "the vault is locked", "hint": "unlock"}},
-            "locked",
-        ),
+        # 424 reauth_required and 423 locked come from the real daemon: test_git_errors.py
         (503, "not json", "coactive-credd answered 503"),
         # 200s that are not a token answer git could carry.
         (200, _token_answer("coactive", "cat_bad\nusername=evil"), None),
