@@ -218,3 +218,20 @@ def test_login_after_a_fresh_home_the_way_the_readme_says(home: Path, fake: Fake
     st = run_cli("status")
     assert st.returncode == 3  # no daemon yet: still lists what the config has
     assert "default" in st.stdout and fake.base_url in st.stdout
+
+
+def test_every_command_has_help_text_and_builds_alone() -> None:
+    """A command missing from cli_help would lack its examples, and would make every run
+    build the whole parser (a run builds only its own command's parser)."""
+    import argparse
+
+    from coactive_credd.cli_help import HELP
+    from coactive_credd.cli_parser import build_parser
+
+    def commands(parser: argparse.ArgumentParser) -> set[str]:
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return set(sub.choices)
+
+    assert commands(build_parser()) == set(HELP) == set(COMMANDS)
+    for name in HELP:
+        assert commands(build_parser(only=name)) == {name}

@@ -112,9 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from .cli_parser import build_parser
+    from .cli_parser import build_parser, command_in
 
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(only=command_in(argv))
     args, extra = parser.parse_known_args(argv)
     if extra:
         # Report it as the subcommand's own error, so the hint names its --help.

@@ -56,6 +56,7 @@ def _fetch(client: Any, name: str, min_ttl: int, wait: float | None) -> Any:
                 if not _may_start(client, name, exc):
                     raise
                 client.autostart = True
+                progress("no daemon answers; starting one")
                 return client.token(name, min_ttl)
         except coactive_token.UpstreamUnavailable as exc:
             if deadline is None or time.monotonic() >= deadline:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, cast
 
 from . import __version__
 from .cli_common import EXIT_USAGE, PROG, CommandError
@@ -54,9 +54,32 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .cli_help import epilog, main_epilog
+class _Skipped:
+    """Stands in for the parser of a command that is not the one running: a command's run
+    builds only its own subparser, so adding commands costs ``coactive-credd token`` nothing."""
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> _Skipped:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` when it comes first (``coactive-credd token ...``)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, that command's subparser alone (others skipped),
+    which is all a run of that command needs. An unknown ``only`` builds them all."""
+    from .cli_help import HELP, epilog, main_epilog
+
+    if only is not None and only not in HELP:
+        only = None
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog=PROG,
@@ -72,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(
         name: str, fn: Callable[[argparse.Namespace], int], help: str
     ) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return cast(argparse.ArgumentParser, _Skipped())
         p = sub.add_parser(
             name, help=help, description=help, epilog=epilog(name), formatter_class=fmt
         )
