@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -239,11 +240,26 @@ def _container_keys(p: dict[str, Any], auth: Auth, where: str) -> dict[str, Any]
 
 
 def load(path: Path) -> Config:
-    """Load the config file; a missing file is an empty config."""
+    """Load the config file; a missing file is an empty config.
+
+    The file decides where credentials are sent, so it is read only if nobody else could
+    have written it (:func:`fsutil.check_safe_file`: not a symlink, owned by the user or
+    root, not group/other-writable, in safe folders); otherwise ConfigError names the path
+    and the command that fixes it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = fsutil.open_nofollow(path, os.O_RDONLY)
     except FileNotFoundError:
         return Config()
+    except fsutil.InsecurePathError as exc:
+        raise ConfigError(str(exc).replace(" private ", " safe ", 1)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            fsutil.check_safe_file(path, os.fstat(f.fileno()))
+            text = f.read().decode("utf-8")
+    except fsutil.InsecurePathError as exc:
+        raise ConfigError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     return parse(text, str(path))

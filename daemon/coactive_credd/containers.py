@@ -44,6 +44,7 @@ def ensure_socket_dir(folder: Path, shared: bool) -> None:
     if not shared:
         fsutil.ensure_private_dir(folder)
         return
+    fsutil.check_safe_parents(folder)  # never below a folder others can write to
     with contextlib.suppress(FileExistsError):
         os.makedirs(folder, SHARED_DIR_MODE)
     st = os.lstat(folder)

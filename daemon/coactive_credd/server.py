@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from . import (
     containers,
     fastpath,
     fsutil,
+    harden,
     logguard,
     pidfile,
     request,
@@ -94,19 +94,7 @@ def bind_socket(path: Path, shared: bool = False) -> socket.socket:
     return sock
 
 
-def harden_process() -> None:
-    """No core dumps, no ptrace by other same-uid processes, private files by default."""
-    import resource
-
-    os.umask(0o077)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+harden_process = harden.harden_process  # kept for callers of server.harden_process
 
 
 MAX_CONNECTIONS = 4096  # connections open at once, fast path and aiohttp together
@@ -192,8 +180,15 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     inode = 0
     shared = containers.socket_shared(paths)
     if own_socket:
-        containers.ensure_socket_dir(paths.socket.parent, shared)
-        startup_lock = os.open(str(paths.socket) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            containers.ensure_socket_dir(paths.socket.parent, shared)
+        except fsutil.InsecurePathError as exc:
+            raise StartupError(f"cannot serve on {paths.socket}: {exc}") from None
+        lock_path = paths.socket.with_name(paths.socket.name + ".lock")
+        try:
+            startup_lock = fsutil.open_lock_file(lock_path)
+        except fsutil.InsecurePathError as exc:
+            raise StartupError(f"cannot serve on {paths.socket}: {exc}") from None
         import fcntl
 
         try:
