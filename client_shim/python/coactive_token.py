@@ -64,6 +64,7 @@ __all__ = [
     "ReauthRequired",
     "Token",
     "UnknownProfile",
+    "UntrustedDaemon",
     "UpstreamUnavailable",
     "VaultLocked",
     "aget_token",
@@ -76,6 +77,7 @@ __all__ = [
     "get_token",
     "main",
     "start_daemon",
+    "verify_daemon",
     "watch",
 ]
 
@@ -248,6 +250,211 @@ def _daemon_pid(socket_path: str) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
+# --------------------------------------------------------------------------- trust
+#
+# Before a byte goes to the socket, the client checks whom it talks to (docs/SECURITY.md):
+# the socket's folder belongs to this user (or root) and nobody else can write to it, and the
+# process that answers runs as this user (the kernel says so: SO_PEERCRED on Linux,
+# LOCAL_PEERCRED on macOS).  COACTIVE_CREDD_DAEMON_UID=N trusts uid N as well (an app
+# container beside a sidecar).  The same rule, :func:`path_problem`, is the daemon's and the
+# CLI's "safe path" rule for every file and folder they touch (coactive_credd.fsutil).
+
+ENV_DAEMON_UID = "COACTIVE_CREDD_DAEMON_UID"
+
+
+class UntrustedDaemon(DaemonUnreachable):
+    """The socket's folder or the process answering on it is not this user's: nothing was
+    sent to it.  Exit 3, like any daemon that cannot be reached."""
+
+
+def trusted_uids(*, daemon: bool = True) -> frozenset[int]:
+    """The uids a file, folder or daemon may belong to: this user and root, and with
+    ``daemon`` the uid in ``$COACTIVE_CREDD_DAEMON_UID``.  Raises :class:`BadRequest` if
+    that variable is not a uid number."""
+    uids = {os.geteuid(), 0}
+    extra = os.environ.get(ENV_DAEMON_UID, "").strip() if daemon else ""
+    if extra:
+        if not extra.isdigit():
+            raise BadRequest(
+                f"{ENV_DAEMON_UID}={extra!r} is not a uid number",
+                hint=f"set it to the daemon's numeric uid (id -u), or unset {ENV_DAEMON_UID}",
+                code="bad_request",
+            )
+        uids.add(int(extra))
+    return frozenset(uids)
+
+
+def _quote(path: str) -> str:
+    return path if re.fullmatch(r"[\w@%+=:,./-]+", path) else "'" + path.replace("'", "'\\''") + "'"
+
+
+def runtime_fallback_root() -> str:
+    """``/tmp/runtime-$UID``: the runtime folder used when ``XDG_RUNTIME_DIR`` is unset."""
+    return f"/tmp/runtime-{os.getuid()}"  # noqa: S108 - created 0700 and verified like tmux's
+
+
+def path_problem(path: str, st: os.stat_result, trusted: frozenset[int]) -> tuple[str, str] | None:
+    """The safe-path rule for one file or folder, after OpenSSH's ``safe_path``.
+
+    ``st`` is its ``lstat``.  Answers ``None`` when it is owned by a uid in ``trusted`` and
+    writable by nobody else (root-owned sticky folders such as ``/tmp`` excepted), else
+    ``(what is wrong, the command that fixes it)``.  The runtime fallback
+    (:func:`runtime_fallback_root`) must be this user's own and private, as tmux's is.
+    """
+    quoted = _quote(path)
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symlink", f"rm {quoted}"
+    mode = stat.S_IMODE(st.st_mode)
+    euid = os.geteuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or ""
+    if path == runtime_fallback_root() and (st.st_uid != euid or mode & 0o077):
+        return (
+            f"owner uid {st.st_uid}, mode {mode:04o}; it must be yours with mode 0700 "
+            "(another user may have made it to catch your credentials)",
+            f"sudo rm -rf {quoted}  # or set XDG_RUNTIME_DIR to a private folder of yours",
+        )
+    if st.st_uid not in trusted:
+        if runtime and (path + "/").startswith(runtime.rstrip("/") + "/"):
+            fix = f"export XDG_RUNTIME_DIR=/run/user/{euid}  # after su: unset XDG_RUNTIME_DIR"
+        else:
+            fix = f"sudo chown {euid} {quoted}  # or remove it if you did not make it"
+        return f"owner uid {st.st_uid}, not you (uid {euid})", fix
+    if mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and mode & 0o1000):
+        return f"mode {mode:04o}, writable by others", f"chmod go-w {quoted}"
+    return None
+
+
+def unsafe_parent(path: str, trusted: frozenset[int] | None = None) -> tuple[str, str, str] | None:
+    """The first folder above ``path`` that breaks :func:`path_problem`, as ``(folder, what
+    is wrong, fix)``, or ``None``.  Walks up to the home folder (included) or ``/``, both as
+    written and with symlinks resolved; folders that do not exist yet are skipped."""
+    trusted = trusted if trusted is not None else trusted_uids(daemon=False)
+    home = os.path.abspath(os.path.expanduser("~"))
+    stops = {home, os.path.realpath(home)}
+    start = os.path.dirname(os.path.abspath(path))
+    seen: set[str] = set()
+    blocked: str | None = None
+    for d in (start, os.path.realpath(start)):
+        while d not in seen:
+            seen.add(d)
+            try:
+                st = os.stat(
+                    d
+                )  # a symlinked folder is judged by its target; its own folder is next
+            except FileNotFoundError:
+                pass
+            except PermissionError:
+                blocked = blocked or d
+            else:
+                problem = path_problem(d, st, trusted)
+                if problem is not None:
+                    return d, *problem
+            if d in stops:
+                break
+            d = os.path.dirname(d)
+    if blocked is not None:
+        return (
+            blocked,
+            "permission denied: a folder above it belongs to someone else",
+            (
+                "unset XDG_RUNTIME_DIR  # after su"
+                if os.environ.get("XDG_RUNTIME_DIR")
+                else f"ls -ld {_quote(blocked)}"
+            ),
+        )
+    return None
+
+
+def _verify_folder(socket_path: str) -> None:
+    """Refuse a socket whose folder is not this user's (or root's, or the trusted daemon
+    uid's), or is writable by others.  A missing folder is no daemon, if the folders above
+    it are safe."""
+    folder = os.path.dirname(socket_path) or "."
+    try:
+        st = os.lstat(folder)  # a symlink is refused: the daemon never serves through one
+    except FileNotFoundError:  # no daemon; a folder above that is not safe is said now
+        bad = unsafe_parent(folder, trusted_uids())
+        if bad is not None:
+            raise _untrusted(socket_path, bad[0], bad[1:]) from None
+        return
+    except PermissionError:
+        bad = unsafe_parent(folder, trusted_uids())
+        raise _untrusted(
+            socket_path,
+            bad[0] if bad else folder,
+            bad[1:] if bad else ("permission denied", f"ls -ld {_quote(os.path.dirname(folder))}"),
+        ) from None
+    trusted = trusted_uids()
+    problem = path_problem(folder, st, trusted)
+    if problem is None and not stat.S_ISDIR(st.st_mode):
+        problem = ("not a folder", f"ls -ld {_quote(folder)}")
+    if problem is not None:
+        raise _untrusted(socket_path, folder, problem)
+
+
+def _untrusted(socket_path: str, where: str, problem: tuple[str, str] | None) -> UntrustedDaemon:
+    what, fix = problem or ("not yours", f"ls -ld {_quote(where)}")
+    return UntrustedDaemon(
+        f"refusing to talk to the daemon on {socket_path}: {where} is not safe ({what}); "
+        "nothing was sent",
+        code="untrusted_daemon",
+        hint=f"fix it with `{fix}`",
+    )
+
+
+def verify_daemon(socket_path: str | None = None, *, timeout: float = 5.0) -> None:
+    """Check, sending nothing, that the daemon on ``socket_path`` (default
+    :func:`default_socket_path`) is one this user trusts: its folder, and the process
+    answering if one does.  Raises :class:`UntrustedDaemon` (exit 3); no daemon is fine."""
+    path = socket_path or default_socket_path()
+    _verify_folder(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError:
+            return  # nobody answers: nobody to trust
+        _verify_peer(sock, path)
+    finally:
+        sock.close()
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a connected Unix socket, as the kernel
+    tells it; ``None`` where this platform cannot ask."""
+    if sys.platform.startswith("linux"):
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # struct ucred
+    elif sys.platform == "darwin" or "bsd" in sys.platform:
+        # struct xucred {u_int cr_version; uid_t cr_uid; ...} at level SOL_LOCAL (0).
+        raw = sock.getsockopt(0, getattr(socket, "LOCAL_PEERCRED", 1), 76)
+    else:
+        return None
+    return int.from_bytes(raw[4:8], sys.byteorder)
+
+
+def _verify_peer(sock: socket.socket, socket_path: str) -> None:
+    """Refuse a daemon that does not run as this user (or root, or the trusted uid)."""
+    try:
+        uid = _peer_uid(sock)
+    except OSError as exc:
+        raise UntrustedDaemon(
+            f"refusing to talk to the daemon on {socket_path}: cannot learn who runs it "
+            f"({exc.strerror}); nothing was sent",
+            code="untrusted_daemon",
+            hint=START_HINT,
+        ) from None
+    trusted = trusted_uids()
+    if uid is not None and uid not in trusted:
+        raise UntrustedDaemon(
+            f"refusing to talk to the daemon on {socket_path}: it runs as uid {uid}, not as "
+            f"you (uid {os.geteuid()}); nothing was sent",
+            code="untrusted_daemon",
+            hint=f"stop that process; if uid {uid} runs your daemon (a sidecar), set "
+            f"{ENV_DAEMON_UID}={uid}",
+        )
+
+
 # --------------------------------------------------------------------------- defaults
 
 
@@ -402,6 +609,9 @@ def _start_failed(message: str) -> DaemonUnreachable:
 def _private_folder(folder: str) -> None:
     """Create ``folder`` and its missing parents 0700, or check that it is ours and private,
     as the daemon will: otherwise the log would be written where others can reach it."""
+    bad = unsafe_parent(os.path.join(folder, LOG_NAME))
+    if bad is not None:
+        raise PermissionError(f"{bad[0]} is not safe ({bad[1]}); fix it with `{bad[2]}`")
     missing: list[str] = []
     probe = folder
     while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
@@ -453,6 +663,7 @@ def _answers(sock: str, timeout: float) -> bool:
     try:
         s.settimeout(timeout)
         s.connect(sock)
+        _verify_peer(s, sock)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         head = b""
         while b"\r\n" not in head and len(head) < 64:
@@ -461,7 +672,7 @@ def _answers(sock: str, timeout: float) -> bool:
                 break
             head += chunk
         return head.split(b" ", 2)[1:2] == [b"200"]
-    except OSError:
+    except (OSError, BadRequest):
         return False
     finally:
         s.close()
@@ -607,12 +818,14 @@ class _Connection:
     """
 
     def __init__(self, socket_path: str, timeout: float) -> None:
+        _verify_folder(socket_path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # A stopped daemon's listener still accepts into its backlog, so waits are short
             # and a slow answer is checked on (see _fill), not waited out for `timeout`.
             sock.settimeout(min(timeout, ALIVE_CHECK))
             sock.connect(socket_path)
+            _verify_peer(sock, socket_path)
         except BaseException:
             sock.close()
             raise
@@ -784,6 +997,8 @@ class Client:
     ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode("utf-8")
         start = start and self.autostart
+        if self._conn is None:
+            _verify_folder(self.socket_path)  # before anything, even before starting a daemon
         if (
             self._conn is None
             and not os.path.exists(self.socket_path)
@@ -800,6 +1015,9 @@ class Client:
                     if self._conn is None:
                         self._conn = _Connection(self.socket_path, self.timeout)
                     status, data, closes = self._conn.request(method, path, payload)
+                except UntrustedDaemon:
+                    self._drop()
+                    raise
                 except (OSError, _BadAnswer) as exc:
                     self._drop()
                     # The daemon may close an idle keep-alive connection at any time: a request
@@ -964,11 +1182,13 @@ def watch(
     """
     path = socket_path or default_socket_path()
     stream = _EventStream(path)
+    _verify_folder(path)
     try:
         sock = _Connection(path, timeout).sock  # the same connection (and checks) as Client's
     except OSError as exc:
         raise _unreachable(path, exc) from None
     with sock:
+        _verify_peer(sock, path)  # before a byte is sent
         try:
             sock.sendall(stream.request(profile))
             while chunk := sock.recv(65536):
@@ -985,10 +1205,16 @@ async def awatch(
 
     path = socket_path or default_socket_path()
     stream = _EventStream(path)
+    _verify_folder(path)
     try:
         reader, writer = await asyncio.wait_for(_aconnect(path, False), timeout)
     except (OSError, TimeoutError) as exc:
         raise _unreachable(path, exc) from None
+    try:
+        _verify_peer(writer.get_extra_info("socket"), path)  # before a byte is sent
+    except UntrustedDaemon:
+        writer.close()
+        raise
     try:
         writer.write(stream.request(profile))
         while chunk := await asyncio.wait_for(reader.read(65536), timeout):
@@ -1008,13 +1234,21 @@ async def _aconnect(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     import asyncio
 
+    _verify_folder(socket_path)
     try:
-        return await asyncio.open_unix_connection(socket_path)
+        reader, writer = await asyncio.open_unix_connection(socket_path)
     except OSError as exc:
         if not (start and _no_daemon(exc) and autostart_enabled()):
             raise
-    await asyncio.to_thread(start_daemon, socket_path)
-    return await asyncio.open_unix_connection(socket_path)
+        await asyncio.to_thread(start_daemon, socket_path)
+        _verify_folder(socket_path)
+        reader, writer = await asyncio.open_unix_connection(socket_path)
+    try:
+        _verify_peer(writer.get_extra_info("socket"), socket_path)
+    except UntrustedDaemon:
+        writer.close()
+        raise
+    return reader, writer
 
 
 async def _arequest(

@@ -78,7 +78,8 @@ def open_vault(paths: Paths) -> Vault:
 
 
 def notify_daemon(paths: Paths) -> bool:
-    """Tell a running daemon to re-read config and vault; False if none is answering."""
+    """Tell a running daemon to re-read config and vault; False if none is answering.
+    A daemon that is not this user's is reported (exit 3), never told anything."""
     import coactive_token
 
     try:
@@ -86,9 +87,23 @@ def notify_daemon(paths: Paths) -> bool:
             str(paths.socket), timeout=PROBE_TIMEOUT, autostart=False
         ) as client:
             status, _ = client.request("POST", "/v1/admin/reload")
+    except coactive_token.UntrustedDaemon:
+        raise
     except coactive_token.CredddError:
         return False
     return status == 200
+
+
+def guard_secret_holder(paths: Paths) -> None:
+    """First thing in a command that reads a credential or a passphrase: no core file and
+    not dumpable (:mod:`harden`), and refuse (exit 3) when the socket's folder or the daemon
+    answering on it is not this user's, before the secret is read."""
+    import coactive_token
+
+    from . import harden
+
+    harden.harden_process()
+    coactive_token.verify_daemon(str(paths.socket))
 
 
 def admin(

@@ -28,6 +28,7 @@ from .cli_common import (
     CommandError,
     admin,
     error_line,
+    guard_secret_holder,
     notify_daemon,
     open_vault,
     profile_name,
@@ -259,6 +260,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     name = profile_name(args)
     paths = resolve_paths()
+    guard_secret_holder(paths)  # before the credential (or passphrase) is read
     old = config.load(paths.config_file).profiles.get(name)
     try:
         base_url = upstream.validate_base_url(
@@ -365,6 +367,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
     from . import config, fsutil
 
     paths = resolve_paths()
+    guard_secret_holder(paths)  # it may read the passphrase and opens the vault
     configured = config.load(paths.config_file).profiles
     names = sorted(configured) if args.all else [profile_name(args)]
     writer = open_writer(paths)

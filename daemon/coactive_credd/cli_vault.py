@@ -16,6 +16,7 @@ from .cli_common import (
     EXIT_USAGE,
     CommandError,
     error_line,
+    guard_secret_holder,
     notify_daemon,
     open_vault,
     resolve_paths,
@@ -90,6 +91,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
+    guard_secret_holder(resolve_paths())  # before the passphrase is read
     passphrase = read_passphrase("Vault passphrase: ", args.passphrase_stdin)
     status, answer = _admin("/v1/admin/unlock", {"passphrase": passphrase})
     if status == 401:
@@ -106,6 +108,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     from . import fsutil
 
     paths = resolve_paths()
+    guard_secret_holder(paths)  # the new passphrase goes to the daemon: no impostor
     for d in paths.private_dirs:
         fsutil.ensure_private_dir(d)
     vault = open_vault(paths)
