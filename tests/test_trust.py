@@ -66,7 +66,10 @@ while True:
     with open(record, "ab") as f:
         f.write(got)
     if got:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        plain = b"text/plain" in got
+        answer = sys.argv[3].encode() if plain else body
+        ctype = b"text/plain" if plain else b"application/json"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (ctype, len(answer)) + answer)
     conn.close()
 """
 
@@ -376,3 +379,128 @@ def test_real_daemon_and_client_of_the_same_uid_work_in_the_fallback(victim: Vic
         if pid.returncode == 0:
             os.kill(int(json.loads(pid.stdout)["pid"]), 15)
             time.sleep(0.2)
+
+
+# --- the other shims: sh under dash, the git helper, Node, Go --------------------------------
+
+
+@pytest.fixture(scope="session")
+def go_cli_shared() -> Iterator[Path]:
+    """The Go CLI, built where the other uids can run it."""
+    out = Path(tempfile.mkdtemp(prefix="ccgo-", dir="/tmp"))
+    out.chmod(0o755)
+    subprocess.run(
+        ["go", "build", "-o", str(out / "coactive-token"), "./cmd/coactive-token"],
+        cwd=SHIM / "go",
+        check=True,
+        timeout=170,
+        env={**os.environ, "CGO_ENABLED": "0"},
+    )
+    yield out / "coactive-token"
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _shim(name: str, go: Path) -> list[str]:
+    return {
+        "sh": ["dash", str(SHIM / "sh" / "coactive-token")],
+        "node": ["node", str(SHIM / "node" / "bin" / "coactive-token.js")],
+        "go": [str(go)],
+        "python": [sys.executable, str(SHIM / "python" / "coactive_token.py")],
+    }[name]
+
+
+GIT_GET = "protocol=http\nhost=127.0.0.1:9\n\n"
+
+
+@pytest.mark.parametrize("shim", ["sh", "node", "go"])
+def test_shims_refuse_an_impostor_in_the_fallback_folder(
+    victim: Victim, impostor: Listener, go_cli_shared: Path, shim: str
+) -> None:
+    proc = victim.run(_shim(shim, go_cli_shared))
+    assert_refused(proc, impostor, str(victim.socket.parent))
+
+
+def test_git_helper_refuses_an_impostor_in_the_fallback_folder(
+    victim: Victim, impostor: Listener
+) -> None:
+    proc = victim.run(["dash", str(SHIM / "sh" / "git-credential-coactive"), "get"], GIT_GET)
+    assert_refused(proc, impostor, str(victim.socket.parent))
+    assert proc.stdout == ""
+    erase = victim.run(
+        ["dash", str(SHIM / "sh" / "git-credential-coactive"), "erase"],
+        GIT_GET.replace("\n\n", f"\npassword={IMPOSTOR_TOKEN}\n\n"),
+    )
+    assert erase.returncode == 0 and impostor.received() == b""
+
+
+def test_git_credential_fill_gets_nothing_from_an_impostor(
+    victim: Victim, impostor: Listener
+) -> None:
+    helper = f"!dash {SHIM / 'sh' / 'git-credential-coactive'}"
+    proc = victim.run(
+        ["git", "-c", f"credential.helper={helper}", "credential", "fill"],
+        GIT_GET,
+        env={"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"},
+    )
+    assert IMPOSTOR_TOKEN not in proc.stdout
+    assert "refusing to talk to the daemon" in proc.stderr
+    assert impostor.received() == b""
+
+
+@pytest.mark.parametrize("shim", ["sh", "node", "go"])
+def test_shims_refuse_a_socket_moved_into_a_good_folder(
+    victim: Victim, disguised: Listener, go_cli_shared: Path, shim: str
+) -> None:
+    """Go asks the kernel (SO_PEERCRED); sh and Node, which cannot, see the socket's owner."""
+    _, attacker = _uid_pair()
+    proc = victim.run(_shim(shim, go_cli_shared))
+    assert_refused(proc, disguised, f"uid {attacker}")
+
+
+def test_git_helper_refuses_a_socket_moved_into_a_good_folder(
+    victim: Victim, disguised: Listener
+) -> None:
+    proc = victim.run(["dash", str(SHIM / "sh" / "git-credential-coactive"), "get"], GIT_GET)
+    assert_refused(proc, disguised, str(victim.socket))
+
+
+@pytest.mark.parametrize("shim", ["sh", "node", "go", "python"])
+def test_every_shim_trusts_the_daemon_uid_it_is_told(
+    victim: Victim, disguised: Listener, go_cli_shared: Path, shim: str
+) -> None:
+    _, attacker = _uid_pair()
+    proc = victim.run(_shim(shim, go_cli_shared), env={"COACTIVE_CREDD_DAEMON_UID": str(attacker)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == IMPOSTOR_TOKEN
+    assert disguised.received().startswith(b"GET /v1/token")
+
+
+@pytest.mark.parametrize("shim", ["sh", "node", "go", "python"])
+def test_every_shim_names_a_foreign_runtime_dir_after_su(
+    victim: Victim, attacker_home: Path, go_cli_shared: Path, shim: str
+) -> None:
+    _, uid = _uid_pair()
+    other_runtime = attacker_home / "run"
+    subprocess.run([*as_uid(uid), "mkdir", "-m", "700", str(other_runtime)], check=True)
+    proc = victim.run(_shim(shim, go_cli_shared), env={"XDG_RUNTIME_DIR": str(other_runtime)})
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "XDG_RUNTIME_DIR" in proc.stderr and str(attacker_home) in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("shim", ["sh", "node", "go"])
+def test_shim_autostart_never_starts_a_daemon_in_a_foreign_runtime_folder(
+    victim: Victim, attacker_home: Path, go_cli_shared: Path, shim: str
+) -> None:
+    _, uid = _uid_pair()
+    subprocess.run(
+        [*as_uid(uid), "sh", "-c", 'umask 0 && mkdir -m 777 "$1"', "-", str(victim.runtime_root)],
+        check=True,
+    )
+    proc = victim.run(
+        _shim(shim, go_cli_shared),
+        env={"COACTIVE_CREDD_AUTOSTART": "1", "COACTIVE_CREDD_COMMAND": "/bin/false"},
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert str(victim.runtime_root) in proc.stderr, proc.stderr
+    assert not victim.socket.parent.exists(), "a folder was made inside the attacker's"

@@ -168,6 +168,9 @@ func StartDaemon(ctx context.Context, socketPath string) error {
 // privateFolder creates dir (and missing parents) 0700, or checks that it is ours and private,
 // as the daemon will: otherwise the log would be written where others can reach it.
 func privateFolder(dir string) error {
+	if bad, what := unsafeParent(dir); bad != "" {
+		return fmt.Errorf("%s is not safe (%s)", bad, what)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -190,6 +193,9 @@ func answers(sock string, timeout time.Duration) bool {
 		return false
 	}
 	defer conn.Close()
+	if verifyPeer(conn, sock) != nil {
+		return false
+	}
 	_ = conn.SetDeadline(time.Now().Add(timeout))
 	if _, err := conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")); err != nil {
 		return false

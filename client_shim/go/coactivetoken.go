@@ -87,6 +87,7 @@ var exitByCode = map[string]int{
 	"upstream_unavailable": ExitUnavailable,
 	"locked":               ExitLocked,
 	CodeUnreachable:        ExitUnreachable,
+	CodeUntrusted:          ExitUnreachable,
 }
 
 // Used only when an error answer carries no recognisable code.

@@ -257,9 +257,16 @@ func (c *Client) conn(ctx context.Context) (w *wireConn, reused bool, err error)
 		w.conn.Close()
 	}
 	c.mu.Unlock()
+	if err := verifyFolder(c.socketPath()); err != nil {
+		return nil, false, err
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socketPath())
 	if err != nil {
+		return nil, false, err
+	}
+	if err := verifyPeer(conn, c.socketPath()); err != nil {
+		conn.Close()
 		return nil, false, err
 	}
 	return &wireConn{conn: conn, br: bufio.NewReaderSize(conn, 4096)}, false, nil
@@ -300,6 +307,10 @@ func (c *Client) exchange(ctx context.Context, deadline time.Time, method, path 
 	for {
 		w, reused, err := c.conn(ctx)
 		if err != nil {
+			var e *Error
+			if errors.As(err, &e) { // untrusted: already says why; nothing was sent
+				return 0, nil, e
+			}
 			return 0, nil, unreachable(c.socketPath(), err)
 		}
 		status, data, keep, answered, err := w.roundTrip(ctx, deadline, method, path, body)

@@ -57,6 +57,8 @@ export declare class CredddError extends Error {
   exitCode: number;
 }
 export declare class DaemonUnreachable extends CredddError {}
+/** The socket's folder or socket file is not this user's (nor root's, nor $COACTIVE_CREDD_DAEMON_UID's): nothing was sent. Exit 3. */
+export declare class UntrustedDaemon extends DaemonUnreachable {}
 export declare class BadRequest extends CredddError {}
 export declare class UnknownProfile extends CredddError {}
 export declare class ReauthRequired extends CredddError {}

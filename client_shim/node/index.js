@@ -174,8 +174,24 @@ function startFailed(message) {
   return new DaemonUnreachable(message, { code: 'unreachable', hint: START_HINT });
 }
 
-/** Create the socket's folder 0700, or check that it is ours and private, as the daemon will. */
+/** Create the socket's folder 0700, or check that it is ours and private, as the daemon will;
+ * never below a folder others can write to (or another user's). */
 function privateFolder(dir) {
+  for (let d = path.dirname(path.resolve(dir)); ; d = path.dirname(d)) {
+    let st = null;
+    try {
+      st = fs.statSync(d);
+    } catch (_) {
+      // not there yet: it will be made 0700
+    }
+    if (st) {
+      const sticky = st.uid === 0 && st.mode & 0o1000;
+      if ((st.uid !== process.geteuid() && st.uid !== 0) || (st.mode & 0o022 && !sticky)) {
+        throw new Error(`${d} is not safe (owner uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8)})`);
+      }
+    }
+    if (d === os.homedir() || d === path.dirname(d)) break;
+  }
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = fs.lstatSync(dir);
   if (!st.isDirectory() || st.uid !== process.getuid() || (st.mode & 0o077) !== 0) {
@@ -303,12 +319,80 @@ function errorFromAnswer(status, text) {
   return new Cls(message || `coactive-credd answered ${status} (${code})`, { code, hint, status });
 }
 
+// ---- trust: only this user's daemon gets a byte (docs/SECURITY.md)
+//
+// Node cannot ask the kernel who answers on a Unix socket (no SO_PEERCRED / getpeereid in
+// its API), so it checks what the file system says: the socket's folder is a folder of this
+// user (or root, or $COACTIVE_CREDD_DAEMON_UID) that nobody else can write to, and the
+// socket file belongs to one of them. The Python, Go and sh clients follow the same rule.
+
+/** The socket's folder or socket is not this user's: nothing was sent. Exit 3. */
+class UntrustedDaemon extends DaemonUnreachable {}
+
+function trustedUid(uid) {
+  if (uid === process.geteuid() || uid === 0) return true;
+  const extra = (process.env.COACTIVE_CREDD_DAEMON_UID || '').trim();
+  if (!extra) return false;
+  if (!/^[0-9]+$/.test(extra)) {
+    throw new BadRequest(`COACTIVE_CREDD_DAEMON_UID=${JSON.stringify(extra)} is not a uid number`, {
+      code: 'bad_request',
+      hint: "set it to the daemon's numeric uid (id -u), or unset COACTIVE_CREDD_DAEMON_UID",
+    });
+  }
+  return uid === Number(extra);
+}
+
+function untrusted(sock, where, what, fix) {
+  return new UntrustedDaemon(`refusing to talk to the daemon on ${sock}: ${where} is not safe (${what}); nothing was sent`, {
+    code: 'untrusted_daemon',
+    hint: `fix it with \`${fix}\``,
+  });
+}
+
+/** Throws UntrustedDaemon (or BadRequest) unless the socket's folder and file are trusted. */
+function verifyDaemon(sock) {
+  const dir = path.dirname(sock);
+  let st;
+  try {
+    st = fs.lstatSync(dir);
+  } catch (err) {
+    if (err.code === 'EACCES') {
+      const up = path.dirname(dir);
+      const fix = process.env.XDG_RUNTIME_DIR ? 'unset XDG_RUNTIME_DIR  # after su; or set it to a folder of yours' : `ls -ld ${up}`;
+      throw untrusted(sock, up, "permission denied: it is another user's", fix);
+    }
+    return; // no folder: no daemon, connect() says so
+  }
+  if (st.isSymbolicLink()) throw untrusted(sock, dir, 'it is a symlink', `rm ${dir}`);
+  if (!st.isDirectory()) throw untrusted(sock, dir, 'not a folder', `ls -ld ${dir}`);
+  if (!trustedUid(st.uid)) {
+    throw untrusted(sock, dir, `owner uid ${st.uid}, not you (uid ${process.geteuid()})`, `sudo chown ${process.geteuid()} ${dir}  # or remove it if you did not make it`);
+  }
+  if (st.mode & 0o022) {
+    throw untrusted(sock, dir, `mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}, writable by others`, `chmod go-w ${dir}`);
+  }
+  let sst;
+  try {
+    sst = fs.lstatSync(sock);
+  } catch (_) {
+    return;
+  }
+  if (!trustedUid(sst.uid)) {
+    throw untrusted(sock, sock, `owner uid ${sst.uid}: another user's process made it`, `rm ${sock}  # and find who runs as uid ${sst.uid}`);
+  }
+}
+
 /**
- * One request to the daemon. Resolves to {status, body} (body as text); rejects only with
- * DaemonUnreachable.
+ * One request to the daemon. Resolves to {status, body} (body as text); rejects with
+ * DaemonUnreachable (UntrustedDaemon when the socket is not this user's: nothing sent).
  */
 function request(method, urlPath, { body = null, socketPath, timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
   const sock = socketPath || defaultSocketPath();
+  try {
+    verifyDaemon(sock);
+  } catch (err) {
+    return Promise.reject(err);
+  }
   const payload = body === null ? null : Buffer.from(JSON.stringify(body), 'utf8');
   const headers = { Accept: 'application/json', Host: 'localhost' };
   if (payload) {
@@ -551,6 +635,7 @@ module.exports = {
   EXIT,
   CredddError,
   DaemonUnreachable,
+  UntrustedDaemon,
   BadRequest,
   UnknownProfile,
   ReauthRequired,
