@@ -15,6 +15,7 @@ from pathlib import Path
 import coactive_credd
 import pytest
 from aiohttp import web
+from coactive_credd import redact
 from coactive_credd.fakeupstream import FakeCoactive
 from coactive_credd.upstream import (
     Credential,
@@ -391,7 +392,9 @@ async def test_an_echoed_credential_is_dropped_from_the_detail(
     for prefix, status in [("echo", 401), ("part", 403)]:
         with pytest.raises(CredentialsRejected) as info:
             await upstream.login(f"{odd_server}/{prefix}", cred)
-        assert info.value.detail == f"Coactive refused the login with HTTP {status}"
+        assert info.value.detail == (
+            f"Coactive refused the login with HTTP {status}: {redact.WITHHELD}"
+        )
         assert_no_secret(info.value, cred.secret[3:17])
 
 

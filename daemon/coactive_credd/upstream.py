@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from coactive_credd import __version__
+from coactive_credd import __version__, redact
 from coactive_credd.proxy import redact as redact_proxy
 
 __all__ = [
@@ -336,12 +336,6 @@ def _seconds(value: object) -> int | None:
     return None
 
 
-def _leaks(text: str, secret: str) -> bool:
-    """Whether ``text`` holds ``secret`` or a long-enough piece of it (a truncated echo)."""
-    window = min(len(secret), 12)
-    return any(secret[i : i + window] in text for i in range(len(secret) - window + 1))
-
-
 def _server_message(body: bytes, secrets: tuple[str, ...]) -> str | None:
     """A short human message from an error answer, or None. Never returns a secret."""
     try:
@@ -360,12 +354,8 @@ def _server_message(body: bytes, secrets: tuple[str, ...]) -> str | None:
             break
     if not isinstance(message, str):
         return None
-    if any(_leaks(message, s) for s in secrets if s):
-        return None
-    message = " ".join("".join(c if c.isprintable() else " " for c in message).split())
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
-    return message
+    # Bounded, printable, and withheld when it echoes the credential in any form.
+    return redact.server_text(message, secrets, MAX_MESSAGE_CHARS)
 
 
 class Upstream:
