@@ -412,6 +412,18 @@ def _shim(name: str, go: Path) -> list[str]:
 GIT_GET = "protocol=http\nhost=127.0.0.1:9\n\n"
 
 
+def configure_origin(v: Victim) -> None:
+    """A profile for http://127.0.0.1:9, so the git helper asks the daemon about that host."""
+    folder = v.home / ".config" / "coactive-credd"
+    folder.mkdir(parents=True)
+    (folder / "config.toml").write_text(
+        '[profiles.default]\nbase_url = "http://127.0.0.1:9"\nauth = "personal_token"\n'
+    )
+    for p in (v.home / ".config", folder, folder / "config.toml"):
+        os.chown(p, v.uid, v.uid)
+        p.chmod(0o600 if p.is_file() else 0o700)
+
+
 @pytest.mark.parametrize("shim", ["sh", "node", "go"])
 def test_shims_refuse_an_impostor_in_the_fallback_folder(
     victim: Victim, impostor: Listener, go_cli_shared: Path, shim: str
@@ -423,6 +435,7 @@ def test_shims_refuse_an_impostor_in_the_fallback_folder(
 def test_git_helper_refuses_an_impostor_in_the_fallback_folder(
     victim: Victim, impostor: Listener
 ) -> None:
+    configure_origin(victim)
     proc = victim.run(["dash", str(SHIM / "sh" / "git-credential-coactive"), "get"], GIT_GET)
     assert_refused(proc, impostor, str(victim.socket.parent))
     assert proc.stdout == ""
@@ -436,6 +449,7 @@ def test_git_helper_refuses_an_impostor_in_the_fallback_folder(
 def test_git_credential_fill_gets_nothing_from_an_impostor(
     victim: Victim, impostor: Listener
 ) -> None:
+    configure_origin(victim)
     helper = f"!dash {SHIM / 'sh' / 'git-credential-coactive'}"
     proc = victim.run(
         ["git", "-c", f"credential.helper={helper}", "credential", "fill"],
@@ -460,6 +474,7 @@ def test_shims_refuse_a_socket_moved_into_a_good_folder(
 def test_git_helper_refuses_a_socket_moved_into_a_good_folder(
     victim: Victim, disguised: Listener
 ) -> None:
+    configure_origin(victim)
     proc = victim.run(["dash", str(SHIM / "sh" / "git-credential-coactive"), "get"], GIT_GET)
     assert_refused(proc, disguised, str(victim.socket))
 
