@@ -519,3 +519,22 @@ def test_shim_autostart_never_starts_a_daemon_in_a_foreign_runtime_folder(
     assert proc.returncode == 3, proc.stderr
     assert str(victim.runtime_root) in proc.stderr, proc.stderr
     assert not victim.socket.parent.exists(), "a folder was made inside the attacker's"
+
+
+@pytest.mark.parametrize("shim", ["sh", "node", "go", "python-api"])
+def test_following_events_never_reaches_an_impostor(
+    victim: Victim, impostor: Listener, go_cli_shared: Path, shim: str
+) -> None:
+    if shim == "python-api":
+        argv = [
+            sys.executable,
+            "-c",
+            "import sys, coactive_token\n"
+            "try:\n    list(coactive_token.watch())\n"
+            "except coactive_token.CredddError as e:\n"
+            "    print(e, file=sys.stderr); sys.exit(e.exit_code)",
+        ]
+    else:
+        argv = [*_shim(shim, go_cli_shared), "--watch"]
+    proc = victim.run(argv, env={"PYTHONPATH": str(SHIM / "python")})
+    assert_refused(proc, impostor, str(victim.socket.parent))

@@ -35,10 +35,17 @@ const watchSilence = 60 * time.Second
 // an *Error like Fetch's.
 func (c *Client) Watch(ctx context.Context, profile string) (<-chan Event, error) {
 	sock := c.socketPath()
+	if err := verifyFolder(sock); err != nil {
+		return nil, err
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
 		return nil, unreachable(sock, err)
+	}
+	if err := verifyPeer(conn, sock); err != nil { // before a byte is sent
+		conn.Close()
+		return nil, err
 	}
 	path := "/v1/events"
 	if profile != "" {

@@ -563,6 +563,11 @@ async function coactiveFetch(input, init = {}, options = {}) {
  */
 function watch({ profile, socketPath, silenceMs = 60000 } = {}) {
   const sock = socketPath || defaultSocketPath();
+  try {
+    verifyDaemon(sock); // before a byte is sent
+  } catch (err) {
+    return failedWatch(err);
+  }
   const emitter = new EventEmitter();
   const query = profile ? `?profile=${encodeURIComponent(profile)}` : '';
   const headers = { Accept: 'text/event-stream', Host: 'localhost' };
@@ -627,6 +632,24 @@ function watch({ profile, socketPath, silenceMs = 60000 } = {}) {
     } finally {
       emitter.close();
     }
+  };
+  return emitter;
+}
+
+/** A watch() that never connected: 'error' on the next tick, and an iterator that throws. */
+function failedWatch(err) {
+  const emitter = new EventEmitter();
+  emitter.closed = false;
+  emitter.close = () => {
+    emitter.closed = true;
+  };
+  process.nextTick(() => {
+    if (!emitter.closed) emitter.emit('error', err);
+  });
+  emitter[Symbol.asyncIterator] = async function* iterate() {
+    emitter.on('error', () => {});
+    emitter.close();
+    throw err;
   };
   return emitter;
 }

@@ -1182,13 +1182,13 @@ def watch(
     """
     path = socket_path or default_socket_path()
     stream = _EventStream(path)
-    _verify_folder(path)
     try:
         sock = _Connection(path, timeout).sock  # the same connection (and checks) as Client's
+    except UntrustedDaemon:
+        raise
     except OSError as exc:
         raise _unreachable(path, exc) from None
     with sock:
-        _verify_peer(sock, path)  # before a byte is sent
         try:
             sock.sendall(stream.request(profile))
             while chunk := sock.recv(65536):
