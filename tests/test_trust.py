@@ -363,9 +363,9 @@ def test_real_daemon_and_client_of_the_same_uid_work_in_the_fallback(victim: Vic
     # status never starts a daemon; token does.
     assert proc.returncode == 3
     started = victim.run(
-        [sys.executable, "-m", "coactive_credd", "token"],
+        [sys.executable, str(SHIM / "python" / "coactive_token.py")],
         env={"COACTIVE_CREDD_AUTOSTART": "1"},
-        packages=True,
+        packages=True,  # the daemon it starts needs them
     )
     try:
         assert started.returncode == 4, started.stderr  # no profile yet: the daemon answered
