@@ -217,3 +217,20 @@ def test_a_typo_points_to_the_subcommands_help(home: Path, argv: list[str]) -> N
     assert out.returncode == 2 and one_line(out.stderr)
     assert f"`coactive-credd {argv[0]} --help`" in out.stderr
     assert "did you mean" in out.stderr
+
+
+def test_the_async_client_names_a_stopped_daemon_quickly(daemon: Daemon) -> None:
+    import asyncio
+
+    import coactive_token
+
+    pid = daemon.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(coactive_token.DaemonUnreachable) as err:
+            asyncio.run(coactive_token.aget_token(socket_path=str(daemon.socket)))
+        assert time.monotonic() - t0 < 15  # not the 30 s default timeout
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert f"pid {pid}" in str(err.value) and "coactive-credd stop" in str(err.value)

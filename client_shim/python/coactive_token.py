@@ -1274,7 +1274,7 @@ async def _arequest(
             reader, writer = await _aconnect(socket_path, start)
             writer.write(head.encode("ascii") + b"\r\n" + payload)
             await writer.drain()
-            raw = await reader.read()
+            raw = await _aread_checked(reader, socket_path)
     except CredddError:  # the daemon could not be started: already says why
         raise
     except (OSError, TimeoutError) as exc:
@@ -1283,6 +1283,24 @@ async def _arequest(
         if writer is not None:
             writer.close()
     return _parse_http_response(socket_path, raw)
+
+
+async def _aread_checked(reader: asyncio.StreamReader, socket_path: str) -> bytes:
+    """The whole answer; after ``ALIVE_CHECK`` seconds of silence, asks ``/healthz`` (in a
+    thread) whether the daemon is alive at all, and gives up at once when it is not, as the
+    sync client does: a stopped daemon is named now, not after the whole timeout."""
+    import asyncio
+
+    task = asyncio.ensure_future(reader.read())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=ALIVE_CHECK)
+            if done:
+                return task.result()
+            if not await asyncio.to_thread(_answers, socket_path, ALIVE_CHECK):
+                raise TimeoutError
+    finally:
+        task.cancel()
 
 
 def _parse_http_response(socket_path: str, raw: bytes) -> tuple[int, bytes]:
