@@ -139,7 +139,11 @@ def test_an_impostor_socket_gets_nothing_from_any_client(
         host = fake.base_url.split("://", 1)[1]
         argv = [_need("dash"), str(SHIM / "sh" / "git-credential-coactive"), "get"]
         proc, _ = run(argv, env, f"protocol=http\nhost={host}\n\n")
-        assert (proc.returncode, proc.stdout) == (0, ""), proc
+        assert (proc.returncode, proc.stdout) == (3, ""), proc
+        assert str(sock.parent) in proc.stderr and proc.stderr.count("\n") == 1, proc
+        for action in ("store", "erase"):  # never non-zero, and still nothing sent
+            quiet, _ = run([*argv[:-1], action], env, f"protocol=http\nhost={host}\npassword=x\n\n")
+            assert (quiet.returncode, quiet.stdout) == (0, ""), quiet
     else:
         go = request.getfixturevalue("go_cli") if client == "go" else None
         proc, _ = run(cli_argv(client, go), env)
