@@ -301,6 +301,13 @@ def path_problem(path: str, st: os.stat_result, trusted: frozenset[int]) -> tupl
     ``(what is wrong, the command that fixes it)``.  The runtime fallback
     (:func:`runtime_fallback_root`) must be this user's own and private, as tmux's is.
     """
+    if (
+        st.st_uid in trusted
+        and not st.st_mode & 0o022
+        and not stat.S_ISLNK(st.st_mode)
+        and not path.startswith("/tmp/runtime-")  # noqa: S108 - only compared
+    ):
+        return None  # the common case, decided without building any message
     quoted = _quote(path)
     if stat.S_ISLNK(st.st_mode):
         return "it is a symlink", f"rm {quoted}"
@@ -997,15 +1004,13 @@ class Client:
     ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode("utf-8")
         start = start and self.autostart
-        if self._conn is None:
-            _verify_folder(self.socket_path)  # before anything, even before starting a daemon
-        if (
-            self._conn is None
-            and not os.path.exists(self.socket_path)
-            and not (start and autostart_enabled())
-        ):
-            # Fail before trying to connect: the common "daemon not running" case.
-            raise _unreachable(self.socket_path, FileNotFoundError()) from None
+        if self._conn is None and not os.path.exists(self.socket_path):
+            # No socket: an unsafe folder (or one above) may be why, and no daemon may be
+            # started there; _Connection checks the folder of a socket that exists.
+            _verify_folder(self.socket_path)
+            if not (start and autostart_enabled()):
+                # Fail before trying to connect: the common "daemon not running" case.
+                raise _unreachable(self.socket_path, FileNotFoundError()) from None
         with self._lock:
             while True:
                 reused = self._conn is not None and self._used
