@@ -17,15 +17,16 @@ from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
 
 from .conftest import PERSONAL_TOKEN, leaked, login, run_cli, start_daemon
 
-LIFETIME = 6  # seconds: a token is served for 3 s; the next login comes 10 s after the last
-# (the daemon's floor between background logins), or sooner when a caller asks.
-# Long enough for that floor to refresh before the token stops being served (at 12 s):
+# Tokens of 24 s are served for 12 s and replaced about 10 s in (the daemon's floor between
+# background logins is 10 s), so they never lapse on a busy machine; 6 s tokens (served 3 s)
+# lapse before the next background login: the tests about lapses use those.
 STEADY = 24
+LIFETIME = 6
 
 
 @pytest.fixture
 def short() -> Iterator[FakeCoactive]:
-    with FakeCoactiveThread(expires_in=LIFETIME) as f:
+    with FakeCoactiveThread(expires_in=STEADY) as f:
         f.add_personal_token(PERSONAL_TOKEN)
         yield f
 
@@ -84,10 +85,12 @@ def test_token_file_is_removed_when_its_token_expires_unreplaced(
     home: Path, short: FakeCoactive
 ) -> None:
     tok = home / "run" / "token"
+    short.expires_in = LIFETIME
     login(short)
     add_keys(home, token_file=str(tok))
     d = start_daemon(home)
     try:
+        assert d.get("/v1/token")[0] == 200  # a fresh token, whatever the start took
         wait_for(lambda: read(tok), what="the token file")
         short.fault = "503"  # Coactive goes away: no new token can be had
         wait_for(lambda: not tok.exists(), timeout=LIFETIME * 2, what="the expired token to go")
@@ -133,7 +136,6 @@ sys.exit(3)
 def test_exec_child_outliving_two_lifetimes_always_reads_a_valid_token_from_the_file(
     home: Path, short: FakeCoactive
 ) -> None:
-    short.expires_in = STEADY
     login(short)
     d = start_daemon(home)
     try:
@@ -230,6 +232,7 @@ while time.time() < end:
 def test_exec_file_goes_while_coactive_is_down_and_comes_back(
     home: Path, short: FakeCoactive
 ) -> None:
+    short.expires_in = LIFETIME
     login(short)
     d = start_daemon(home)
     try:
@@ -243,7 +246,8 @@ def test_exec_file_goes_while_coactive_is_down_and_comes_back(
             short.fault = "503"  # no new token can be had: the current one dies
             wait_for(lambda: not path.exists(), timeout=LIFETIME * 2, what="the dead token to go")
             short.fault = None
-            assert run_cli("refresh").returncode == 0
+            # a refresh inside the daemon's backoff window is answered 503 without a login
+            wait_for(lambda: run_cli("refresh").returncode == 0, timeout=40, what="a refresh")
             wait_for(lambda: read(path), what="the new token in the file")
             assert read(path) == short.issued[-1]
             proc.send_signal(signal.SIGTERM)

@@ -1189,6 +1189,7 @@ def watch(
     stream = _EventStream(path)
     try:
         sock = _Connection(path, timeout).sock  # the same connection (and checks) as Client's
+        sock.settimeout(timeout)  # a quiet stream is normal: heartbeats come every 15 s
     except UntrustedDaemon:
         raise
     except OSError as exc:
