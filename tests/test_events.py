@@ -61,45 +61,48 @@ def test_followers_see_each_rotation_and_never_a_token(home: Path, short: FakeCo
     login(short)
     d = start_daemon(home)
     got: list[dict[str, Any]] = []
-    results: list[tuple[int | None, str]] = []
-
-    def python_follower() -> None:
-        for ev in coactive_token.watch(socket_path=str(d.socket)):
-            got.append(ev)
-            if len({e["token_sha256"] for e in got if e["token_sha256"]}) >= 3:
-                return
-
-    def sh_follower() -> None:
-        results.append(follow([str(SHIM / "sh" / "coactive-token"), "--watch"], 5))
-
+    argvs = {
+        "sh": [str(SHIM / "sh" / "coactive-token"), "--watch"],
+        "human": [sys.executable, "-m", "coactive_credd", "watch"],
+    }
+    procs = {
+        name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, argv in argvs.items()
+    }
+    out: dict[str, list[str]] = {}
     try:
-        threads = [threading.Thread(target=f, daemon=True) for f in (python_follower, sh_follower)]
-        for t in threads:
-            t.start()
-        rotator = threading.Thread(target=rotate, args=(d, 2), daemon=True)
-        rotator.start()
-        human = follow([sys.executable, "-m", "coactive_credd", "watch"], 5)
-        for t in (*threads, rotator):
-            t.join(20)
+        # every follower has its first event (so it is connected) before the token changes
+        for name, p in procs.items():
+            assert p.stdout is not None
+            out[name] = [p.stdout.readline()]
+        stream = coactive_token.watch(socket_path=str(d.socket))
+        got.append(next(stream))
+        rotate(d, 2, every=0.2)
+        while len({e["token_sha256"] for e in got}) < 3:
+            got.append(next(stream))
+        stream.close()
+        for name, p in procs.items():
+            assert p.stdout is not None
+            while len({ln.split()[-1] for ln in out[name]}) < 3:
+                out[name].append(p.stdout.readline())
     finally:
         d.stop()
-    assert not threads[0].is_alive(), f"the Python follower saw too few rotations: {got}"
+        for p in procs.values():
+            p.kill()
+            p.communicate()
     issued = {sha(tok): tok for tok in short.issued}
     first = got[0]
     assert set(first) == {"profile", "state", "expires_at", "token_sha256"}
     assert first["profile"] == "default" and first["state"] in ("valid", "refreshing", "expired")
     rotations = [e["token_sha256"] for e in got if e["token_sha256"]]
     assert all(h in issued for h in rotations) and len(set(rotations)) >= 3
-    # a person's view: one line per event, sha prefix only
-    assert human[0] is None, human
-    lines = human[1].splitlines()
-    assert len(lines) >= 3 and all(" default " in ln for ln in lines), lines
+    # a person's view: one line per event, a prefix of the token's SHA-256 only
+    assert all(" default " in ln and "token sha256:" in ln for ln in out["human"]), out
     # the sh shim: the JSON data lines
-    ((code, text),) = results
-    sh_events = [json.loads(ln) for ln in text.splitlines()]
-    assert code is None and len({e["token_sha256"] for e in sh_events}) >= 3, text
-    for out in (human[1], text, json.dumps(got)):
-        assert not any(tok in out for tok in short.issued), "an event carried a token"
+    sh_events = [json.loads(ln) for ln in out["sh"]]
+    assert {e["token_sha256"] for e in sh_events} <= set(issued)
+    for text in ("".join(out["human"]), "".join(out["sh"]), json.dumps(got)):
+        assert not any(tok in text for tok in short.issued), "an event carried a token"
 
 
 def test_watch_ends_with_exit_3_when_the_daemon_stops(home: Path, short: FakeCoactive) -> None:
