@@ -307,6 +307,10 @@ class Soak:
         old = self.secrets[name]
         t0 = time.time()
         self.fake.revoke(old)
+        # The user's `coactive-credd refresh`: a login now, so the 401 comes at once rather
+        # than at the profile's next refresh (which may fall after the phase).
+        with contextlib.suppress(OSError, RuntimeError):
+            harness.http_get(self.sock, f"/v1/token/refresh?profile={name}", method="POST")
         self.sleep_until(end - 4)
         self.login(name)
         self.rejected_until[self.credential_id(old)] = time.time()
