@@ -393,7 +393,7 @@ def test_status_and_login_never_start_one(
     )
     assert proc.returncode == 3 and "coactive-credd serve" in proc.stderr
     proc = login(fake)
-    assert "starts the daemon" in proc.stderr
+    assert "start the daemon with `coactive-credd serve`" in proc.stderr  # the fixing command
     assert daemons(home) == [] and not (home / "credd.log").exists()
 
 
