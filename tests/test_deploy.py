@@ -94,6 +94,9 @@ def test_the_manifests_agree_with_the_product() -> None:
     side_uid, app_uid = sidecar["securityContext"]["runAsUser"], app["securityContext"]["runAsUser"]
     assert side_uid != app_uid and cfg.daemon.allowed_uids == {app_uid}
     assert env["COACTIVE_CREDD_DAEMON_UID"] == str(side_uid)
+    (run_volume,) = [v for v in spec["volumes"] if v["name"] == "coactive-run"]
+    # a tmpfs: the token never touches a disk, and its root is sticky (docs/KUBERNETES.md)
+    assert run_volume["emptyDir"]["medium"] == "Memory"
     run = _mount(sidecar, "coactive-run")
     assert _mount(app, "coactive-run") == run
     assert env["COACTIVE_CREDD_SOCKET"] == side_env["COACTIVE_CREDD_SOCKET"]
