@@ -538,3 +538,25 @@ def test_following_events_never_reaches_an_impostor(
         argv = [*_shim(shim, go_cli_shared), "--watch"]
     proc = victim.run(argv, env={"PYTHONPATH": str(SHIM / "python")})
     assert_refused(proc, impostor, str(victim.socket.parent))
+
+
+@pytest.mark.parametrize("shim", ["sh", "node", "go", "python"])
+def test_a_symlinked_socket_folder_is_refused(
+    victim: Victim, attacker_home: Path, go_cli_shared: Path, shim: str
+) -> None:
+    """COACTIVE_CREDD_SOCKET through a symlink (here to the attacker's folder): the daemon
+    never serves through one, so no client follows one."""
+    _, uid = _uid_pair()
+    listener = _listen(uid, attacker_home / "credd.sock", attacker_home / "record")
+    try:
+        link = victim.home / "link"
+        link.symlink_to(attacker_home)
+        os.lchown(link, victim.uid, victim.uid)
+        proc = victim.run(
+            _shim(shim, go_cli_shared), env={"COACTIVE_CREDD_SOCKET": str(link / "credd.sock")}
+        )
+        assert_refused(proc, listener, str(link))
+        assert "symlink" in proc.stderr
+    finally:
+        listener.proc.kill()
+        listener.proc.wait()
