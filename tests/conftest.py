@@ -41,6 +41,38 @@ CREDENTIALS = frozenset({PERSONAL_TOKEN, CLIENT_SECRET})
 os.environ["COACTIVE_CREDD_AUTOSTART"] = "0"
 
 
+# ---- in CI, a skip is a failure -------------------------------------------------------------
+#
+# CI (CI=true, root, .ci/setup run) has every tool the suite drives, so a test that skips there
+# tests nothing while looking green. Under CI every skip is turned into a failure unless its
+# test is listed here, with the reason it may skip on CI's machine. Keep the list short.
+CI_MAY_SKIP: dict[str, str] = {
+    # "tests/test_x.py::test_y": "why it cannot run on CI's Linux machine",
+}
+
+
+def _ci_allows_skip(nodeid: str) -> bool:
+    return any(nodeid == k or nodeid.startswith(k + "[") for k in CI_MAY_SKIP)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        os.environ.get("CI")
+        and report.skipped
+        and not hasattr(report, "wasxfail")  # an xfail is not a skip
+        and not _ci_allows_skip(item.nodeid)
+    ):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped in CI ({reason}); install what it needs in .ci/setup, or allow-list it "
+            "in tests/conftest.py CI_MAY_SKIP with the reason"
+        )
+
+
 def leaked(text: str, extra: set[str] | None = None) -> list[str]:
     """The credentials (and ``extra`` secrets) that appear in ``text``."""
     return sorted(s for s in CREDENTIALS | (extra or set()) if s and s in text)
@@ -306,7 +338,6 @@ async def inproc(
     import asyncio
 
     import aiohttp
-    from aiohttp import web
     from coactive_credd import api, paths, refresh, server
 
     via = getattr(request, "param", "fast")
@@ -334,10 +365,8 @@ async def inproc(
     sock = server.bind_socket(p.socket)
     a = api.Api(d)
     runner = await server.make_runner(a)
-    if via == "fast":
-        await server.start_sites(runner, a, [sock])
-    else:
-        await web.SockSite(runner, sock, backlog=1024).start()
+    # "aiohttp": the daemon's own switch that hands every connection to aiohttp at once
+    await server.start_sites(runner, a, [sock], fast=via == "fast")
     sched = asyncio.create_task(d.scheduler())
     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(p.socket)))
     ip = InProc(daemon=d, clock=clock, fake=f, socket=p.socket, session=session, via=via)
