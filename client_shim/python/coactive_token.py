@@ -432,7 +432,7 @@ def _peer_uid(sock: socket.socket) -> int | None:
     tells it; ``None`` where this platform cannot ask."""
     if sys.platform.startswith("linux"):
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # struct ucred
-    elif sys.platform == "darwin" or "bsd" in sys.platform:
+    elif sys.platform == "darwin":
         # struct xucred {u_int cr_version; uid_t cr_uid; ...} at level SOL_LOCAL (0).
         raw = sock.getsockopt(0, getattr(socket, "LOCAL_PEERCRED", 1), 76)
     else:
