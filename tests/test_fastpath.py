@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from coactive_credd import api, server
+from coactive_credd import api, fastpath, server
+from coactive_credd.fastpath import FastSite
 
 from .conftest import InProc
 
 
 class Site:
-    def __init__(self, path: Path, calls: list[str]) -> None:
-        self.path, self.calls = path, calls
+    def __init__(self, path: Path, calls: list[str], sites: list[FastSite]) -> None:
+        self.path, self.calls, self.sites = path, calls, sites
 
     async def exchange(self, data: bytes, answers: int) -> list[tuple[int, dict[str, str], bytes]]:
         """Send ``data`` on one connection and read ``answers`` whole answers."""
@@ -56,8 +57,8 @@ async def site(inproc: InProc) -> AsyncIterator[Site]:
     runner = await server.make_runner(a)
     path = inproc.socket.with_name("fast.sock")  # beside the daemon's own, in its private folder
     sock = server.bind_socket(path)
-    await server.start_sites(runner, a, [sock])
-    yield Site(path, a.calls)
+    sites = await server.start_sites(runner, a, [sock])
+    yield Site(path, a.calls, sites)
     await runner.cleanup()
 
 
@@ -140,3 +141,39 @@ async def test_a_token_that_needs_a_refresh_is_left_to_aiohttp(site: Site, inpro
     [(status, _, body)] = await site.exchange(GET, 1)
     assert status == 200 and json.loads(body)["access_token"] == inproc.fake.issued[-1]
     assert site.calls == ["GET /v1/token"] and inproc.fake.logins == 2
+
+
+async def test_a_caller_that_reads_nothing_gets_a_bounded_queue_then_every_answer(
+    site: Site,
+) -> None:
+    """Thousands of pipelined requests and no reading: the fast path stops reading them once
+    WRITE_HIGH bytes of answers are queued, answers the rest as they are read, and forgets the
+    connection when it closes."""
+    n = 20000  # 740 KB of requests, about 6 MB of answers
+    reader, writer = await asyncio.open_unix_connection(str(site.path))
+    writer.write(GET * n)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not site.sites[0]._live:
+        assert loop.time() < deadline, "the connection never reached the fast path"
+        await asyncio.sleep(0.01)
+    [conn] = site.sites[0]._live
+    while not conn.writing_paused:  # the kernel's buffers fill first
+        assert loop.time() < deadline, "the fast path never paused"
+        await asyncio.sleep(0.01)
+    for _ in range(20):  # and it stays paused, the queue bounded, while nobody reads
+        await asyncio.sleep(0.01)
+        assert conn.writing_paused
+        assert conn.transport is not None
+        assert conn.transport.get_write_buffer_size() <= fastpath.WRITE_HIGH + 4096
+    got = b""
+    while got.count(b"HTTP/1.1 200 OK") < n:
+        chunk = await asyncio.wait_for(reader.read(1 << 16), 30)
+        assert chunk, f"closed after {got.count(b'HTTP/1.1 200 OK')} answers"
+        got += chunk
+    assert got.count(b"HTTP/1.1 ") == n and site.calls == []
+    writer.close()
+    await writer.wait_closed()
+    while site.sites[0]._live:
+        assert loop.time() < deadline, "a closed connection is still counted as live"
+        await asyncio.sleep(0.01)

@@ -64,6 +64,9 @@ def prepare(module: str) -> Path:
             # the tests start subprocesses; forked straight from mutmut's own process, a child
             # they left behind is reaped by mutmut as if it were a worker, and mutmut stops
             'process_isolation = "forkserver"',
+            # a mutant that hangs the fast path is killed by its timeout: 3 x the clean run's
+            # time (mutmut's 15 x spends most of a run waiting on such mutants)
+            "timeout_multiplier = 3.0",
         ]
     )
     (work / "pyproject.toml").write_text(text + "\n")
