@@ -295,3 +295,23 @@ def test_without_min_ttl_a_token_is_served_to_its_last_instant_when_the_skew_is_
     rt.on_success(t, p0, 0.0, t.obtained_at)
     rt.refreshing = True  # a refresh is under way: serve what there is
     assert engine.decide(rt, t.expires_at - 0.5, p0) is Action.SERVE
+
+
+def test_the_boot_clock_counts_from_the_mint_not_from_zero() -> None:
+    t = booted(3600)  # minted at boot 500 s
+    at = engine.refresh_at(t, P, 0.0)  # 2700 s after the mint
+    assert not engine.due(t, at, t.obtained_at + 100, 500.0 + 2300)  # 2300 s after: not yet
+
+
+def test_a_failure_backs_off_less_than_the_time_either_clock_leaves() -> None:
+    rt = Runtime()
+    t = booted(3600)
+    rt.on_success(t, P, 0.999, t.obtained_at)
+    rt.failures = 4  # the fifth failure: up to 16 s
+    # the boot clock leaves 10 s of serving (a suspend), the wall clock 3470 s: half of 10
+    now, boot = t.obtained_at + 100, 500.0 + 3560
+    assert rt.on_transient_failure("HTTP 500", P, 0.999, now, None, boot) == 5
+    rt.failures = 4
+    # the wall clock leaves 10 s (set forward), the boot clock 3470 s: half of 10 again
+    now, boot = t.obtained_at + 3560, 500.0 + 100
+    assert rt.on_transient_failure("HTTP 500", P, 0.999, now, None, boot) == 5
