@@ -123,6 +123,9 @@ def test_clients_that_never_read_cost_bounded_memory_and_delay_no_one(
         for s in hostile:
             s.close()
         d.stop()
+    print(
+        f"\nflood: absorbed in {absorbed:.1f} s, RSS +{grown // 1024} MiB, worst {worst * 1000:.1f} ms"
+    )
     # what each of them sent is read and answered up to a small buffer, then left unread
     assert absorbed < 20, f"the daemon worked on the flood for {absorbed:.1f} s"
     assert worst < 0.25, f"a well-behaved client waited {worst:.3f} s"

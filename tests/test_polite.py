@@ -154,3 +154,13 @@ async def test_expires_in_as_a_float_or_a_string_is_accepted(inproc: InProc) -> 
         status, body = await inproc.post("/v1/token/refresh")
         assert status == 200, body
         assert body["expires_in"] == int(float(value))
+
+
+async def test_gits_expiry_follows_both_clocks(inproc: InProc) -> None:
+    host = inproc.fake.base_url.split("://", 1)[1]
+    inproc.clock.jump(100)
+    inproc.clock.step_wall(-600)
+    status, body = await inproc.get(f"/v1/credential?protocol=http&host={host}")
+    assert status == 200
+    # 100 s of 3600 lived: served for at most 3500 - 30 s more, whatever the wall clock says
+    assert body["password_expiry_utc"] <= inproc.clock.now + 3470 + 1

@@ -290,7 +290,9 @@ class Api:
         if resp.status != 200 or tok is None or resp.content_type != "application/json":
             return resp
         doc = json.loads(cast(bytes, resp.body))
-        doc["password_expiry_utc"] = int(engine.usable_until(tok, self.d.policy))
+        doc["password_expiry_utc"] = int(
+            engine.serve_until(tok, self.d.policy, self.d.clock(), self.d.boot_clock())
+        )
         return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
 
     async def _serve(self, request: web.BaseRequest, p: Profile) -> web.Response:

@@ -79,7 +79,9 @@ class TokenFiles:
                 continue
             tok = p.rt.token
             usable = (
-                tok is not None and not self.d.locked and engine.servable(tok, now, self.d.policy)
+                tok is not None
+                and not self.d.locked
+                and engine.servable(tok, now, self.d.policy, boot=self.d.boot_clock())
             )
             wanted[Path(p.cfg.token_file)] = (
                 (tok.access_token, p.cfg.token_file_mode) if usable and tok else None

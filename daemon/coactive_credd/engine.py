@@ -105,6 +105,13 @@ def servable(
     return left > skew_for(token, policy) and left >= min_ttl
 
 
+def serve_until(token: Token, policy: Policy, now: float, boot: float | None = None) -> float:
+    """The wall-clock moment (epoch seconds) the token stops being served, by both clocks."""
+    return now + min(
+        usable_until(token, policy) - now, expires_in(token, now, boot) - skew_for(token, policy)
+    )
+
+
 def unsatisfiable(token: Token | None, policy: Policy, min_ttl: float) -> bool:
     """Whether no token like the last one Coactive issued could give ``min_ttl`` seconds:
     more than its lifetime minus the skew. Such a request is refused without a login."""

@@ -90,7 +90,7 @@ class Hub:
         if p is None:  # logged out: nothing to serve any more
             return {"profile": name, "state": "no_token", "expires_at": None, "token_sha256": None}
         tok = p.rt.token
-        st = engine.state(p.rt, now, self.d.policy, locked=self.d.locked)
+        st = engine.state(p.rt, now, self.d.policy, locked=self.d.locked, boot=self.d.boot_clock())
         keep = tok is not None and st not in (engine.State.LOCKED, engine.State.NO_TOKEN)
         return {
             "profile": name,
