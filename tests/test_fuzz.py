@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from coactive_credd.fakeupstream import FakeCoactive
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from .conftest import PERSONAL_TOKEN, FakeClock, run_cli
@@ -276,6 +276,18 @@ def send(path: Path, chunks: list[bytes], expected: int) -> tuple[list[tuple[int
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(exchange=exchanges())
+@example(  # found by a long run: a head's CRLF CRLF split across two reads, then a bad one
+    exchange=(
+        [
+            b"GET /v1/token?profile= HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r",
+            b"\nGET /v1/token HTTP/1.1\nX-After: lf\n\n",
+        ],
+        [
+            b"GET /v1/token?profile= HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"GET /v1/token HTTP/1.1\nX-After: lf\n\n",
+        ],
+    )
+)
 def test_fast_path_and_aiohttp_answer_every_request_alike(
     served: Served, exchange: tuple[list[bytes], list[bytes]]
 ) -> None:

@@ -57,7 +57,7 @@ class Policy:
     backoff_cap: float = 300.0
     unusable_backoff_cap: float = 30.0  # while no usable token exists (Retry-After may say later)
     backoff_floor: float = 0.1
-    min_refresh_interval: float = 10.0  # background logins at most this often, however short-lived
+    min_refresh_interval: float = 2.0  # background logins at most this often, however short-lived
     wallclock_check: float = (
         30.0  # timers never sleep longer than this without re-reading the clock
     )
@@ -136,6 +136,18 @@ def refresh_at(token: Token, policy: Policy, rand: float) -> float:
     return max(token.obtained_at + policy.min_refresh_interval, at)
 
 
+def plan_refresh(token: Token, policy: Policy, rand: float) -> float | None:
+    """:func:`refresh_at`, or None for a token so short-lived that refreshing it ahead would
+    mean a login more often than every ``min_refresh_interval`` with nobody asking: such a
+    token is replaced when a caller needs one (one login however many wait)."""
+    until = usable_until(token, policy)
+    lead = min(policy.max_lead, (until - token.obtained_at) * 0.25)
+    natural = min(token.expires_at - token.lifetime * policy.refresh_fraction, until - lead)
+    if natural - token.obtained_at < policy.min_refresh_interval:
+        return None
+    return refresh_at(token, policy, rand)
+
+
 def due(token: Token | None, at: float | None, now: float, boot: float | None = None) -> bool:
     """Is a refresh planned for ``at`` due? By the wall clock, by the boot clock (the same
     span after the token was minted), or because the wall clock now reads earlier than the
@@ -205,7 +217,7 @@ class Runtime:
 
     def on_success(self, token: Token, policy: Policy, rand: float, now: float) -> None:
         self.token = token
-        self.refresh_at = refresh_at(token, policy, rand)
+        self.refresh_at = plan_refresh(token, policy, rand)
         self.failures = 0
         self.retry_at = None
         self.reauth = False

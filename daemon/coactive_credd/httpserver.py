@@ -31,6 +31,8 @@ def _what(exc: BaseException | None, message: str | None) -> str:
 
 
 class _Handler(RequestHandler):
+    _tail = b""  # the last bytes of the previous read: a head's end may straddle two reads
+
     def data_received(self, data: bytes) -> None:
         """Feed aiohttp's parser one request head at a time.
 
@@ -39,12 +41,18 @@ class _Handler(RequestHandler):
         would depend on how the bytes happened to be split into reads (and on whether the
         fast path read some of them first). Fed head by head, every request before the
         malformed one is answered, however the bytes arrived."""
-        start = 0
-        while (end := data.find(b"\r\n\r\n", start)) >= 0 and end + 4 < len(data):
-            super().data_received(data[start : end + 4])
-            start = end + 4
-            if self._force_close or self._close:
-                return
+        tail = self._tail
+        joined = tail + data if tail else data
+        self._tail = joined[-3:]
+        start, at = 0, 0
+        while (end := joined.find(b"\r\n\r\n", at)) >= 0:
+            at = end + 1
+            cut = end + 4 - len(tail)  # where that head ends in ``data``
+            if start < cut < len(data):
+                super().data_received(data[start:cut])
+                start = cut
+                if self._force_close or self._close:
+                    return
         super().data_received(data[start:] if start else data)
 
     def handle_error(

@@ -214,7 +214,7 @@ class Daemon:
             boot - age,
         )
         p.rt.token = tok
-        p.rt.refresh_at = engine.refresh_at(tok, self.policy, self.rand())
+        p.rt.refresh_at = engine.plan_refresh(tok, self.policy, self.rand())
         p.rt.on_new_credentials()
         if p.rt.last_refresh_at is None or p.rt.last_refresh_at < cached.obtained_at:
             p.rt.last_refresh_at = cached.obtained_at  # the login (or restart) that got it
