@@ -78,11 +78,11 @@ SCHEDULE: list[tuple[float, str]] = [
 # The CI-sized run (with --lifetime 24): one of each kind that matters most, ~85 s.
 SHORT: list[tuple[float, str]] = [
     (4, "ok"),
+    (8, "revoke-one"),  # first, while no backoff from another fault is running
+    (6, "churn"),
     (5, "429"),
     (4, "503+hup"),
     (4, "reset"),
-    (6, "revoke-one"),
-    (6, "churn"),
     (4, "clock+3600"),
     (4, "clock-back"),
     (1, "sigstop-long"),
@@ -307,14 +307,22 @@ class Soak:
         old = self.secrets[name]
         t0 = time.time()
         self.fake.revoke(old)
-        # The user's `coactive-credd refresh`: a login now, so the 401 comes at once rather
-        # than at the profile's next refresh (which may fall after the phase).
-        with contextlib.suppress(OSError, RuntimeError):
-            harness.http_get(self.sock, f"/v1/token/refresh?profile={name}", method="POST")
+        # The user's `coactive-credd refresh`, so the 401 comes now rather than at the
+        # profile's next refresh (which may fall after the phase); again each second while a
+        # backoff from an earlier fault answers it from the state instead of a login.
+        cred = self.credential_id(old)
+        while time.monotonic() < end - 4 and not self.rejected(cred):
+            with contextlib.suppress(OSError, RuntimeError):
+                harness.http_get(self.sock, f"/v1/token/refresh?profile={name}", method="POST")
+            self.stop.wait(1.0)
         self.sleep_until(end - 4)
         self.login(name)
         self.rejected_until[self.credential_id(old)] = time.time()
         self.windows.append(Window(t0, time.time() + 1.0, name, "revoked"))
+
+    def rejected(self, cred: str) -> bool:
+        with self.fake._lock:
+            return any(r.credential == cred and r.status == 401 for r in self.fake.requests)
 
     def churn(self, end: float) -> None:
         self.count("logout/login churn")
