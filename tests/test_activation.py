@@ -148,7 +148,11 @@ def test_socket_activation_serves_on_the_inherited_socket(
     assert "inherited socket" in text
     # The socket belongs to whoever created it: still there, the very same file.
     assert sock.is_socket() and sock.stat().st_ino == inode
-    assert not (home / "credd.sock.lock").exists()
+    # Beside it, only the pid file `coactive-credd stop` reads, and no longer held: a daemon
+    # that has exited is never reported as running.
+    from coactive_credd import pidfile
+
+    assert pidfile.running_pid(sock) is None
 
 
 # ---- readiness, status, stopping, watchdog ---------------------------------------------------
