@@ -323,3 +323,27 @@ def test_a_failure_backs_off_less_than_the_time_either_clock_leaves() -> None:
     # the wall clock leaves 10 s (set forward), the boot clock 3470 s: half of 10 again
     now, boot = t.obtained_at + 3560, 500.0 + 100
     assert rt.on_transient_failure("HTTP 500", P, 0.999, now, None, boot) == 5
+
+
+def test_due_needs_a_plan_a_token_and_a_clock_past_the_mint() -> None:
+    t = booted(3600)
+    assert not engine.due(t, None, t.obtained_at + 9999, 500.0 + 9999)  # nothing planned
+    assert not engine.due(None, t.obtained_at + 100, t.obtained_at + 50)  # no token yet
+    at = engine.refresh_at(t, P, 0.0)
+    assert not engine.due(t, at, t.obtained_at, 500.0)  # at the mint itself: not set back
+
+
+def test_decide_refreshes_behind_when_the_boot_clock_says_it_is_due() -> None:
+    t = booted(3600)
+    rt = Runtime(token=t, refresh_at=engine.refresh_at(t, P, 0.0))  # 2700 s after the mint
+    # the wall clock lags (2800 s have passed by the boot clock, 100 s by the wall clock)
+    assert engine.decide(rt, t.obtained_at + 100, P, boot=500.0 + 2800) is (
+        Action.SERVE_AND_REFRESH
+    )
+
+
+def test_with_no_time_left_the_backoff_is_the_short_one_for_callers_waiting() -> None:
+    # no usable token: at most unusable_backoff_cap (30 s), and no bound from time left
+    assert engine.backoff_delay(10, P, 0.5, time_left=0) == 15
+    assert engine.backoff_delay(10, P, 0.5) == 15
+    assert engine.backoff_delay(10, P, 0.5, time_left=100) == 50
