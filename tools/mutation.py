@@ -35,7 +35,7 @@ MODULES: dict[str, list[str]] = {
     "engine": ["tests/test_engine.py"],
     "gitcred": ["tests/test_gitcred.py"],
     "fastpath": ["tests/test_fastpath.py"],
-    "request": ["tests/test_fuzz.py", "tests/test_fastpath.py"],
+    "request": ["tests/test_request_rules.py", "tests/test_fuzz.py", "tests/test_fastpath.py"],
     "vault": ["tests/test_vault.py"],
     "api": ["tests/test_gitcred.py", "tests/test_persist.py", "tests/test_fastpath.py"],
     "refresh": ["tests/test_persist.py", "tests/test_refresh.py", "tests/test_lock.py"],
