@@ -1,11 +1,12 @@
 """Before/after in one run: the same measurements on two trees of this project, interleaved.
 
-    python3 bench/compare.py --base REV [--runs 20] [--rounds 5] [--out FILE.json]
+    python3 bench/compare.py --base REV [--after REV] [--runs 20] [--rounds 5] [--serving-only]
 
 A change on the token path, client start-up or the daemon's start is quoted as medians from
 one run against its parent, not against figures from another day: this script checks out
 ``REV`` in a temporary git worktree and times, for that tree ("before") and this checkout
-("after"), each on its own daemon and fake Coactive:
+("after"; or ``--after REV``, checked out the same way, to bisect), each on its own daemon
+and fake Coactive:
 
 - the cold start of every client (the sh shim under dash, the git helper's ``get``, the Python
   shim, ``coactive-credd token``, the Node shim, the Go shim built from that tree);
@@ -161,9 +162,13 @@ def median(xs: list[float]) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the git revision measured as 'before'")
+    ap.add_argument("--after", help="the git revision measured as 'after' (default: this checkout)")
     ap.add_argument("--runs", type=int, default=20, help="cold starts per client and tree")
     ap.add_argument("--rounds", type=int, default=5, help="serving and start-up rounds")
     ap.add_argument("--seconds", type=float, default=0.8, help="seconds per serving run")
+    ap.add_argument(
+        "--serving-only", action="store_true", help="skip the cold starts and the Go build"
+    )
     ap.add_argument("--out", type=Path, help="also write the raw figures here, as JSON")
     args = ap.parse_args(argv)
 
@@ -171,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     loadgen = harness.build_loadgen(workdir)
     results: dict[str, Any] = {"base": args.base, "cold_ms": {}, "ready_ms": {}, "serving": {}}
     started = time.monotonic()
-    with worktree(args.base) as base_root, contextlib.ExitStack() as stack:
-        trees = [Tree("before", base_root), Tree("after", REPO)]
+    with contextlib.ExitStack() as stack:
+        base_root = stack.enter_context(worktree(args.base))
+        after_root = stack.enter_context(worktree(args.after)) if args.after else REPO
+        trees = [Tree("before", base_root), Tree("after", after_root)]
         for t in trees:
             compile_tree(t.root)
             c = TreeCredd(
@@ -183,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             t.credd = stack.enter_context(c)
             c.login()
             c.start()
-            t.clients = client_commands(t, workdir)
+            t.clients = [] if args.serving_only else client_commands(t, workdir)
 
         cold: dict[tuple[str, str], list[float]] = {}
-        for _ in range(args.runs):
+        for _ in range(0 if args.serving_only else args.runs):
             order = [(t, cmd) for t in trees for cmd in t.clients]
             random.shuffle(order)
             for t, (name, cmd, stdin) in order:
@@ -213,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     serving.setdefault((label, t.name), []).append(r)
 
-    print(f"# before = {args.base}, after = this checkout; {time.monotonic() - started:.0f} s\n")
+    after = args.after or "this checkout"
+    print(f"# before = {args.base}, after = {after}; {time.monotonic() - started:.0f} s\n")
     print("| what | before | after | after/before |")
     print("|---|---|---|---|")
     for name, _cmd, _stdin in trees[1].clients:

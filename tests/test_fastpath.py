@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -177,3 +178,44 @@ async def test_a_caller_that_reads_nothing_gets_a_bounded_queue_then_every_answe
     while site.sites[0]._live:
         assert loop.time() < deadline, "a closed connection is still counted as live"
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def short_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastpath, "IDLE", 0.5)  # before the site starts its idle sweep
+
+
+async def test_an_idle_connection_closes_idle_seconds_after_its_last_request(
+    short_idle: None, site: Site
+) -> None:
+    """One sweep closes idle connections, no timer per connection: requests keep a
+    connection open past IDLE, and it closes IDLE (to 1.25 IDLE) after the last one."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_unix_connection(str(site.path))
+    started = loop.time()
+    while loop.time() - started < 1.6:  # three IDLEs of requests, one every 0.15 s
+        writer.write(GET)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        last = loop.time()
+        await asyncio.sleep(0.15)
+    assert await asyncio.wait_for(reader.read(1), 30) == b""  # closed by the daemon
+    assert loop.time() - last >= 0.5
+    assert site.calls == []
+    writer.close()
+
+
+async def test_a_connection_that_asks_twice_gets_a_small_kernel_buffer(site: Site) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(site.path))
+    for _ in range(2):
+        writer.write(GET)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+    [conn] = site.sites[0]._live
+    assert conn.transport is not None
+    sock = conn.transport.get_extra_info("socket")
+    # Linux reports twice what was set (its bookkeeping); the default is over 200 KB.
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * fastpath.KERNEL_SNDBUF
+    writer.close()

@@ -47,11 +47,14 @@ class ApiError(Exception):
         )
 
 
+_SO_PEERCRED: int | None = getattr(socket, "SO_PEERCRED", None)
+_UCRED = struct.Struct("3i")
+
+
 def peer_credentials(sock: Any) -> tuple[int, int | None]:
     """The (uid, pid) of the process at the other end of a Unix socket."""
-    if hasattr(socket, "SO_PEERCRED"):
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", raw)
+    if _SO_PEERCRED is not None:  # Linux: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+        pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_PEERCRED, 12))
         return uid, pid
     # macOS/BSD: LOCAL_PEERCRED on SOL_LOCAL (0) answers a struct xucred {u_int version; uid_t uid; ...}
     raw = sock.getsockopt(0, 0x001, 76)
@@ -198,14 +201,17 @@ class Api:
             raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
         return p
 
-    def connected(self, transport: Any, uid: int, pid: int | None) -> audit.Client:
+    def connected(self, uid: int, pid: int | None) -> audit.Client:
         """Record a new connection in the audit trail (once per connection); the entry its
         tokens are counted on."""
         self.d.stats.connections += 1
-        entry = self.audit.connected(uid, pid)
+        return self.audit.connected(uid, pid)
+
+    def handed_over(self, transport: Any, entry: audit.Client) -> None:
+        """A connection the fast path recorded (:meth:`connected`) goes to aiohttp: its
+        handlers count on the same entry. Only hand-overs pay for the weak reference."""
         with contextlib.suppress(TypeError):  # a transport that takes no weak reference
             self._clients[transport] = entry
-        return entry
 
     def _client(self, request: web.BaseRequest) -> audit.Client:
         transport = request.transport
@@ -213,7 +219,9 @@ class Api:
             return self._clients[transport]
         except (KeyError, TypeError):
             uid, pid = self._peer(request)
-            return self.connected(transport, uid, pid)
+            entry = self.connected(uid, pid)
+            self.handed_over(transport, entry)
+            return entry
 
     def _answer(self, request: web.BaseRequest, p: Profile, now: float) -> web.Response:
         tok = p.rt.token

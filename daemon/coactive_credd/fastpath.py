@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from . import engine, logguard
+from . import audit, engine, logguard
 from .api import Api, peer_credentials
 from .request import (
     MAX_HEADERS,
@@ -69,8 +69,11 @@ class FastConnection(asyncio.Protocol):
         self.cap = cap
         self.transport: asyncio.Transport | None = None
         self.buf = b""
-        self.idle: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()  # made by the listening server, in its loop
+        self.active = 0.0  # loop time of the last bytes read (FastSite's idle sweep reads it)
+        self.answered = 0  # requests answered on this connection
         self.writing_paused = False
+        self.client: audit.Client | None = None  # its entry in the audit trail
         self.tokens: dict[str, int] = _UNCOUNTED
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
@@ -89,25 +92,23 @@ class FastConnection(asyncio.Protocol):
             return
         self.live.add(self)
         self.transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:  # and the kernel's side of it small too: answers are ~250 bytes
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SNDBUF)
         if not self.fast:
             self.hand_over()  # the fast path switched off: aiohttp answers everything
             return
+        sock = self.transport.get_extra_info("socket")
         uid, pid = peer_credentials(sock) if sock is not None else (-1, None)
         # The audit trail looks at each connection once, here; a token served adds one to
         # its client's count (answer), nothing more per request.
-        self.tokens = self.api.connected(self.transport, uid, pid).fast
+        self.client = self.api.connected(uid, pid)
+        self.tokens = self.client.fast
         if not self.api.peer_allowed(uid):
             self.hand_over()  # aiohttp answers 403 and logs the pid
             return
-        self._arm()
+        self.active = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         self.buf = self.buf + data if self.buf else data
-        self._arm()
+        self.active = self.loop.time()
         self._process()
 
     def _process(self) -> None:
@@ -137,6 +138,9 @@ class FastConnection(asyncio.Protocol):
                 return
             pos = end + 4
             reply, close = answer
+            self.answered += 1
+            if self.answered == 2:
+                self._small_kernel_buffer()
             self.transport.write(reply)
             if close:  # nothing after a "Connection: close" is read (RFC 9112 §9.6)
                 self.buf = b""
@@ -145,7 +149,6 @@ class FastConnection(asyncio.Protocol):
         self.buf = buf[pos:] if pos else buf
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
         self.live.discard(self)
         self.transport = None
 
@@ -214,11 +217,12 @@ class FastConnection(asyncio.Protocol):
         resumed (aiohttp pauses on its own terms), and a transport whose writing is paused
         tells aiohttp so, since it will only ever hear the matching resume."""
         transport, pending = self.transport, self.buf
-        self._disarm()
         self.live.discard(self)
         self.transport, self.buf = None, b""
         if transport is None or transport.is_closing():
             return
+        if self.client is not None:
+            self.api.handed_over(transport, self.client)
         handler = self.fallback()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -233,14 +237,18 @@ class FastConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _arm(self) -> None:
-        self._disarm()
-        self.idle = asyncio.get_running_loop().call_later(IDLE, self.close)
+    def _small_kernel_buffer(self) -> None:
+        """Shrink the kernel's send buffer of this connection to :data:`KERNEL_SNDBUF`.
 
-    def _disarm(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
+        Done at a connection's second request, not at its start: a caller that asks once and
+        hangs up (most shims) never queues more than one answer, and the ``setsockopt`` (a
+        socket object made and detached under uvloop) was a fifth of a new connection's cost.
+        A caller that sends a burst and never reads has at most one answer queued before it.
+        """
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:  # answers are ~250 bytes; Linux doubles the figure for its books
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SNDBUF)
 
 
 class FastSite(web.SockSite):
@@ -249,7 +257,12 @@ class FastSite(web.SockSite):
     ``fast=False`` hands every connection to aiohttp at once (``COACTIVE_CREDD_FAST_PATH=0``):
     the same daemon without the fast path, to compare answers against or to rule it out.
     ``max_connections`` (0: no cap) bounds the connections open at once, fast and handed
-    over together; one more is closed at once, with one rate-limited log line."""
+    over together; one more is closed at once, with one rate-limited log line.
+
+    A fast-path connection idle for :data:`IDLE` seconds is closed by one sweep over them all,
+    every quarter of IDLE (so after 60 to 75 s, aiohttp's own default being 75 s), rather
+    than by a timer made for each connection: a caller that connects once per token pays for
+    no timer at all."""
 
     def __init__(
         self,
@@ -266,18 +279,32 @@ class FastSite(web.SockSite):
         self._fast = fast
         self._cap = max_connections
         self._live: set[FastConnection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def _sweep(self) -> None:
+        """Close every fast-path connection idle for :data:`IDLE` seconds; come back later."""
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time() - IDLE
+        for conn in [c for c in self._live if c.active <= quiet_since]:
+            conn.close()
+        self._sweeper = loop.call_later(IDLE / 4, self._sweep)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
         assert isinstance(server, web.Server)
-        self._server = await asyncio.get_running_loop().create_server(
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(IDLE / 4, self._sweep)
+        self._server = await loop.create_server(
             lambda: FastConnection(self._api, server, self._live, self._fast, self._cap),
             sock=self._sock,
             backlog=self._backlog,
         )
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         await super().stop()
         for conn in list(self._live):
             with contextlib.suppress(Exception):
