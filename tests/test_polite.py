@@ -65,6 +65,21 @@ async def test_rejected_token_reports_inside_a_retry_after_window_make_no_login(
     assert len(inproc.fake.requests) == attempts + 2
 
 
+async def test_a_forced_refresh_that_fails_says_the_current_token_still_serves(
+    inproc: InProc,
+) -> None:
+    tok = current(inproc)
+    inproc.clock.jump(600)
+    inproc.fake.fault = "503"
+    status, body = await inproc.post("/v1/token/refresh")  # `coactive-credd refresh`
+    assert status == 503 and body["error"]["code"] == "upstream_unavailable"
+    message = body["error"]["message"]
+    assert message.startswith("no new token for profile 'default': Coactive cannot be reached")
+    assert message.endswith("the current token is still served for 2970 s")  # 3600-600-30
+    status, body = await inproc.get("/v1/token")  # and it is
+    assert status == 200 and body["access_token"] == tok.access_token
+
+
 async def test_in_reauth_required_only_the_users_refresh_tries_again(inproc: InProc) -> None:
     tok = current(inproc)
     inproc.fake.fault = "401"
@@ -164,3 +179,28 @@ async def test_gits_expiry_follows_both_clocks(inproc: InProc) -> None:
     assert status == 200
     # 100 s of 3600 lived: served for at most 3500 - 30 s more, whatever the wall clock says
     assert body["password_expiry_utc"] <= inproc.clock.now + 3470 + 1
+
+
+async def test_status_and_metrics_give_the_serving_deadline_of_both_clocks(
+    inproc: InProc,
+) -> None:
+    from datetime import datetime
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    inproc.clock.suspend(1000)  # slept 1000 s; the wall clock has not been corrected yet
+    status, body = await inproc.get("/v1/status")
+    assert status == 200
+    [p] = body["profiles"]
+    until = datetime.fromisoformat(p["serve_until"].replace("Z", "+00:00")).timestamp()
+    # 3600 s of life, 1000 lived by the boot clock, 30 s of skew: 2570 s left, not 3570
+    assert abs(until - (inproc.clock.now + 2570)) <= 1
+    status, text = await inproc.get("/metrics")
+    assert status == 200
+    [deadline] = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "coactive_credd_token_serving_deadline_seconds"
+    ]
+    assert abs(deadline - 2570) <= 1

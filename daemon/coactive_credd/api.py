@@ -248,6 +248,17 @@ class Api:
             if p.rt.retry_at is None
             else f"; next attempt in {max(0, int(p.rt.retry_at - now))} s"
         )
+        tok, boot = p.rt.token, self.d.boot_clock()
+        if tok is not None and engine.servable(tok, now, self.d.policy, boot=boot):
+            # A forced refresh that failed: the token being served is still good.
+            left = int(engine.serve_until(tok, self.d.policy, now, boot) - now)
+            return ApiError(
+                503,
+                "upstream_unavailable",
+                f"no new token for profile {name!r}: Coactive cannot be reached "
+                f"({p.rt.last_error}){retry}; the current token is still served for {left} s",
+                f"check the network and `coactive-credd status`, then `coactive-credd refresh --profile {name}`",
+            )
         return ApiError(
             503,
             "upstream_unavailable",
@@ -441,7 +452,7 @@ class Api:
             raise ApiError(exc.status, exc.code, exc.message, exc.hint) from None
 
     async def get_status(self, request: web.BaseRequest) -> web.Response:
-        now = self.d.clock()
+        now, boot = self.d.clock(), self.d.boot_clock()
         profiles = []
         for name in sorted(self.d.profiles):
             p = self.d.profiles[name]
@@ -452,15 +463,13 @@ class Api:
                     "auth": p.cfg.auth,
                     "base_url": p.cfg.base_url,
                     "state": str(
-                        engine.state(
-                            rt, now, self.d.policy, locked=self.d.locked, boot=self.d.boot_clock()
-                        )
+                        engine.state(rt, now, self.d.policy, locked=self.d.locked, boot=boot)
                     ),
                     "expires_at": rfc3339(rt.token.expires_at) if rt.token else None,
                     "next_refresh_at": rfc3339(rt.next_due()),
                     "last_refresh_at": rfc3339(rt.last_refresh_at),
                     "last_error": rt.last_error,
-                    **status_extra(p, self.d.policy),
+                    **status_extra(p, self.d.policy, now, boot),
                     **_route_fields(p.cfg),
                     **credage.status_fields(p.cfg, now),
                 }

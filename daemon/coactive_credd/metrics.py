@@ -59,7 +59,7 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
     )
 
     s = d.stats
-    now = d.clock()
+    now, boot = d.clock(), d.boot_clock()
 
     served = CounterMetricFamily(
         "coactive_credd_tokens_served",
@@ -145,8 +145,8 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
         retry_at = rt.retry_at
         backoff.add_metric([name], max(0.0, retry_at - now) if retry_at is not None else 0.0)
         if rt.token is not None:
-            deadline.add_metric([name], engine.usable_until(rt.token, d.policy) - now)
-        current = str(engine.state(rt, now, d.policy, locked=d.locked))
+            deadline.add_metric([name], engine.serve_until(rt.token, d.policy, now, boot) - now)
+        current = str(engine.state(rt, now, d.policy, locked=d.locked, boot=boot))
         for st in STATES:
             state.add_metric([name, st], 1.0 if st == current else 0.0)
         left = credage.days_left(p.cfg, now)

@@ -53,12 +53,16 @@ def fingerprint(secret: str, client_id: str | None) -> bytes:
     return hashlib.sha256(f"{client_id or ''}\0{secret}".encode()).digest()
 
 
-def status_extra(p: Profile, policy: engine.Policy) -> dict[str, object]:
+def status_extra(
+    p: Profile, policy: engine.Policy, now: float, boot: float | None
+) -> dict[str, object]:
     """Status keys beside the SPEC's: ``serve_until`` (RFC 3339; the last moment the token is
-    served, ``expires_at - skew``) and ``client_id`` (system credentials; not a secret)."""
+    served, ``expires_at - skew`` on both clocks, :func:`engine.serve_until`, at ``now``
+    epoch seconds and ``boot`` on the boot clock) and ``client_id`` (system credentials; not
+    a secret)."""
     tok = p.rt.token
     return {
-        "serve_until": rfc3339(engine.usable_until(tok, policy)) if tok else None,
+        "serve_until": rfc3339(engine.serve_until(tok, policy, now, boot)) if tok else None,
         "client_id": p.client_id,
     }
 
