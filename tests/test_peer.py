@@ -8,6 +8,8 @@ uid is real (``setpriv``), not a patched ``peer_credentials``.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 from coactive_credd.fakeupstream import FakeCoactive
 
-from .conftest import Daemon, start_daemon
+from .conftest import Daemon, InProc, both_paths, start_daemon
 
 NOBODY = 65534
 
@@ -131,3 +133,39 @@ def test_the_daemon_is_not_dumpable(home: Path, fake: FakeCoactive) -> None:
         assert denied.returncode != 0 and "Permission denied" in denied.stderr
     finally:
         d.stop()
+
+
+@both_paths
+async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
+    inproc: InProc,
+) -> None:
+    """The same check on the daemon served in this process (fast path in front, or aiohttp
+    alone), so mutation testing sees it; then a uid in allowed_uids: tokens yes, admin no."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another uid (CI runs as root)")
+    sock = inproc.socket
+    for folder in {sock.parent, Path(os.environ["COACTIVE_CREDD_HOME"])}:
+        folder.chmod(0o711)
+    sock.chmod(0o666)
+    port = inproc.fake.base_url.rsplit(":", 1)[1]
+    logins = inproc.fake.logins
+    for method, route in ROUTES:
+        status, body = await asyncio.to_thread(
+            curl_as_nobody, sock, method, route.format(port=port)
+        )
+        assert status == 403, (method, route, body)
+        assert json.loads(body)["error"]["code"] == "forbidden", (method, route)
+        assert "only the daemon's own user may use this socket" in body
+    assert inproc.fake.logins == logins and not inproc.daemon.locked
+    d = inproc.daemon
+    d.cfg = dataclasses.replace(
+        d.cfg, daemon=dataclasses.replace(d.cfg.daemon, allowed_uids=frozenset({NOBODY}))
+    )
+    status, body = await asyncio.to_thread(curl_as_nobody, sock, "GET", "/v1/token")
+    assert status == 200 and json.loads(body)["access_token"] == inproc.fake.issued[-1]
+    for route in ("/v1/admin/lock", "/v1/admin/reload", "/v1/admin/unlock"):
+        status, body = await asyncio.to_thread(curl_as_nobody, sock, "POST", route)
+        assert status == 403 and "may lock, unlock or reload it" in body, route
+    assert not d.locked
+    status, _ = await inproc.get("/healthz")  # and the owner is still served
+    assert status == 200

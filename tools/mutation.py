@@ -101,7 +101,13 @@ def main() -> int:
     results = {}
     for module in args.modules or list(MODULES):
         work = prepare(module, args.timeout_multiplier)
-        env = {**os.environ, "PYTHONPATH": f"{work}/mutants/src", "CI": ""}
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{work}/mutants/src",
+            "CI": "",
+            # per mutant, the differential fuzz test runs its pinned examples and 60 more
+            "COACTIVE_CREDD_FUZZ_EXAMPLES": os.environ.get("COACTIVE_CREDD_FUZZ_EXAMPLES", "60"),
+        }
         run = subprocess.run(
             ["mutmut", "run", "--max-children", str(args.max_children)],
             cwd=work,
