@@ -37,9 +37,59 @@ MODULES: dict[str, list[str]] = {
     "fastpath": ["tests/test_fastpath.py"],
     "request": ["tests/test_request_rules.py", "tests/test_fuzz.py", "tests/test_fastpath.py"],
     "vault": ["tests/test_vault.py"],
-    "api": ["tests/test_gitcred.py", "tests/test_persist.py", "tests/test_fastpath.py"],
-    "refresh": ["tests/test_persist.py", "tests/test_refresh.py", "tests/test_lock.py"],
+    "api": [
+        "tests/test_peer.py",
+        "tests/test_polite.py",
+        "tests/test_gitcred.py",
+        "tests/test_persist.py",
+        "tests/test_fastpath.py",
+    ],
+    "refresh": [
+        "tests/test_persist.py",
+        "tests/test_refresh.py",
+        "tests/test_lock.py",
+        "tests/test_polite.py",
+    ],
 }
+# module -> the functions mutated (Class.method or function; default: the whole module). For
+# api and refresh, the parts the core is made of: the peer check and routes, the serving
+# decisions and the refresh scheduler; status, audit, metrics and admin plumbing are not.
+CORE: dict[str, list[str]] = {
+    "api": [
+        "peer_credentials",
+        "Api.peer_allowed",
+        "Api._peer",
+        "Api.handle",
+        "Api._profile",
+        "Api._serve",
+        "Api._after_refresh",
+        "Api.post_refresh",
+        "Api.get_credential",
+    ],
+    "refresh": [
+        "Profile.render",
+        "Daemon.load",
+        "Daemon._adopt",
+        "Daemon.start_refresh",
+        "Daemon._refresh",
+        "Daemon._queue_persist",
+        "Daemon._write_pending",
+        "Daemon.flush",
+        "Daemon.scheduler",
+        "Daemon.lock_due",
+        "Daemon.reload",
+    ],
+}
+
+
+def mutant_globs(module: str) -> list[str]:
+    """mutmut's names for the mutants of ``CORE[module]`` (none: every mutant)."""
+    out = []
+    for name in CORE.get(module, []):
+        cls, _, func = name.rpartition(".")
+        mangled = f"x\u01c1{cls}\u01c1{func}" if cls else f"x_{func}"
+        out.append(f"coactive_credd.{module}.{mangled}__mutmut_*")
+    return out
 
 
 def prepare(module: str, timeout_multiplier: float) -> Path:
@@ -109,7 +159,7 @@ def main() -> int:
             "COACTIVE_CREDD_FUZZ_EXAMPLES": os.environ.get("COACTIVE_CREDD_FUZZ_EXAMPLES", "60"),
         }
         run = subprocess.run(
-            ["mutmut", "run", "--max-children", str(args.max_children)],
+            ["mutmut", "run", "--max-children", str(args.max_children), *mutant_globs(module)],
             cwd=work,
             env=env,
             stdout=subprocess.DEVNULL,
