@@ -110,9 +110,13 @@ def test_the_head_shape_fails_in_linear_time() -> None:
         (b"GET http://x/ HTTP/1.1\r\nHost: x", None),  # absolute-form
         (b"GET / HTTP/1.0\r\nHost: x", None),
         (b"HEAD / HTTP/1.1\r\nHost: x", None),
+        (b"GET / HTTP/1.1\r\nHost: x" + b"\r\nX: y" * 31, (b"/", False)),  # 32 field lines
         (b"GET / HTTP/1.1\r\nHost: x" + b"\r\nX: y" * 32, None),  # 33 field lines
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 4080, None),  # over MAX_LINE in all
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 4068, (b"/", False)),  # 4096 bytes
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * 4069, None),  # one over MAX_LINE
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: XcloseX", None),  # only SP, HTAB trimmed
     ],
+    ids=lambda v: repr(v[:60]) if isinstance(v, bytes) else ("answered" if v else "handed over"),
 )
 def test_what_the_fast_path_reads_in_a_head(
     head: bytes, meaning: tuple[bytes, bool] | None

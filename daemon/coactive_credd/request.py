@@ -122,7 +122,7 @@ def wants_plain_text(accept: str) -> bool:
     return "text/plain" in accept.lower()
 
 
-def bare_lf(data: bytes, start: int = 0) -> bool:
+def bare_lf(data: bytes, start: int) -> bool:
     """Whether ``data[start:]`` holds a line ended by LF alone (RFC 9112 §2.2 lets a server
     refuse it; this one does, with a 400 at once rather than waiting for a CRLF CRLF that
     never comes)."""
