@@ -2,7 +2,8 @@
 
     python3 tools/mutation.py [MODULE ...] [--max-children N] [--timeout-multiplier X]
 
-Each MODULE (default: all of ``MODULES``) is mutated in a scratch copy of the tree under
+Each MODULE (default: all of ``MODULES``; ``api`` and ``refresh`` in their core functions only,
+``CORE`` below) is mutated in a scratch copy of the tree under
 ``/tmp/ccd-mutation-UID/MODULE`` and judged by its own narrow test selection (``MODULES`` below),
 because the whole suite per mutant is far too slow for a small machine. The copy lays the
 package out as ``src/coactive_credd`` (mutmut names mutants after ``src/``-relative paths) and
