@@ -167,12 +167,17 @@ async def test_a_caller_that_reads_nothing_gets_a_bounded_queue_then_every_answe
         assert conn.writing_paused
         assert conn.transport is not None
         assert conn.transport.get_write_buffer_size() <= fastpath.WRITE_HIGH + 4096
+        assert not conn.transport.is_reading()  # the rest of the burst waits in the kernel
     got = b""
     while got.count(b"HTTP/1.1 200 OK") < n:
         chunk = await asyncio.wait_for(reader.read(1 << 16), 30)
         assert chunk, f"closed after {got.count(b'HTTP/1.1 200 OK')} answers"
         got += chunk
     assert got.count(b"HTTP/1.1 ") == n and site.calls == []
+    # the caller reads at last, and asks again: reading was resumed, it is answered
+    writer.write(GET)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200 OK")
     writer.close()
     await writer.wait_closed()
     while site.sites[0]._live:
@@ -219,3 +224,27 @@ async def test_a_connection_that_asks_twice_gets_a_small_kernel_buffer(site: Sit
     # Linux reports twice what was set (its bookkeeping); the default is over 200 KB.
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * fastpath.KERNEL_SNDBUF
     writer.close()
+
+
+async def test_a_connection_handed_over_stays_aiohttps_counted_once(site: Site) -> None:
+    """After a hand-over the connection is aiohttp's for good: later requests on it are
+    answered there, the fast path forgets it, and the audit trail counts it once."""
+    reader, writer = await asyncio.open_unix_connection(str(site.path))
+
+    async def ask(data: bytes) -> int:
+        writer.write(data)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await asyncio.wait_for(reader.readexactly(length), 10)
+        return int(head.split()[1])
+
+    assert await ask(GET) == 200
+    assert len(site.sites[0]._live) == 1 and site.calls == []
+    assert await ask(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n") == 200  # hand-over
+    assert not site.sites[0]._live
+    await asyncio.sleep(0.05)  # a later request, in its own read
+    assert await ask(GET) == 200
+    assert site.calls == ["GET /v1/status", "GET /v1/token"]
+    writer.close()
+    [client] = site.sites[0]._api.audit.clients()
+    assert client.connections == 1 and client.tokens() == 2
