@@ -4,6 +4,7 @@ aiohttp unchanged, in order, on the same connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -50,17 +51,19 @@ class CountingApi(api.Api):
 
 
 @pytest.fixture
-async def site(inproc: InProc) -> AsyncIterator[Site]:
+async def site(inproc: InProc, request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     """The in-process daemon served a second time, as `serve` serves it (fast path in front of
-    aiohttp, production's limits), counting what aiohttp handles."""
+    aiohttp, production's limits), counting what aiohttp handles. Parametrized indirectly
+    with a dict, the keywords of :func:`server.start_sites` (``fast``, ``max_connections``)."""
     a = CountingApi(inproc.daemon)
     a.calls = []
     runner = await server.make_runner(a)
     path = inproc.socket.with_name("fast.sock")  # beside the daemon's own, in its private folder
     sock = server.bind_socket(path)
-    sites = await server.start_sites(runner, a, [sock])
+    sites = await server.start_sites(runner, a, [sock], **getattr(request, "param", {}))
     yield Site(path, a.calls, sites)
     await runner.cleanup()
+    assert sites[0]._sweeper is None  # the idle sweep stops with the site
 
 
 GET = b"GET /v1/token HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -194,36 +197,91 @@ async def test_an_idle_connection_closes_idle_seconds_after_its_last_request(
     short_idle: None, site: Site
 ) -> None:
     """One sweep closes idle connections, no timer per connection: requests keep a
-    connection open past IDLE, and it closes IDLE (to 1.25 IDLE) after the last one."""
+    connection open past IDLE, and it closes IDLE to 1.25 IDLE after the last one. Four
+    connections go quiet 0.4 s apart, so some sweep phase would show a slower sweep."""
     loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_unix_connection(str(site.path))
-    started = loop.time()
-    while loop.time() - started < 1.6:  # three IDLEs of requests, one every 0.15 s
-        writer.write(GET)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        assert head.startswith(b"HTTP/1.1 200 OK")
-        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-        await reader.readexactly(length)
-        last = loop.time()
-        await asyncio.sleep(0.15)
-    assert await asyncio.wait_for(reader.read(1), 30) == b""  # closed by the daemon
-    assert loop.time() - last >= 0.5
+
+    async def one(quiet_after: float) -> float:
+        reader, writer = await asyncio.open_unix_connection(str(site.path))
+        started = loop.time()
+        while True:  # a request every 0.15 s until quiet_after
+            writer.write(GET)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            last = loop.time()
+            if last - started >= quiet_after:
+                break
+            await asyncio.sleep(0.15)
+        assert await asyncio.wait_for(reader.read(1), 30) == b""  # closed by the daemon
+        writer.close()
+        return loop.time() - last
+
+    waited = await asyncio.gather(*(one(1.0 + 0.4 * i) for i in range(4)))  # past 2 IDLEs
+    # after IDLE (0.5 s), by the sweep every IDLE / 4; the bound leaves the loop 0.5 s
+    assert all(0.5 <= w <= 0.5 * 1.25 + 0.5 for w in waited), waited
     assert site.calls == []
-    writer.close()
 
 
 async def test_a_connection_that_asks_twice_gets_a_small_kernel_buffer(site: Site) -> None:
+    """At its second request (one setsockopt fewer for a caller that asks once and goes)."""
     reader, writer = await asyncio.open_unix_connection(str(site.path))
+    sizes = []
     for _ in range(2):
         writer.write(GET)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
-    [conn] = site.sites[0]._live
-    assert conn.transport is not None
-    sock = conn.transport.get_extra_info("socket")
-    # Linux reports twice what was set (its bookkeeping); the default is over 200 KB.
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * fastpath.KERNEL_SNDBUF
+        [conn] = site.sites[0]._live
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
+        sizes.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+    # Linux reports twice what was set (its bookkeeping); its default is over 200 KB.
+    assert sizes[0] > 2 * fastpath.KERNEL_SNDBUF >= sizes[1]
     writer.close()
+
+
+@pytest.mark.parametrize("site", [{"max_connections": 3}], indirect=True)
+async def test_connections_past_the_cap_are_closed_at_once_and_counted_once(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    held = [await asyncio.open_unix_connection(str(site.path)) for _ in range(3)]
+    for reader, writer in held:  # each one answered, so each one is counted as open
+        writer.write(GET)
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(
+            b"HTTP/1.1 200"
+        )
+    for _ in range(2):
+        reader, writer = await asyncio.open_unix_connection(str(site.path))
+        writer.write(GET)
+        try:
+            got = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:  # aborted, as asked: no lingering in the kernel
+            got = b""
+        assert got == b""  # closed, unanswered
+        writer.close()
+        with contextlib.suppress(ConnectionResetError):
+            await writer.wait_closed()
+    assert caplog.text.count("refusing connections: 3 are open") == 1  # rate-limited
+    for _, writer in held:
+        writer.close()
+        await writer.wait_closed()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while site.sites[0]._live:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    [(status, _, _)] = await site.exchange(GET, 1)  # room again
+    assert status == 200
+
+
+@pytest.mark.parametrize("site", [{"fast": False}], indirect=True)
+async def test_with_the_fast_path_off_aiohttp_answers_and_counts_everything(site: Site) -> None:
+    answers = await site.exchange(GET + GET, 2)
+    assert [a[0] for a in answers] == [200, 200]
+    assert site.calls == ["GET /v1/token", "GET /v1/token"] and not site.sites[0]._live
+    [client] = site.sites[0]._api.audit.clients()
+    assert client.connections == 1 and client.tokens() == 2
 
 
 async def test_a_connection_handed_over_stays_aiohttps_counted_once(site: Site) -> None:
