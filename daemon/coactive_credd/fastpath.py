@@ -59,8 +59,8 @@ class FastConnection(asyncio.Protocol):
         api: Api,
         fallback: web.Server,
         live: set[FastConnection],
-        fast: bool = True,
-        cap: int = 0,
+        fast: bool,
+        cap: int,
     ) -> None:
         self.api = api
         self.fallback = fallback
@@ -140,7 +140,7 @@ class FastConnection(asyncio.Protocol):
             reply, close = answer
             self.answered += 1
             if self.answered == 2:
-                self._small_kernel_buffer()
+                self._small_kernel_buffer(self.transport)
             self.transport.write(reply)
             if close:  # nothing after a "Connection: close" is read (RFC 9112 §9.6)
                 self.buf = b""
@@ -237,7 +237,7 @@ class FastConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _small_kernel_buffer(self) -> None:
+    def _small_kernel_buffer(self, transport: asyncio.Transport) -> None:
         """Shrink the kernel's send buffer of this connection to :data:`KERNEL_SNDBUF`.
 
         Done at a connection's second request, not at its start: a caller that asks once and
@@ -245,7 +245,7 @@ class FastConnection(asyncio.Protocol):
         socket object made and detached under uvloop) was a fifth of a new connection's cost.
         A caller that sends a burst and never reads has at most one answer queued before it.
         """
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        sock = transport.get_extra_info("socket")
         if sock is not None:  # answers are ~250 bytes; Linux doubles the figure for its books
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SNDBUF)
