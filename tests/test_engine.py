@@ -127,6 +127,23 @@ def test_transient_failure_backs_off_and_keeps_serving() -> None:
     assert engine.decide(rt, 3575, P) is Action.FAIL_UNAVAILABLE
 
 
+def test_a_backoff_window_is_measured_on_the_boot_clock() -> None:
+    rt = Runtime()
+    rt.on_success(Token("t", "Bearer", 0, 3600, 500), P, 0.0, 0)
+    delay = rt.on_transient_failure("HTTP 429", P, 0.5, 100, retry_after=60, boot=600)
+    assert delay == 60 and (rt.retry_at, rt.retry_boot) == (160, 660)
+    # the wall clock set back 600 s, 10 s later: 50 s left, not 650
+    assert rt.retry_in(-490, 610) == 50
+    assert rt.in_backoff(-490, 610) and rt.next_due(-490, 610) == -440
+    # set forward 600 s, 10 s later: still 50 s left, not over
+    assert rt.in_backoff(710, 610)
+    assert not rt.in_backoff(-400, 660)  # over when the boot clock says so
+    # no boot reading: the wall clock alone, as before
+    assert rt.retry_in(150, None) == 10 and rt.next_due() == 160
+    rt.on_new_credentials()
+    assert (rt.retry_at, rt.retry_boot, rt.retry_in(0, 0)) == (None, None, None)
+
+
 def test_rejected_credentials_stop_retries_until_new_ones() -> None:
     rt = Runtime()
     rt.on_success(tok(3600, obtained=0), P, 0.0, 0)

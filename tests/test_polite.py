@@ -5,6 +5,7 @@ and a quick recovery once Coactive answers again."""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 from coactive_credd import engine
 
@@ -184,8 +185,6 @@ async def test_gits_expiry_follows_both_clocks(inproc: InProc) -> None:
 async def test_status_and_metrics_give_the_serving_deadline_of_both_clocks(
     inproc: InProc,
 ) -> None:
-    from datetime import datetime
-
     from prometheus_client.parser import text_string_to_metric_families
 
     inproc.clock.suspend(1000)  # slept 1000 s; the wall clock has not been corrected yet
@@ -204,3 +203,28 @@ async def test_status_and_metrics_give_the_serving_deadline_of_both_clocks(
         if s.name == "coactive_credd_token_serving_deadline_seconds"
     ]
     assert abs(deadline - 2570) <= 1
+
+
+async def test_a_wall_clock_set_back_inside_a_retry_after_window_does_not_stretch_it(
+    inproc: InProc,
+) -> None:
+    """The window is measured on the boot clock: a wall clock stepped back 600 s does not make
+    callers wait 600 s more after Coactive answers again."""
+    tok = current(inproc)
+    inproc.clock.jump(100)  # 3500 s left on the token
+    inproc.fake.fault, inproc.fake.retry_after = "503", "5"
+    status, _ = await inproc.post("/v1/token/refresh", {"rejected_token_sha256": digest(tok)})
+    assert status == 503
+    attempts = len(inproc.fake.requests)
+    inproc.clock.step_wall(-600)
+    inproc.fake.fault = None
+    status, body = await inproc.get("/v1/status")
+    [p] = body["profiles"]
+    due = datetime.fromisoformat(p["next_refresh_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(due - (inproc.clock.now + 5)) <= 1  # 5 s from now, not 605
+    status, body = await inproc.get("/v1/token?min_ttl=3550")  # needs a login: not yet
+    assert status == 503 and "next attempt in 5 s" in body["error"]["message"]
+    inproc.clock.jump(6)  # 6 s later by both clocks: the window is over
+    await inproc.settle()
+    assert len(inproc.fake.requests) == attempts + 1  # the scheduler tried again
+    assert current(inproc) is not tok

@@ -243,12 +243,9 @@ class Api:
                 f"Coactive rejected the stored credentials for profile {name!r} ({p.rt.last_error})",
                 f"run `{fix}`",
             )
-        retry = (
-            ""
-            if p.rt.retry_at is None
-            else f"; next attempt in {max(0, int(p.rt.retry_at - now))} s"
-        )
         tok, boot = p.rt.token, self.d.boot_clock()
+        retry_in = p.rt.retry_in(now, boot)
+        retry = "" if retry_in is None else f"; next attempt in {max(0, int(retry_in))} s"
         if tok is not None and engine.servable(tok, now, self.d.policy, boot=boot):
             # A forced refresh that failed: the token being served is still good.
             left = int(engine.serve_until(tok, self.d.policy, now, boot) - now)
@@ -376,7 +373,7 @@ class Api:
             now = self.d.clock()
             if rejected is None and p.inflight is None:
                 p.rt.on_explicit_refresh()  # the user's own refresh tries rejected credentials again
-            if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now)):
+            if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now, self.d.boot_clock())):
                 # No login in reauth_required, nor inside a backoff or Retry-After window,
                 # whoever asks: answered from the state as it is.
                 if rejected is None and tok is not None:
@@ -466,7 +463,7 @@ class Api:
                         engine.state(rt, now, self.d.policy, locked=self.d.locked, boot=boot)
                     ),
                     "expires_at": rfc3339(rt.token.expires_at) if rt.token else None,
-                    "next_refresh_at": rfc3339(rt.next_due()),
+                    "next_refresh_at": rfc3339(rt.next_due(now, boot)),
                     "last_refresh_at": rfc3339(rt.last_refresh_at),
                     "last_error": rt.last_error,
                     **status_extra(p, self.d.policy, now, boot),

@@ -201,32 +201,50 @@ class Runtime:
     token: Token | None = None
     refresh_at: float | None = None
     failures: int = 0
-    retry_at: float | None = None  # no upstream attempt before this (backoff)
+    retry_at: float | None = None  # no upstream attempt before this (backoff), wall clock
+    retry_boot: float | None = None  # the same moment on the boot clock, which governs
     reauth: bool = False  # Coactive rejected the credentials; no retries until new ones
     refreshing: bool = False
     last_refresh_at: float | None = None
     last_error: str | None = None
 
-    def next_due(self) -> float | None:
-        """The next moment the scheduler must look at this profile, or None."""
+    def next_due(self, now: float | None = None, boot: float | None = None) -> float | None:
+        """The next moment (wall-clock epoch seconds) the scheduler must look at this
+        profile, or None. Given the clocks' readings, a backoff window's end is reckoned on
+        the boot clock (:meth:`retry_in`) and given as the wall clock now reads."""
         if self.reauth or self.refreshing:
             return None
         if self.retry_at is not None:
-            return self.retry_at
+            if now is None:
+                return self.retry_at
+            left = self.retry_in(now, boot)
+            assert left is not None
+            return now + left
         return self.refresh_at
 
     def on_success(self, token: Token, policy: Policy, rand: float, now: float) -> None:
         self.token = token
         self.refresh_at = plan_refresh(token, policy, rand)
         self.failures = 0
-        self.retry_at = None
+        self.retry_at = self.retry_boot = None
         self.reauth = False
         self.last_refresh_at = now
         self.last_error = None
 
-    def in_backoff(self, now: float) -> bool:
-        """No login before ``retry_at``, whoever asks (RFC 9110 §10.2.3 Retry-After)."""
-        return self.retry_at is not None and now < self.retry_at
+    def retry_in(self, now: float, boot: float | None = None) -> float | None:
+        """Seconds left of the backoff or ``Retry-After`` window (≤ 0: over), None without
+        one. Measured on the boot clock when both readings are known: a wall clock set back
+        must not stretch the window, nor one set forward cut it short."""
+        if self.retry_at is None:
+            return None
+        if boot is not None and self.retry_boot is not None:
+            return self.retry_boot - boot
+        return self.retry_at - now
+
+    def in_backoff(self, now: float, boot: float | None = None) -> bool:
+        """No login before the window ends, whoever asks (RFC 9110 §10.2.3 Retry-After)."""
+        left = self.retry_in(now, boot)
+        return left is not None and left > 0
 
     def on_transient_failure(
         self,
@@ -249,18 +267,19 @@ class Runtime:
             self.failures, policy, rand, retry_after=retry_after, time_left=time_left
         )
         self.retry_at = now + delay
+        self.retry_boot = boot + delay if boot is not None else None
         self.last_error = detail
         return delay
 
     def on_rejected(self, detail: str) -> None:
         self.reauth = True
-        self.retry_at = None
+        self.retry_at = self.retry_boot = None
         self.last_error = detail
 
     def on_new_credentials(self) -> None:
         """New credentials (login): forget backoff and rejection."""
         self.failures = 0
-        self.retry_at = None
+        self.retry_at = self.retry_boot = None
         self.reauth = False
 
     def on_explicit_refresh(self) -> None:
@@ -295,7 +314,7 @@ def decide(
             due(tok, rt.refresh_at, now, boot)
             and not rt.reauth
             and not rt.refreshing
-            and not rt.in_backoff(now)
+            and not rt.in_backoff(now, boot)
         ):
             return Action.SERVE_AND_REFRESH
         return Action.SERVE
@@ -305,6 +324,6 @@ def decide(
         return Action.FAIL_UNSATISFIABLE
     if rt.refreshing:
         return Action.WAIT_FOR_REFRESH
-    if rt.in_backoff(now):
+    if rt.in_backoff(now, boot):
         return Action.FAIL_UNAVAILABLE
     return Action.WAIT_FOR_REFRESH

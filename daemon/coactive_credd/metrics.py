@@ -142,8 +142,8 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
         p = d.profiles[name]
         rt = p.rt
         consecutive.add_metric([name], rt.failures)
-        retry_at = rt.retry_at
-        backoff.add_metric([name], max(0.0, retry_at - now) if retry_at is not None else 0.0)
+        retry_in = rt.retry_in(now, boot)
+        backoff.add_metric([name], max(0.0, retry_in) if retry_in is not None else 0.0)
         if rt.token is not None:
             deadline.add_metric([name], engine.serve_until(rt.token, d.policy, now, boot) - now)
         current = str(engine.state(rt, now, d.policy, locked=d.locked, boot=boot))

@@ -378,10 +378,10 @@ class Daemon:
                 next_due = None
             if not self.locked:
                 for p in self.profiles.values():
-                    due = p.rt.next_due()
+                    due = p.rt.next_due(now, boot)  # a backoff's end: on the boot clock
                     if due is None:
                         continue
-                    # due by either clock (retry_at is a wall-clock moment only)
+                    # a planned refresh is due by either clock
                     if due <= now or (
                         p.rt.retry_at is None and engine.due(p.rt.token, due, now, boot)
                     ):
@@ -456,8 +456,8 @@ class Daemon:
         n = len(self.profiles)
         if self.locked:
             return f"{n} profile(s), vault locked"
-        now = self.clock()
-        dues = [d for p in self.profiles.values() if (d := p.rt.next_due()) is not None]
+        now, boot = self.clock(), self.boot_clock()
+        dues = [d for p in self.profiles.values() if (d := p.rt.next_due(now, boot)) is not None]
         nxt = f", next refresh in {max(0, int(min(dues) - now)) // 60} min" if dues else ""
         return f"{n} profile(s){nxt}"
 
