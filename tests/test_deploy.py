@@ -102,7 +102,11 @@ def test_the_manifests_agree_with_the_product() -> None:
     assert env["COACTIVE_CREDD_SOCKET"] == side_env["COACTIVE_CREDD_SOCKET"]
     (profile,) = cfg.profiles.values()
     # the daemon makes a folder of its own inside the emptyDir (which the kubelet makes 0777)
-    for path in (env["COACTIVE_CREDD_SOCKET"], profile.token_file, env["COACTIVE_ACCESS_TOKEN_FILE"]):
+    for path in (
+        env["COACTIVE_CREDD_SOCKET"],
+        profile.token_file,
+        env["COACTIVE_ACCESS_TOKEN_FILE"],
+    ):
         assert path is not None and Path(path).parent.parent == Path(run), path
     assert profile.token_file == env["COACTIVE_ACCESS_TOKEN_FILE"]
     assert profile.token_file_mode == 0o640 and "runAsGroup" in spec["securityContext"]

@@ -182,9 +182,7 @@ def test_atomic_write_failure_mid_write_keeps_old_file_and_no_temp(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
-def test_atomic_write_retries_short_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_atomic_write_retries_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_write = os.write
 
     def short(fd: int, data: bytes | memoryview) -> int:

@@ -114,7 +114,9 @@ def test_a_daemon_started_by_a_client_rotates_its_credd_log(
 
     login(fake)
     monkeypatch.setenv("COACTIVE_CREDD_LOG_MAX_BYTES", "1000")
-    monkeypatch.setenv("COACTIVE_CREDD_COMMAND", str(Path(sys.executable).parent / "coactive-credd"))
+    monkeypatch.setenv(
+        "COACTIVE_CREDD_COMMAND", str(Path(sys.executable).parent / "coactive-credd")
+    )
     sock = home / "credd.sock"
     coactive_token.start_daemon(str(sock))
     _, body = call(sock, "GET", "/v1/status")

@@ -34,18 +34,37 @@ def test_a_scrape_counts_what_happened(daemon: Daemon, fake: FakeCoactive) -> No
     assert daemon.post("/v1/token/refresh")[0] == 503  # one login, failed
 
     m = scrape(daemon)
-    assert m[("coactive_credd_tokens_served_total", (("path", "fast"), ("profile", "default")))] == 5
+    assert (
+        m[("coactive_credd_tokens_served_total", (("path", "fast"), ("profile", "default")))] == 5
+    )
     # the text/plain one, and the answer to the first refresh
-    assert m[("coactive_credd_tokens_served_total", (("path", "slow"), ("profile", "default")))] == 2
+    assert (
+        m[("coactive_credd_tokens_served_total", (("path", "slow"), ("profile", "default")))] == 2
+    )
     assert m[("coactive_credd_logins_total", (("outcome", "success"), ("profile", "default")))] == 1
-    assert m[("coactive_credd_logins_total", (("outcome", "unavailable"), ("profile", "default")))] == 1
-    assert m[("coactive_credd_refresh_failures_total", (("kind", "server_error"), ("profile", "default")))] == 1
+    assert (
+        m[("coactive_credd_logins_total", (("outcome", "unavailable"), ("profile", "default")))]
+        == 1
+    )
+    assert (
+        m[
+            (
+                "coactive_credd_refresh_failures_total",
+                (("kind", "server_error"), ("profile", "default")),
+            )
+        ]
+        == 1
+    )
     assert m[("coactive_credd_login_duration_seconds_count", ())] == 2
     assert m[("coactive_credd_login_duration_seconds_bucket", (("le", "+Inf"),))] == 2
     assert 0 < m[("coactive_credd_login_duration_seconds_sum", ())] < 10
     assert m[("coactive_credd_consecutive_failures", (("profile", "default"),))] == 1
     assert m[("coactive_credd_backoff_seconds", (("profile", "default"),))] > 0
-    assert 3500 < m[("coactive_credd_token_serving_deadline_seconds", (("profile", "default"),))] <= 3570
+    assert (
+        3500
+        < m[("coactive_credd_token_serving_deadline_seconds", (("profile", "default"),))]
+        <= 3570
+    )
     assert m[("coactive_credd_profile_state", (("profile", "default"), ("state", "valid")))] == 1
     assert m[("coactive_credd_profile_state", (("profile", "default"), ("state", "expired")))] == 0
     assert m[("coactive_credd_requests_refused_total", (("reason", "unknown_profile"),))] == 1
@@ -55,7 +74,10 @@ def test_a_scrape_counts_what_happened(daemon: Daemon, fake: FakeCoactive) -> No
     assert m[("coactive_credd_vault_locked", ())] == 0
     # login recorded today: 3 months left, give or take the month lengths
     assert 88 < m[("coactive_credd_personal_token_days_left", (("profile", "default"),))] <= 92
-    assert ("coactive_credd_personal_token_expiry_timestamp_seconds", (("profile", "default"),)) in m
+    assert (
+        "coactive_credd_personal_token_expiry_timestamp_seconds",
+        (("profile", "default"),),
+    ) in m
 
     _, text = call(daemon.socket, "GET", "/metrics")
     assert not leaked(text, set(fake.issued))

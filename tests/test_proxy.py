@@ -69,7 +69,9 @@ def test_choose_precedence() -> None:
 
 
 def test_proxy_passwords_are_never_shown() -> None:
-    route = proxy.choose("https://api.coactive.ai", None, {"HTTPS_PROXY": "http://u:hunter2@p:3128"})
+    route = proxy.choose(
+        "https://api.coactive.ai", None, {"HTTPS_PROXY": "http://u:hunter2@p:3128"}
+    )
     assert route.url == "http://u:hunter2@p:3128"  # aiohttp needs it to authenticate
     assert "hunter2" not in route.describe() and "hunter2" not in str(route.shown())
     with pytest.raises(ValueError) as err:
@@ -111,7 +113,9 @@ def tinyproxy_factory(tmp_path: Path) -> Iterator[object]:
     exe = shutil.which("tinyproxy")
     if exe is None:
         if os.environ.get("CI"):
-            pytest.fail("tinyproxy is not installed: .ci/setup installs it (apt-get install tinyproxy)")
+            pytest.fail(
+                "tinyproxy is not installed: .ci/setup installs it (apt-get install tinyproxy)"
+            )
         pytest.skip("tinyproxy is not installed (apt-get install tinyproxy)")
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -163,7 +167,9 @@ def _port(fake: FakeCoactive) -> int:
     return int(fake.base_url.rsplit(":", 1)[1])
 
 
-def _login(fake: FakeCoactive, bundle: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+def _login(
+    fake: FakeCoactive, bundle: Path, *extra: str, env: dict[str, str] | None = None
+) -> None:
     proc = run_cli("login", "--base-url", fake.base_url, "--ca-bundle", str(bundle),
                    "--personal-token-stdin", *extra, input=PERSONAL_TOKEN + "\n", env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

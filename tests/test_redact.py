@@ -126,7 +126,9 @@ def assert_nothing_of(text: str, secret: str) -> None:
     ],
     ids=["personal", "client"],
 )
-async def test_an_echo_in_any_form_is_withheld(echo: EchoServer, form: str, cred: Credential) -> None:
+async def test_an_echo_in_any_form_is_withheld(
+    echo: EchoServer, form: str, cred: Credential
+) -> None:
     up = Upstream()
     try:
         with pytest.raises(CredentialsRejected) as info:
@@ -149,7 +151,9 @@ async def test_a_clean_message_is_still_shown(echo: EchoServer) -> None:
 def test_short_and_unrelated_text_is_not_mistaken_for_a_secret() -> None:
     assert not redact.carries_secret("token expired", PERSONAL_TOKEN)
     assert not redact.carries_secret("Y3B0X1Bl", PERSONAL_TOKEN)  # base64 of 6 chars only
-    assert redact.server_text("a\nb\tc" + "x" * 300, (PERSONAL_TOKEN,), 20) == "a b c" + "x" * 14 + "…"
+    assert (
+        redact.server_text("a\nb\tc" + "x" * 300, (PERSONAL_TOKEN,), 20) == "a b c" + "x" * 14 + "…"
+    )
 
 
 @pytest.mark.parametrize("form", ["upper", "percent", "spaced", "prefix", "base64"])

@@ -178,7 +178,15 @@ def attacker_home() -> Iterator[Path]:
 
 def _listen(uid: int, socket_path: Path, record: Path) -> Listener:
     proc = subprocess.Popen(
-        [*as_uid(uid), sys.executable, "-c", LISTENER, str(socket_path), str(record), IMPOSTOR_TOKEN],
+        [
+            *as_uid(uid),
+            sys.executable,
+            "-c",
+            LISTENER,
+            str(socket_path),
+            str(record),
+            IMPOSTOR_TOKEN,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -193,8 +201,14 @@ def impostor(victim: Victim, attacker_home: Path) -> Iterator[Listener]:
     """The attacker got to /tmp/runtime-$VICTIM first (0777) and listens on the socket path."""
     _, uid = _uid_pair()
     made = subprocess.run(
-        [*as_uid(uid), "sh", "-c", 'umask 0 && mkdir -m 777 "$1" "$1/coactive-credd"', "-",
-         str(victim.runtime_root)],
+        [
+            *as_uid(uid),
+            "sh",
+            "-c",
+            'umask 0 && mkdir -m 777 "$1" "$1/coactive-credd"',
+            "-",
+            str(victim.runtime_root),
+        ],
         capture_output=True,
         text=True,
     )
@@ -258,7 +272,11 @@ def test_cli_rekey_never_sends_the_new_passphrase_to_an_impostor(
     victim: Victim, attacker_home: Path
 ) -> None:
     login = victim.cli(
-        "login", "--base-url", "http://127.0.0.1:9", "--no-verify", "--personal-token-stdin",
+        "login",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--no-verify",
+        "--personal-token-stdin",
         stdin=PERSONAL_TOKEN + "\n",
     )
     assert login.returncode == 0, login.stderr
@@ -266,8 +284,14 @@ def test_cli_rekey_never_sends_the_new_passphrase_to_an_impostor(
     assert first.returncode == 0, first.stderr
     _, uid = _uid_pair()
     subprocess.run(
-        [*as_uid(uid), "sh", "-c", 'umask 0 && mkdir -m 777 "$1" "$1/coactive-credd"', "-",
-         str(victim.runtime_root)],
+        [
+            *as_uid(uid),
+            "sh",
+            "-c",
+            'umask 0 && mkdir -m 777 "$1" "$1/coactive-credd"',
+            "-",
+            str(victim.runtime_root),
+        ],
         check=True,
     )
     listener = _listen(uid, victim.socket, attacker_home / "record")
