@@ -228,3 +228,15 @@ async def test_a_wall_clock_set_back_inside_a_retry_after_window_does_not_stretc
     await inproc.settle()
     assert len(inproc.fake.requests) == attempts + 1  # the scheduler tried again
     assert current(inproc) is not tok
+
+
+async def test_an_absurd_retry_after_is_a_day_and_status_still_answers(inproc: InProc) -> None:
+    from coactive_credd.refresh import rfc3339
+
+    tok = current(inproc)
+    inproc.fake.fault, inproc.fake.retry_after = "429", "99999999999999999999999"
+    status, body = await inproc.post("/v1/token/refresh", {"rejected_token_sha256": digest(tok)})
+    assert status == 503 and "next attempt in 86400 s" in body["error"]["message"]
+    status, body = await inproc.get("/v1/status")
+    assert status == 200 and body["profiles"][0]["next_refresh_at"] is not None
+    assert rfc3339(1e20) is None and rfc3339(0) == "1970-01-01T00:00:00Z"

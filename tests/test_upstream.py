@@ -586,7 +586,11 @@ NOW = 1_700_000_000.0
         ("-3", None),
         ("1.5", None),
         ("soon", None),
-        ("9" * 400, None),
+        ("86400", 86400.0),
+        ("86401", 86400.0),  # at most a day
+        ("99999999999999999999999", 86400.0),
+        ("9" * 5000, 86400.0),
+        (email.utils.formatdate(NOW + 3 * 86400, usegmt=True), 86400.0),
         (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
         (email.utils.formatdate(NOW - 90, usegmt=True), 0.0),
         ("Tue, 14 Nov 2023 22:13:50 GMT", 30.0),  # NOW + 30 s

@@ -39,9 +39,14 @@ Clock = Callable[[], float]
 
 
 def rfc3339(t: float | None) -> str | None:
+    """Epoch seconds as an RFC 3339 UTC time, to the second; None for None or for a moment
+    no date can show (beyond year 9999: never one a status should fail on)."""
     if t is None:
         return None
-    return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def token_tail(token: str) -> str:

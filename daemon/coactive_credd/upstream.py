@@ -202,6 +202,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+MAX_RETRY_AFTER = 86400  # seconds: the longest Retry-After honoured as given
+
+
 def parse_retry_after(value: str | None, now: float, date: str | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date (RFC 9110
     §10.2.3).
@@ -210,7 +213,8 @@ def parse_retry_after(value: str | None, now: float, date: str | None = None) ->
     one (the server's clock against the server's clock, so a local clock that runs fast or
     slow does not shorten or stretch the wait), else against ``now`` (epoch seconds).
     Returns None when the value is absent or unparseable; never a negative number (a date in
-    the past means "now": 0).
+    the past means "now": 0), never more than :data:`MAX_RETRY_AFTER` (a day: a server that
+    asks for longer is asked again the next day rather than never).
     """
     if value is None:
         return None
@@ -218,15 +222,14 @@ def parse_retry_after(value: str | None, now: float, date: str | None = None) ->
     if not value:
         return None
     if value.isascii() and value.isdigit():
-        try:
-            return float(int(value))
-        except OverflowError:
-            return None
+        if len(value) > 9:  # over 31 years: no need to read the number
+            return float(MAX_RETRY_AFTER)
+        return float(min(int(value), MAX_RETRY_AFTER))
     when = _http_date(value)
     if when is None:
         return None
     base = _http_date(date) if date else None
-    return max(0.0, when - (now if base is None else base))
+    return min(MAX_RETRY_AFTER, max(0.0, when - (now if base is None else base)))
 
 
 def _http_date(value: str) -> float | None:
