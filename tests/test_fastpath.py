@@ -244,41 +244,55 @@ async def test_a_connection_that_asks_twice_gets_a_small_kernel_buffer(site: Sit
 
 
 @pytest.mark.parametrize("site", [{"max_connections": 3}], indirect=True)
-async def test_connections_past_the_cap_are_closed_at_once_and_counted_once(
+async def test_at_the_cap_the_longest_idle_connection_makes_room(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
-    held = [await asyncio.open_unix_connection(str(site.path)) for _ in range(3)]
-    # each one answered, so each one is open; the last one handed over to aiohttp
-    for (reader, writer), ask in zip(
-        held, [GET, GET, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"], strict=True
-    ):
-        writer.write(ask)
-        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(
-            b"HTTP/1.1 200"
-        )
-    assert len(site.sites[0]._live) == 2  # and one is aiohttp's: both count
-    for _ in range(2):
+    """A program holding connections open cannot lock others out: at the cap, each new
+    connection closes the fast-path one idle the longest; only when every open connection
+    is aiohttp's is the new one refused."""
+    status_req = b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async def opened(ask: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_unix_connection(str(site.path))
-        writer.write(GET)
+        writer.write(ask)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await asyncio.wait_for(reader.readexactly(length), 10)
+        await asyncio.sleep(0.01)  # distinct moments of last activity
+        return reader, writer
+
+    async def closed_by_daemon(reader: asyncio.StreamReader) -> bool:
         try:
-            got = await asyncio.wait_for(reader.read(), 10)
-        except ConnectionResetError:  # aborted, as asked: no lingering in the kernel
-            got = b""
-        assert got == b""  # closed, unanswered
+            return await asyncio.wait_for(reader.read(), 10) == b""
+        except ConnectionResetError:
+            return True
+
+    a, b = await opened(GET), await opened(GET)
+    c = await opened(status_req)  # handed over: aiohttp's, counted too
+    assert len(site.sites[0]._live) == 2
+    d = await opened(GET)  # the fourth: served, and the idlest (a) closed
+    assert await closed_by_daemon(a[0])
+    e = await opened(GET)  # then b
+    assert await closed_by_daemon(b[0])
+    assert caplog.text.count("closing the one idle the longest") == 1  # rate-limited
+    for _, writer in (a, b, d, e):
         writer.close()
-        with contextlib.suppress(ConnectionResetError):
-            await writer.wait_closed()
-    assert caplog.text.count("refusing connections: 3 are open") == 1  # rate-limited
-    for _, writer in held:
-        writer.close()
-        await writer.wait_closed()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while site.sites[0]._live:
         assert loop.time() < deadline
         await asyncio.sleep(0.01)
-    [(status, _, _)] = await site.exchange(GET, 1)  # room again
-    assert status == 200
+    # every open connection aiohttp's: the new one is refused
+    held = [c, await opened(status_req), await opened(status_req)]
+    reader, writer = await asyncio.open_unix_connection(str(site.path))
+    writer.write(GET)
+    assert await closed_by_daemon(reader)
+    assert "refusing connections: 3 are open, the most this daemon keeps, all busy" in caplog.text
+    for _, w in [*held, (reader, writer)]:
+        w.close()
+        with contextlib.suppress(ConnectionResetError):
+            await w.wait_closed()
 
 
 @pytest.mark.parametrize("site", [{"fast": False}], indirect=True)

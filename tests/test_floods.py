@@ -74,7 +74,12 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_connections_past_the_fd_limit_cost_one_log_line(home: Path, fake: FakeCoactive) -> None:
+def test_connections_past_the_fd_limit_lock_no_one_out_and_cost_one_log_line(
+    home: Path, fake: FakeCoactive
+) -> None:
+    """300 connections opened and left open against an open-files limit of 96: the cap
+    (the limit minus 64) closes the idlest for each new one, so a token is still served
+    while they are held, with one log line and no traceback."""
     login(fake)
     d = serve_with_nofile(home, 96)
     held = []
@@ -84,11 +89,7 @@ def test_connections_past_the_fd_limit_cost_one_log_line(home: Path, fake: FakeC
             s.connect(str(d.socket))
             held.append(s)
         time.sleep(1.0)
-        for s in held:
-            s.close()
-        held.clear()
-        time.sleep(0.2)
-        assert token_latency(d.socket) < 1.0  # and it serves again once they are gone
+        assert token_latency(d.socket) < 1.0  # while they are all still held
     finally:
         for s in held:
             s.close()
@@ -96,7 +97,7 @@ def test_connections_past_the_fd_limit_cost_one_log_line(home: Path, fake: FakeC
     text = d.log_text()
     assert "Traceback" not in text, text[:3000]
     assert len(text) < 4000, text[:3000]
-    assert 1 <= text.count("refusing connections") <= 2, text
+    assert 1 <= text.count("closing the one idle the longest") <= 2, text
 
 
 def test_clients_that_never_read_cost_bounded_memory_and_delay_no_one(

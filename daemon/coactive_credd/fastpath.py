@@ -53,6 +53,10 @@ _OK_HEALTHZ = (
 )
 
 
+def _last_active(conn: FastConnection) -> float:
+    return conn.active
+
+
 class FastConnection(asyncio.Protocol):
     def __init__(
         self,
@@ -81,15 +85,30 @@ class FastConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         if self.cap and len(self.live) + len(self.fallback.connections) >= self.cap:
+            # At the cap, the fast-path connection idle the longest makes room (nginx does
+            # the same with idle keep-alive connections): a program that opens connections
+            # and leaves them open cannot lock the others out. Only when every open
+            # connection is aiohttp's (each in a request) is the new one refused.
+            idle = min(self.live, key=_last_active, default=None)
+            if idle is None:
+                logguard.refusals.warn(
+                    "cap",
+                    "refusing connections: %d are open, the most this daemon keeps, all "
+                    "busy; some local program opens connections without closing them",
+                    self.cap,
+                )
+                self.transport.abort()
+                self.transport = None
+                return
             logguard.refusals.warn(
-                "cap",
-                "refusing connections: %d are open, the most this daemon keeps; "
-                "some local program opens connections without closing them",
+                "evict",
+                "%d connections are open, the most this daemon keeps: closing the one idle "
+                "the longest for each new one; some local program opens connections "
+                "without closing them",
                 self.cap,
             )
-            self.transport.abort()
-            self.transport = None
-            return
+            self.live.discard(idle)
+            idle.close()
         self.live.add(self)
         self.transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         if not self.fast:
@@ -257,7 +276,8 @@ class FastSite(web.SockSite):
     ``fast=False`` hands every connection to aiohttp at once (``COACTIVE_CREDD_FAST_PATH=0``):
     the same daemon without the fast path, to compare answers against or to rule it out.
     ``max_connections`` (0: no cap) bounds the connections open at once, fast and handed
-    over together; one more is closed at once, with one rate-limited log line.
+    over together; one more closes the fast-path connection idle the longest (or is refused
+    when there is none), with one rate-limited log line.
 
     A fast-path connection idle for :data:`IDLE` seconds is closed by one sweep over them all,
     every quarter of IDLE (so after 60 to 75 s, aiohttp's own default being 75 s), rather
