@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -326,3 +327,56 @@ async def test_a_connection_handed_over_stays_aiohttps_counted_once(site: Site) 
     writer.close()
     [client] = site.sites[0]._api.audit.clients()
     assert client.connections == 1 and client.tokens() == 2
+
+
+async def test_a_body_too_large_is_refused_before_it_is_read(site: Site) -> None:
+    """A Content-Length past the 4 KiB limit is a 413 at once, not a wait for the body."""
+    [(status, _, body)] = await asyncio.wait_for(
+        site.exchange(
+            b"POST /v1/token/refresh HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+            1,
+        ),
+        10,
+    )
+    assert status == 413 and json.loads(body)["error"]["message"] == "request body too large"
+
+
+async def test_a_body_that_arrives_in_parts_is_read_whole(site: Site, inproc: InProc) -> None:
+    tok = inproc.daemon.profiles["default"].rt.token
+    assert tok is not None
+    digest = hashlib.sha256(tok.access_token.encode()).hexdigest()
+    body = json.dumps({"rejected_token_sha256": digest}).encode()
+    reader, writer = await asyncio.open_unix_connection(str(site.path))
+    writer.write(
+        b"POST /v1/token/refresh HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body[:20]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the rest in a later read
+    writer.write(body[20:])
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    answer = json.loads(await reader.readexactly(length))
+    assert answer["access_token"] != tok.access_token  # the report was read: replaced
+    writer.close()
+
+
+async def test_a_caller_gone_mid_body_is_no_internal_error(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body announced too large and cut short by the caller hanging up: a 413 before any
+    read, nothing logged as an internal error."""
+    for _ in range(3):
+        reader, writer = await asyncio.open_unix_connection(str(site.path))
+        writer.write(
+            b'POST /v1/token/refresh HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n{"rej'
+        )
+        await writer.drain()
+        writer.write_eof()  # half-close, as `nc -N` does
+        with contextlib.suppress(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    await asyncio.sleep(0.1)
+    assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+    assert site.calls == ["POST /v1/token/refresh"] * 3

@@ -172,6 +172,9 @@ class Api:
         except ApiError as exc:
             self.d.stats.refused[exc.code] += 1
             return exc.response()
+        except ConnectionError:  # the caller went away mid-request: nobody to answer
+            log.debug("connection lost answering %s %s", request.method, request.path)
+            return web.Response(status=499)
         except Exception:
             log.exception("internal error answering %s %s", request.method, request.path)
             return ApiError(
@@ -391,12 +394,22 @@ class Api:
         return self._after_refresh(request, p, 0)
 
     async def _json_body(self, request: web.BaseRequest, shape: str) -> dict[str, Any] | None:
-        """The request's JSON object body, None if there is none; 400/413 otherwise."""
-        body = await request.content.read(MAX_BODY + 1)
+        """The request's JSON object body, None if there is none; 400/413 otherwise. A
+        ``Content-Length`` over :data:`MAX_BODY` bytes is refused before reading; a body is
+        read to its end however it arrives (one read may return only its first part)."""
+        too_large = ApiError(
+            413, "bad_request", "request body too large", f"send at most {MAX_BODY} bytes"
+        )
+        if (request.content_length or 0) > MAX_BODY:
+            raise too_large
+        body = b""
+        while len(body) <= MAX_BODY:
+            chunk = await request.content.read(MAX_BODY + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
         if len(body) > MAX_BODY:
-            raise ApiError(
-                413, "bad_request", "request body too large", f"send at most {MAX_BODY} bytes"
-            )
+            raise too_large
         if not body.strip():
             return None
         try:
