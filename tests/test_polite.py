@@ -55,9 +55,12 @@ async def test_rejected_token_reports_inside_a_retry_after_window_make_no_login(
     # a plain GET still gets the token as it is (it may still work for other calls)
     status, body = await inproc.get("/v1/token")
     assert status == 200 and body["access_token"] == tok.access_token
-    # nor does the user's own refresh log in inside the window: the current state answers
+    # nor does the user's own refresh log in inside the window; it says so, and for how long
+    # the current token is still served (it was a 200 with the old token, as if new)
     status, body = await inproc.post("/v1/token/refresh")
-    assert status == 200 and body["access_token"] == tok.access_token
+    assert status == 503 and "next attempt in" in body["error"]["message"]
+    assert body["error"]["message"].startswith("no new token for profile 'default'")
+    assert "the current token is still served for" in body["error"]["message"]
     assert len(inproc.fake.requests) == attempts + 1
     inproc.fake.fault = None
     inproc.clock.jump(61)

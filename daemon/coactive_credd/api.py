@@ -378,9 +378,8 @@ class Api:
                 p.rt.on_explicit_refresh()  # the user's own refresh tries rejected credentials again
             if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now, self.d.boot_clock())):
                 # No login in reauth_required, nor inside a backoff or Retry-After window,
-                # whoever asks: answered from the state as it is.
-                if rejected is None and tok is not None:
-                    return self._after_refresh(request, p, 0)
+                # whoever asks: the answer says so (and, when the current token is still
+                # served, for how long), rather than passing the old token off as new.
                 raise self._failure(p, now)
             if p.inflight is None and rejected is not None:
                 log.info(
