@@ -181,8 +181,12 @@ def test_the_lead_before_usable_until_is_a_quarter_of_the_usable_window_at_most_
 
 def test_backoff_is_bounded_by_any_positive_time_left() -> None:
     assert engine.backoff_delay(5, P, 0.5) == 8
-    assert engine.backoff_delay(5, P, 0.5, time_left=0.5) == 0.25
-    assert engine.backoff_delay(5, P, 0.5, time_left=0.1) == P.backoff_floor
+    assert engine.backoff_delay(5, P, 0.5, time_left=10) == 5  # half of what is left
+    assert engine.backoff_delay(5, P, 0.5, time_left=0) == 8  # none left: not bounded by it
+    # near the token's death, retries still no closer than min_refresh_interval (2 s)
+    assert engine.backoff_delay(5, P, 0.5, time_left=0.1) == P.min_refresh_interval
+    assert engine.backoff_delay(5, P, 0.5, time_left=3.0) == P.min_refresh_interval
+    assert engine.backoff_delay(1, P, 0.5, time_left=3.0) == 0.5  # jitter below it stays
 
 
 def test_failures_count_up_one_at_a_time_and_success_starts_again() -> None:
