@@ -480,6 +480,17 @@ TOKEN = "cat_SecretAccessToken_abcdefghijklmnop"
             json.dumps({"access_token": TOKEN, "token_type": "Bearer", "expires_in": -5}).encode(),
             "expires_in is -5",
         ),
+        (
+            json.dumps(
+                {"access_token": TOKEN, "token_type": "Bearer", "expires_in": "1_000"}
+            ).encode(),
+            "expires_in is '1_000', not a number of seconds",  # int() would take it
+        ),
+        (
+            b'{"access_token": "' + TOKEN.encode() + b'", "token_type": "Bearer", '
+            b'"expires_in": -1e400}',
+            "expires_in is -1, not a positive number of seconds",
+        ),
     ],
 )
 def test_malformed_answers_say_what_is_wrong_without_the_token(answer: bytes, says: str) -> None:
@@ -501,11 +512,16 @@ def test_expires_in_as_a_float_or_a_numeric_string_is_accepted(
     assert parse_login_answer(json.dumps(answer).encode()).expires_in == seconds
 
 
+@pytest.mark.parametrize("raw", [b"1000000000000", b"1e400", b'"1e400"', b'" 1e12 "'])
 def test_an_absurdly_long_lifetime_is_clamped_and_logged(
-    caplog: pytest.LogCaptureFixture,
+    raw: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    answer = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 10**12}
-    assert parse_login_answer(json.dumps(answer).encode()).expires_in == 365 * 86400
+    """Infinite too (1e400 is what JSON makes of an overflowing number)."""
+    answer = b'{"access_token": "%s", "token_type": "Bearer", "expires_in": %s}' % (
+        TOKEN.encode(),
+        raw,
+    )
+    assert parse_login_answer(answer).expires_in == 365 * 86400
     assert "more than a year" in caplog.text and TOKEN[-8:] not in caplog.text
 
 

@@ -23,6 +23,7 @@ import email.utils
 import ipaddress
 import json
 import logging
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -319,24 +320,28 @@ def parse_login_answer(body: bytes) -> Grant:
 
 def _seconds(value: object) -> int | None:
     """Whole seconds from a JSON number or numeric string: 3600, 3600.0, "3600", "3600.0"
-    (a fraction is rounded down); None for anything else (booleans, NaN, "1h", ...)."""
+    (a fraction is rounded down; an infinite number is as long as it gets, for the caller
+    to clamp); None for anything else (booleans, NaN, "1h", "1_000", ...)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
         text = value.strip()
-        if not text or len(text) > 32 or not text.isascii():
+        if len(text) > 32 or _NUMBER.fullmatch(text) is None:
             return None
-        try:
-            value = float(text) if any(c in text for c in ".eE") else int(text)
-        except ValueError:
-            return None
+        value = float(text) if any(c in text for c in ".eE") else int(text)
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if value != value:
             return None
+        if value in (float("inf"), float("-inf")):
+            return MAX_EXPIRES_IN + 1 if value > 0 else -1
         return int(value)
     return None
+
+
+# A JSON number's text (RFC 8259 §6), with a leading "+" and a bare fraction also taken
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _server_message(body: bytes, secrets: tuple[str, ...]) -> str | None:
