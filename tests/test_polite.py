@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+import pytest
 from coactive_credd import engine
 
 from .conftest import InProc, both_paths
@@ -243,3 +244,13 @@ async def test_an_absurd_retry_after_is_a_day_and_status_still_answers(inproc: I
     status, body = await inproc.get("/v1/status")
     assert status == 200 and body["profiles"][0]["next_refresh_at"] is not None
     assert rfc3339(1e20) is None and rfc3339(0) == "1970-01-01T00:00:00Z"
+
+
+async def test_a_token_too_short_lived_to_refresh_ahead_is_logged_as_such(
+    inproc: InProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    inproc.fake.expires_in = 1
+    status, _ = await inproc.post("/v1/token/refresh")
+    assert status == 200
+    assert "expires in 1 s, too short-lived to refresh ahead" in caplog.text
+    assert "next refresh in -" not in caplog.text  # it was a negative 56-year count

@@ -313,12 +313,17 @@ class Daemon:
             )
             p.rt.on_success(tok, self.policy, self.rand(), self.clock())
             p.rendered = None
+            ahead = (
+                f"next refresh in {int(p.rt.refresh_at - self.clock())} s"
+                if p.rt.refresh_at is not None
+                else "too short-lived to refresh ahead: replaced when a caller asks"
+            )
             log.info(
-                "profile=%s new token %s, expires in %d s, next refresh in %d s",
+                "profile=%s new token %s, expires in %d s, %s",
                 name,
                 token_tail(tok.access_token),
                 grant.expires_in,
-                int((p.rt.refresh_at or 0) - self.clock()),
+                ahead,
             )
             if p.cfg.credential_file is None:  # nothing of it is in the vault
                 self._queue_persist(p, tok)
