@@ -891,3 +891,63 @@ def test_keychain_store_failure_leaves_the_vault_as_it_was(
         kv.rekey_to_keychain()
     assert (home / "vault.bin").read_bytes() == before
     assert make_vault(home).load().profiles["default"].secret == SECRET
+
+
+def test_a_corrupt_vault_names_itself_and_the_command_that_sets_it_aside(
+    vault: Vault, home: Path
+) -> None:
+    written(vault, home)
+    (home / "vault.bin").write_bytes(os.urandom(300))
+    with pytest.raises(VaultCorrupt) as err:
+        vault.load()
+    path = home / "vault.bin"
+    assert err.value.path == path
+    assert f"`mv {path} {path}.bad`" in str(err.value)  # shlex-quoted: nothing to quote here
+    odd = VaultCorrupt(Path("/tmp/a b/vault.bin"))
+    assert "`mv '/tmp/a b/vault.bin' '/tmp/a b/vault.bin'.bad`" in str(odd)
+
+
+@pytest.mark.parametrize(
+    ("log2_n", "r", "p", "taken"),
+    [
+        (1, 1, 1, True),
+        (20, 8, 16, True),  # 128 MiB of scrypt memory
+        (18, 32, 1, True),  # exactly 1 GiB: the most a header may ask for
+        (19, 32, 1, False),  # 2 GiB
+        (20, 9, 1, False),  # 1.1 GiB
+        (0, 8, 1, False),
+        (21, 1, 1, False),
+        (10, 0, 1, False),
+        (10, 33, 1, False),
+        (10, 32, 1, True),
+        (10, 8, 0, False),
+        (10, 8, 17, False),
+    ],
+)
+def test_scrypt_costs_a_header_may_ask_for(log2_n: int, r: int, p: int, taken: bool) -> None:
+    raw = v.ScryptParams(log2_n, r, p, bytes(range(16))).encode()
+    if taken:
+        assert v.ScryptParams.decode(raw) == v.ScryptParams(log2_n, r, p, bytes(range(16)))
+    else:
+        with pytest.raises(v._Undecryptable):
+            v.ScryptParams.decode(raw)
+
+
+def test_readers_share_the_lock_and_a_writer_waits_for_them(vault: Vault, home: Path) -> None:
+    """load and unlock take the vault lock shared (readers never wait for each other);
+    update takes it exclusive."""
+    import threading
+
+    written(vault, home)
+    with v.fsutil.locked(vault.lock_path, shared=True):  # another reader, holding on
+        done = threading.Event()
+        reader = threading.Thread(target=lambda: (vault.load(), done.set()))
+        reader.start()
+        assert done.wait(10), "load waited for another reader"
+        reader.join()
+        wrote = threading.Event()
+        writer = threading.Thread(target=lambda: (vault.update(add_profile), wrote.set()))
+        writer.start()
+        assert not wrote.wait(0.3), "update did not wait for the reader"
+    assert wrote.wait(10)
+    writer.join()
