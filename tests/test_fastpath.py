@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,7 +53,9 @@ class CountingApi(api.Api):
 
 
 @pytest.fixture
-async def site(inproc: InProc, request: pytest.FixtureRequest) -> AsyncIterator[Site]:
+async def site(
+    inproc: InProc, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[Site]:
     """The in-process daemon served a second time, as `serve` serves it (fast path in front of
     aiohttp, production's limits), counting what aiohttp handles. Parametrized indirectly
     with a dict, the keywords of :func:`server.start_sites` (``fast``, ``max_connections``)."""
@@ -65,6 +68,9 @@ async def site(inproc: InProc, request: pytest.FixtureRequest) -> AsyncIterator[
     yield Site(path, a.calls, sites)
     await runner.cleanup()
     assert sites[0]._sweeper is None  # the idle sweep stops with the site
+    # a request the fast path hands over must be one it chose to, never one it failed on
+    failed = [r for r in caplog.get_records("call") if "the fast path failed" in r.getMessage()]
+    assert not failed, failed
 
 
 GET = b"GET /v1/token HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -221,7 +227,17 @@ async def test_an_idle_connection_closes_idle_seconds_after_its_last_request(
         writer.close()
         return loop.time() - last
 
-    waited = await asyncio.gather(*(one(1.0 + 0.4 * i) for i in range(4)))  # past 2 IDLEs
+    async def silent() -> float:  # connects and never sends a byte
+        reader, writer = await asyncio.open_unix_connection(str(site.path))
+        started = loop.time()
+        assert await asyncio.wait_for(reader.read(1), 30) == b""
+        writer.close()
+        return loop.time() - started
+
+    *waited, quiet = await asyncio.gather(
+        *(one(1.0 + 0.4 * i) for i in range(4)), silent()
+    )  # the busy ones past 2 IDLEs
+    assert 0.5 <= quiet <= 0.5 * 1.25 + 0.5, quiet
     # after IDLE (0.5 s), by the sweep every IDLE / 4; the bound leaves the loop 0.5 s
     assert all(0.5 <= w <= 0.5 * 1.25 + 0.5 for w in waited), waited
     assert site.calls == []
@@ -327,6 +343,7 @@ async def test_a_connection_handed_over_stays_aiohttps_counted_once(site: Site) 
     writer.close()
     [client] = site.sites[0]._api.audit.clients()
     assert client.connections == 1 and client.tokens() == 2
+    assert (client.uid, client.pid) == (os.geteuid(), os.getpid())  # the kernel's word
 
 
 async def test_a_body_too_large_is_refused_before_it_is_read(site: Site) -> None:
@@ -380,3 +397,25 @@ async def test_a_caller_gone_mid_body_is_no_internal_error(
     await asyncio.sleep(0.1)
     assert "internal error" not in caplog.text and "Traceback" not in caplog.text
     assert site.calls == ["POST /v1/token/refresh"] * 3
+
+
+async def test_the_fast_path_answers_health_and_queries_itself(site: Site) -> None:
+    answers = await site.exchange(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /v1/token?profile=default&min_ttl=60 HTTP/1.1\r\nHost: x\r\n\r\n",
+        2,
+    )
+    assert [a[0] for a in answers] == [200, 200] and answers[0][2] == b"ok"
+    assert site.calls == []  # neither reached aiohttp
+    # an unknown profile is aiohttp's to answer (404), by choice, not by a failure
+    [(status, _, _)] = await site.exchange(
+        b"GET /v1/token?profile=nope HTTP/1.1\r\nHost: x\r\n\r\n", 1
+    )
+    assert status == 404 and site.calls == ["GET /v1/token?profile=nope"]
+
+
+async def test_a_bare_lf_head_is_refused_at_once_in_process(site: Site) -> None:
+    [(status, _, _)] = await asyncio.wait_for(
+        site.exchange(b"GET /v1/token HTTP/1.1\nHost: x\n\n", 1), 5
+    )
+    assert status == 400
