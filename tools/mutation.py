@@ -35,7 +35,13 @@ SCRATCH = Path(tempfile.gettempdir()) / f"ccd-mutation-{os.getuid()}"
 MODULES: dict[str, list[str]] = {
     "engine": ["tests/test_engine.py"],
     "gitcred": ["tests/test_gitcred.py"],
-    "fastpath": ["tests/test_fastpath.py"],
+    "fastpath": [
+        "tests/test_fastpath.py",
+        "tests/test_fuzz.py",
+        "tests/test_polite.py",
+        "tests/test_refresh.py",
+        "tests/test_lock.py",
+    ],
     "request": ["tests/test_request_rules.py", "tests/test_fuzz.py", "tests/test_fastpath.py"],
     "vault": ["tests/test_vault.py"],
     "api": [
