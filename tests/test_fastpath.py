@@ -261,12 +261,12 @@ async def test_a_connection_that_asks_twice_gets_a_small_kernel_buffer(site: Sit
 
 
 @pytest.mark.parametrize("site", [{"max_connections": 3}], indirect=True)
-async def test_at_the_cap_the_longest_idle_connection_makes_room(
+async def test_at_the_cap_an_idle_connection_makes_room(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A program holding connections open cannot lock others out: at the cap, each new
-    connection closes the fast-path one idle the longest; only when every open connection
-    is aiohttp's is the new one refused."""
+    connection closes a fast-path one (never answered first, then the longest idle); only
+    when every open connection is aiohttp's is the new one refused."""
     status_req = b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"
 
     async def opened(ask: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -285,15 +285,27 @@ async def test_at_the_cap_the_longest_idle_connection_makes_room(
         except ConnectionResetError:
             return True
 
-    a, b = await opened(GET), await opened(GET)
+    async def asks_again(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        conn[1].write(GET)
+        head = await asyncio.wait_for(conn[0].readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        await conn[0].readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+        await asyncio.sleep(0.01)
+
+    a = await opened(GET)
+    lurker = await asyncio.open_unix_connection(str(site.path))  # never asks anything
+    await asyncio.sleep(0.05)
     c = await opened(status_req)  # handed over: aiohttp's, counted too
     assert len(site.sites[0]._live) == 2
-    d = await opened(GET)  # the fourth: served, and the idlest (a) closed
-    assert await closed_by_daemon(a[0])
-    e = await opened(GET)  # then b
-    assert await closed_by_daemon(b[0])
-    assert caplog.text.count("closing the one idle the longest") == 1  # rate-limited
-    for _, writer in (a, b, d, e):
+    d = await opened(GET)  # the fourth: served; the lurker makes room, though a is idler
+    assert await closed_by_daemon(lurker[0])
+    await asks_again(a)
+    e = await opened(GET)  # then, all answered, the longest idle: d
+    assert await closed_by_daemon(d[0])
+    await asks_again(a)
+    await asks_again(e)
+    assert caplog.text.count("closing an idle one for each new one") == 1  # rate-limited
+    for _, writer in (a, lurker, d, e):
         writer.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10

@@ -53,8 +53,10 @@ _OK_HEALTHZ = (
 )
 
 
-def _last_active(conn: FastConnection) -> float:
-    return conn.active
+def _eviction_order(conn: FastConnection) -> tuple[bool, float]:
+    """Which connection makes room at the cap: first those that never had an answer or do
+    not read theirs (held open, or flooding), then the rest; the longest idle first."""
+    return (conn.answered > 0 and not conn.writing_paused, conn.active)
 
 
 class FastConnection(asyncio.Protocol):
@@ -85,11 +87,13 @@ class FastConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         if self.cap and len(self.live) + len(self.fallback.connections) >= self.cap:
-            # At the cap, the fast-path connection idle the longest makes room (nginx does
-            # the same with idle keep-alive connections): a program that opens connections
-            # and leaves them open cannot lock the others out. Only when every open
-            # connection is aiohttp's (each in a request) is the new one refused.
-            idle = min(self.live, key=_last_active, default=None)
+            # At the cap, a fast-path connection makes room (nginx does the same with idle
+            # keep-alive connections): one never answered or not reading its answers first,
+            # the longest idle first, so a program that opens connections and leaves them
+            # open cannot lock the others out, nor push out callers that use theirs. Only
+            # when every open connection is aiohttp's (each in a request) is the new one
+            # refused.
+            idle = min(self.live, key=_eviction_order, default=None)
             if idle is None:
                 logguard.refusals.warn(
                     "cap",
@@ -102,9 +106,9 @@ class FastConnection(asyncio.Protocol):
                 return
             logguard.refusals.warn(
                 "evict",
-                "%d connections are open, the most this daemon keeps: closing the one idle "
-                "the longest for each new one; some local program opens connections "
-                "without closing them",
+                "%d connections are open, the most this daemon keeps: closing an idle one "
+                "for each new one (never answered or not reading first, the longest idle "
+                "first); some local program opens connections without closing them",
                 self.cap,
             )
             self.live.discard(idle)
