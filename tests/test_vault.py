@@ -107,6 +107,7 @@ def test_reprs_hide_secrets(vault: Vault) -> None:
     for text in (repr(data), str(data), repr(data.profiles["default"]), repr(vault)):
         assert SECRET not in text and ACCESS not in text
     assert repr(Shielded(SECRET)) == str(Shielded(SECRET)) == "Shielded(***)"
+    assert repr(vault) == f"Vault({str(vault.vault_path)!r})"  # the file, nothing of it
 
 
 def test_shielded_round_trip_and_equality() -> None:
