@@ -139,9 +139,28 @@ def test_a_backoff_window_is_measured_on_the_boot_clock() -> None:
     assert rt.in_backoff(710, 610)
     assert not rt.in_backoff(-400, 660)  # over when the boot clock says so
     # no boot reading: the wall clock alone, as before
-    assert rt.retry_in(150, None) == 10 and rt.next_due() == 160
+    assert rt.retry_in(150, None) == 10 and rt.next_due() == 160 and rt.next_due(150) == 160
+    # what callers get decided on the boot clock's window, the wall set back 600 s:
+    # inside it, a due refresh is not started; after it, it is (by the wall, still inside)
+    rt.refresh_at = 50.0  # due
+    assert engine.decide(rt, -490, P, boot=610) is Action.SERVE
+    assert engine.decide(rt, -440, P, boot=661) is Action.SERVE_AND_REFRESH
+    dead = Runtime()
+    dead.on_success(Token("t", "Bearer", 0, 3600, 500), P, 0.0, 0)
+    dead.on_transient_failure("HTTP 503", P, 0.5, 3580, retry_after=20, boot=4080)
+    assert engine.decide(dead, 3590, P, boot=4090) is Action.FAIL_UNAVAILABLE  # token dead
+    assert engine.decide(dead, 3000, P, boot=4101) is Action.WAIT_FOR_REFRESH  # window over
     rt.on_new_credentials()
     assert (rt.retry_at, rt.retry_boot, rt.retry_in(0, 0)) == (None, None, None)
+
+
+def test_the_serving_deadline_is_the_earlier_of_both_clocks() -> None:
+    t = Token("t", "Bearer", 0, 3600, 500)  # minted at boot 500; skew 30 s
+    assert engine.serve_until(t, P, 100, 600) == 3570  # the clocks agree
+    assert engine.serve_until(t, P, 100, 1600) == 2570  # a suspend the wall has not seen
+    assert engine.serve_until(t, P, 1100, 600) == 3570  # the wall set forward: its own count
+    assert engine.serve_until(t, P, -500, 600) == 2970  # set back: the boot clock's count
+    assert engine.serve_until(t, P, 100) == 3570  # no boot reading: the wall alone
 
 
 def test_rejected_credentials_stop_retries_until_new_ones() -> None:
