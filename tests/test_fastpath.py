@@ -122,7 +122,9 @@ async def test_a_head_split_across_reads_and_connection_close(site: Site) -> Non
     # to EOF: the server closed as asked (bounded: an idle close comes only after 60 s)
     raw = await asyncio.wait_for(reader.read(), 2)
     writer.close()
-    assert raw.startswith(b"HTTP/1.1 200") and b"Connection: close" in raw
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\nConnection: close")
+    assert json.loads(body)["token_type"] == "Bearer"  # a well-formed answer, then EOF
     assert site.calls == []
 
 
@@ -346,6 +348,7 @@ async def test_a_connection_handed_over_stays_aiohttps_counted_once(site: Site) 
         return int(head.split()[1])
 
     assert await ask(GET) == 200
+    assert await ask(GET) == 200
     assert len(site.sites[0]._live) == 1 and site.calls == []
     assert await ask(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n") == 200  # hand-over
     assert not site.sites[0]._live
@@ -354,7 +357,7 @@ async def test_a_connection_handed_over_stays_aiohttps_counted_once(site: Site) 
     assert site.calls == ["GET /v1/status", "GET /v1/token"]
     writer.close()
     [client] = site.sites[0]._api.audit.clients()
-    assert client.connections == 1 and client.tokens() == 2
+    assert client.connections == 1 and client.fast == {"default": 2} and client.tokens() == 3
     assert (client.uid, client.pid) == (os.geteuid(), os.getpid())  # the kernel's word
 
 
@@ -431,3 +434,18 @@ async def test_a_bare_lf_head_is_refused_at_once_in_process(site: Site) -> None:
         site.exchange(b"GET /v1/token HTTP/1.1\nHost: x\n\n", 1), 5
     )
     assert status == 400
+
+
+async def test_the_fast_path_answers_in_the_advisory_window_and_starts_the_refresh(
+    site: Site, inproc: InProc
+) -> None:
+    p = inproc.daemon.profiles["default"]
+    first = p.rt.token
+    assert first is not None and p.rt.refresh_at is not None
+    inproc.fake.delay = 1  # Coactive is slow: the caller must not wait for it
+    inproc.clock.now = p.rt.refresh_at
+    [(status, _, body)] = await site.exchange(GET, 1)
+    assert status == 200 and json.loads(body)["access_token"] == first.access_token
+    assert site.calls == [] and p.inflight is not None  # answered here; the login under way
+    await asyncio.wait_for(asyncio.shield(p.inflight), 30)
+    assert p.rt.token is not first
