@@ -206,6 +206,15 @@ def test_backoff_is_bounded_by_any_positive_time_left() -> None:
     assert engine.backoff_delay(5, P, 0.5, time_left=0.1) == P.min_refresh_interval
     assert engine.backoff_delay(5, P, 0.5, time_left=3.0) == P.min_refresh_interval
     assert engine.backoff_delay(1, P, 0.5, time_left=3.0) == 0.5  # jitter below it stays
+    # a second left is still a usable token: backoff_cap (300 s), not the 30 s of none
+    assert engine.backoff_delay(10, P, 0.05, time_left=0.5) == 2.0
+
+
+def test_the_shortest_lifetime_refreshed_ahead_is_the_one_whose_lead_is_the_floor() -> None:
+    """16/3 s: refreshing ahead would come exactly min_refresh_interval (2 s) after the
+    mint, which is allowed; anything shorter is replaced on demand."""
+    assert engine.plan_refresh(Token("t", "Bearer", 0, 16 / 3), P, 0.0) == 2.0
+    assert engine.plan_refresh(Token("t", "Bearer", 0, 5.3), P, 0.0) is None
 
 
 def test_failures_count_up_one_at_a_time_and_success_starts_again() -> None:
