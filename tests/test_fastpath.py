@@ -449,3 +449,10 @@ async def test_the_fast_path_answers_in_the_advisory_window_and_starts_the_refre
     assert site.calls == [] and p.inflight is not None  # answered here; the login under way
     await asyncio.wait_for(asyncio.shield(p.inflight), 30)
     assert p.rt.token is not first
+
+
+async def test_an_empty_head_is_handed_over_not_waited_on(site: Site) -> None:
+    """CRLF CRLF first: an empty head the fast path cannot read goes to aiohttp at once, with
+    the request after it, rather than waiting for bytes that will not come."""
+    answers = await asyncio.wait_for(site.exchange(b"\r\n\r\n" + GET, 1), 5)
+    assert answers[0][0] in (200, 400)
