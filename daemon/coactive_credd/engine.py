@@ -180,8 +180,9 @@ def backoff_delay(
     Capped exponential backoff with full jitter: capped at ``backoff_cap`` while a token is
     still usable (and then bounded by half the ``time_left`` on it so the next try comes
     before it dies, but not below ``min_refresh_interval``), at ``unusable_backoff_cap``
-    when none is (callers are failing: try again soon after Coactive recovers). A ``Retry-After`` from Coactive is honoured even past
-    that: hammering a server that asked for quiet does not make it answer sooner.
+    when none is (callers are failing: try again soon after Coactive recovers). A
+    ``Retry-After`` from Coactive is honoured even past that: hammering a server that asked
+    for quiet does not make it answer sooner.
     """
     usable = time_left is not None and time_left > 0
     cap = policy.backoff_cap if usable else min(policy.backoff_cap, policy.unusable_backoff_cap)

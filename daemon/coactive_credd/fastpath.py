@@ -280,8 +280,9 @@ class FastSite(web.SockSite):
     ``fast=False`` hands every connection to aiohttp at once (``COACTIVE_CREDD_FAST_PATH=0``):
     the same daemon without the fast path, to compare answers against or to rule it out.
     ``max_connections`` (0: no cap) bounds the connections open at once, fast and handed
-    over together; one more closes the fast-path connection idle the longest (or is refused
-    when there is none), with one rate-limited log line.
+    over together; one more closes a fast-path connection (one never answered or not reading
+    first, then the longest idle) or, when every open one is aiohttp's, is refused; one
+    rate-limited log line either way.
 
     A fast-path connection idle for :data:`IDLE` seconds is closed by one sweep over them all,
     every quarter of IDLE (so after 60 to 75 s, aiohttp's own default being 75 s), rather
