@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -243,19 +244,26 @@ def test_exec_file_goes_while_coactive_is_down_and_comes_back(
         ) as proc:
             assert proc.stdout is not None
             path = Path(proc.stdout.readline().strip())
+            seen: list[str] = []  # the child's lines, read as it prints them
+            reader = threading.Thread(target=lambda: seen.extend(proc.stdout or ()), daemon=True)
+            reader.start()
             short.fault = "503"  # no new token can be had: the current one dies
             wait_for(lambda: not path.exists(), timeout=LIFETIME * 2, what="the dead token to go")
+            # Coactive answers again only once the child has seen the file gone (on a busy
+            # machine it may not have looked in the moment the file was missing)
+            wait_for(lambda: any("MISSING" in ln for ln in seen), what="the child to see it")
             short.fault = None
             # a refresh inside the daemon's backoff window is answered 503 without a login
             wait_for(lambda: run_cli("refresh").returncode == 0, timeout=40, what="a refresh")
             wait_for(lambda: read(path), what="the new token in the file")
             assert read(path) == short.issued[-1]
             proc.send_signal(signal.SIGTERM)
-            out = proc.communicate(timeout=10)[0]
+            proc.wait(timeout=10)
+            reader.join(timeout=10)
     finally:
         d.stop()
     expiry = {i.access_token: i.issued_at + i.expires_in for i in short.ledger}
-    lines = [ln.split() for ln in out.splitlines()]
+    lines = [ln.split() for ln in seen]
     assert any(tok == "MISSING" for _, tok in lines)
     for at, tok in lines:
         assert tok == "MISSING" or float(at) < expiry[tok], "the child read a dead token"
