@@ -243,6 +243,43 @@ def daemon(home: Path, fake: FakeCoactive) -> Iterator[Daemon]:
     assert not leaked(d.log_text(), set(fake.issued)), "a secret appeared in the daemon log"
 
 
+# A base URL nothing listens on, replaced per test by the test's own fake Coactive.
+PLACEHOLDER_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture(scope="session")
+def logged_in_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home where the real ``coactive-credd login --no-verify`` saved profile `default` (the
+    personal token) with base URL :data:`PLACEHOLDER_URL`: once per run, as a login costs a
+    Python start-up (about 0.4 s) and the in-process tests need hundreds of them."""
+    d = tmp_path_factory.mktemp("logged-in")
+    d.chmod(0o700)
+    proc = run_cli(
+        "login",
+        "--profile",
+        "default",
+        "--base-url",
+        PLACEHOLDER_URL,
+        "--personal-token-stdin",
+        "--no-verify",
+        input=PERSONAL_TOKEN + "\n",
+        env={"COACTIVE_CREDD_HOME": str(d)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return d
+
+
+def logged_in(template: Path, home: Path, base_url: str) -> None:
+    """Copy the files of ``template`` (see :func:`logged_in_home`) into ``home``, modes kept,
+    with the profile's base URL set to ``base_url``."""
+    for src in template.iterdir():
+        shutil.copy2(src, home / src.name)
+    config = home / "config.toml"
+    text = config.read_text()
+    assert f'base_url = "{PLACEHOLDER_URL}"' in text, text
+    config.write_text(text.replace(f'"{PLACEHOLDER_URL}"', f'"{base_url}"'))
+
+
 # ---- an in-process daemon with a clock the test moves --------------------------------------
 
 
@@ -322,9 +359,13 @@ both_paths = pytest.mark.parametrize("inproc", ["fast", "aiohttp"], indirect=Tru
 
 @pytest.fixture
 async def inproc(
-    home: Path, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+    home: Path,
+    logged_in_home: Path,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[InProc]:
-    """Fake Coactive + a Daemon in this event loop, with a FakeClock; profile `default` logged in.
+    """Fake Coactive + a Daemon in this event loop, with a FakeClock; profile `default` logged in
+    (the files of :func:`logged_in_home`, pointed at this test's fake).
 
     Served the way ``coactive-credd serve`` serves (:func:`server.make_runner` and
     :func:`server.start_sites`: the fast path in front of aiohttp, production's limits), or,
@@ -346,18 +387,7 @@ async def inproc(
     f.add_personal_token(PERSONAL_TOKEN)
     f.add_client(CLIENT_ID, CLIENT_SECRET)
     await f.start()
-    proc = await asyncio.to_thread(
-        run_cli,
-        "login",
-        "--profile",
-        "default",
-        "--base-url",
-        f.base_url,
-        "--personal-token-stdin",
-        "--no-verify",
-        input=PERSONAL_TOKEN + "\n",
-    )
-    assert proc.returncode == 0, proc.stderr
+    logged_in(logged_in_home, home, f.base_url)
     clock = FakeClock()
     p = paths.resolve()
     d = refresh.Daemon(p, clock=clock, boot_clock=clock.boot_time, rand=lambda: 0.5)
