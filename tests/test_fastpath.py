@@ -149,6 +149,31 @@ async def test_everything_else_is_aiohttps_to_answer(
     assert len(site.calls) == handled
 
 
+async def test_a_fault_in_the_fast_path_costs_the_caller_nothing(
+    site: Site, inproc: InProc, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug that raises while the fast path reads a request (planted: its query parser fails
+    once; nothing real makes it raise) is logged with its traceback, and aiohttp answers the
+    request on the same connection: the caller sees one ordinary answer."""
+    real, calls = fastpath.parse_query, []
+
+    def fails_once(query: str) -> dict[str, str]:
+        calls.append(query)
+        if len(calls) == 1:
+            raise RuntimeError("planted")
+        return real(query)
+
+    monkeypatch.setattr(fastpath, "parse_query", fails_once)
+    answers = await site.exchange(GET + GET, 2)
+    assert [a[0] for a in answers] == [200, 200]
+    assert json.loads(answers[0][2])["access_token"] == inproc.fake.issued[-1]
+    assert site.calls == ["GET /v1/token", "GET /v1/token"]  # aiohttp keeps the connection
+    [failed] = [r for r in caplog.records if "fast path failed" in r.getMessage()]
+    assert failed.getMessage() == "the fast path failed on a request; aiohttp answers it"
+    assert failed.exc_info is not None and str(failed.exc_info[1]) == "planted"
+    caplog.clear()  # planted: the site's check for failed hand-overs is not about this one
+
+
 async def test_a_token_that_needs_a_refresh_is_left_to_aiohttp(site: Site, inproc: InProc) -> None:
     inproc.clock.jump(3600)  # dead: callers must wait for the refresh
     [(status, _, body)] = await site.exchange(GET, 1)
