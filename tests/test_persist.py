@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
-from coactive_credd import engine
+from coactive_credd import engine, refresh
 from coactive_credd.vault import Vault, VaultData
 
-from .conftest import PERSONAL_TOKEN, InProc, run_cli
+from .conftest import PERSONAL_TOKEN, FakeClock, InProc, run_cli
 
 OTHER_TOKEN = "cpt_An0ther.Pers0nal-token"
 
@@ -129,3 +130,63 @@ async def test_a_reload_during_a_retry_after_window_makes_no_login(inproc: InPro
     await inproc.settle()
     assert len(inproc.fake.requests) == attempts
     assert rt.retry_at == pytest.approx(inproc.clock.now + 120, abs=1e-6)
+
+
+async def test_a_restarted_daemon_serves_the_vaults_token_aged_by_the_wall_clock(
+    inproc: InProc,
+) -> None:
+    """A daemon started on the same files finds the token the last one kept: it serves it
+    with no login, reckons its boot-clock mint from its wall-clock age (the boot clock
+    started again), plans its refresh and records when it was obtained. A wall clock that
+    now reads earlier than the token was obtained gives it no negative age."""
+    d = inproc.daemon
+    await d.flush()
+    kept = on_disk(inproc).profiles["default"].token
+    assert kept is not None
+    logins = inproc.fake.logins
+    for wall, age in ((kept.obtained_at + 1000, 1000.0), (kept.obtained_at - 50, 0.0)):
+        clock = FakeClock(wall)  # its boot clock reads 1000 s
+        again = refresh.Daemon(d.paths, clock=clock, boot_clock=clock.boot_time, rand=lambda: 0.5)
+        again.load()
+        rt = again.profiles["default"].rt
+        tok = rt.token
+        assert tok is not None and tok.access_token == kept.access_token
+        assert tok.obtained_boot == pytest.approx(1000 - age, abs=1e-6)
+        left = engine.expires_in(tok, clock(), clock.boot_time())
+        assert left == pytest.approx(kept.expires_at - max(wall, kept.obtained_at), abs=1e-6)
+        assert rt.refresh_at == engine.plan_refresh(tok, again.policy, 0.5) is not None
+        assert rt.last_refresh_at == kept.obtained_at and not rt.refreshing
+        assert again.profiles["default"].render(clock(), clock.boot_time())  # served as is
+        await again.upstream.close()
+    assert inproc.fake.logins == logins
+
+
+async def test_logging_in_again_with_the_same_token_ends_a_rejection(inproc: InProc) -> None:
+    """Coactive rejected the token for a while (reauth required); the user runs `login` with
+    the same token once it accepts it again. The verified login's token, newer than the one
+    in memory, is adopted at the reload the CLI asks for: served at once, the rejection
+    forgotten, no login of the daemon's own."""
+    d = inproc.daemon
+    rt = d.profiles["default"].rt
+    inproc.fake.fault = "401"
+    assert (await inproc.post("/v1/token/refresh"))[0] == 424  # SPEC: reauth required
+    assert rt.reauth
+    inproc.fake.fault = None
+    logins = inproc.fake.logins
+    # the CLI reads the real clock: the daemon's is moved on a little past it (time passing)
+    inproc.clock.now = max(inproc.clock.now, time.time() + 5)
+    relogin = await asyncio.to_thread(
+        run_cli,
+        "login",
+        "--base-url",
+        inproc.fake.base_url,
+        "--personal-token-stdin",
+        input=PERSONAL_TOKEN + "\n",
+    )
+    assert relogin.returncode == 0, relogin.stderr
+    assert "the running daemon picked it up" in relogin.stderr  # its reload
+    await inproc.settle()
+    assert not rt.reauth and rt.failures == 0 and rt.retry_at is None
+    status, body = await inproc.get("/v1/token")
+    assert status == 200 and body["access_token"] == inproc.fake.issued[-1]
+    assert inproc.fake.logins == logins + 1  # the daemon made none of its own
