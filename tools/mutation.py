@@ -45,6 +45,7 @@ MODULES: dict[str, list[str]] = {
     "request": ["tests/test_request_rules.py", "tests/test_fuzz.py", "tests/test_fastpath.py"],
     "vault": ["tests/test_vault.py"],
     "api": [
+        "tests/test_routes.py",
         "tests/test_peer.py",
         "tests/test_polite.py",
         "tests/test_gitcred.py",

@@ -1,0 +1,135 @@
+"""The routes' refusals, exact (SPEC "Errors": status, code, message and hint), and the
+cases of ``GET /v1/credential`` and ``POST /v1/token/refresh`` that their everyday use does
+not reach. The daemon runs in this process as ``serve`` serves it (the ``inproc`` fixture),
+so mutation testing sees every line these tests run."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from .conftest import InProc, run_cli
+
+PASSPHRASE = "correct horse battery staple"
+SHAPE = 'send {"rejected_token_sha256": "<hex>"}'
+
+
+def refusal(code: str, message: str, hint: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "hint": hint}}
+
+
+async def ask(
+    ip: InProc, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, str, Any]:
+    """(status, content type, the JSON document or the text) of one request."""
+    async with ip.session.request(
+        method, "http://localhost" + path, data=body, headers=headers or {}
+    ) as r:
+        text = await r.text()
+        return r.status, r.content_type, json.loads(text) if r.content_type.endswith("json") else text
+
+
+def origin(ip: InProc) -> str:
+    """The git query for the origin of the fake Coactive's base URL (``http://127.0.0.1:PORT``)."""
+    return "protocol=http&host=" + ip.fake.base_url.removeprefix("http://")
+
+
+NEEDED = refusal(
+    "bad_request",
+    "protocol (https or http) and host are needed",
+    "pass ?protocol=https&host=HOST[:PORT]",
+)
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?protocol=https", "?host=api.coactive.ai", "?protocol=ftp&host=x", "?host="]
+)
+async def test_a_credential_needs_a_protocol_git_speaks_and_a_host(
+    inproc: InProc, query: str
+) -> None:
+    assert await ask(inproc, "GET", "/v1/credential" + query) == (400, "application/json", NEEDED)
+    assert inproc.fake.logins == 1  # the fixture's
+
+
+async def test_a_credential_for_an_origin_no_profile_answers(inproc: InProc) -> None:
+    hint = "`coactive-credd status` lists the profiles and their base URLs"
+    got = await ask(inproc, "GET", "/v1/credential?protocol=https&host=elsewhere.example")
+    assert got == (
+        404,
+        "application/json",
+        refusal("no_match", "no profile answers for https://'elsewhere.example'", hint),
+    )
+    # a long host is quoted to 256 characters
+    got = await ask(inproc, "GET", "/v1/credential?protocol=https&host=" + "a" * 300)
+    message = "no profile answers for https://'" + "a" * 256 + "'"
+    assert got == (404, "application/json", refusal("no_match", message, hint))
+
+
+async def test_a_credential_in_text_is_the_token_alone(inproc: InProc) -> None:
+    got = await ask(
+        inproc, "GET", f"/v1/credential?{origin(inproc)}", headers={"Accept": "text/plain"}
+    )
+    assert got == (200, "text/plain", inproc.fake.issued[-1])
+
+
+async def test_a_credential_refused_keeps_its_refusal(inproc: InProc) -> None:
+    """A ``min_ttl`` no token could meet is refused on ``/v1/credential`` as on ``/v1/token``:
+    the refusal is passed on as it is, not dressed up as a credential."""
+    status, _, body = await ask(inproc, "GET", f"/v1/credential?{origin(inproc)}&min_ttl=99999")
+    assert status == 400 and set(body) == {"error"} and body["error"]["code"] == "bad_request"
+    assert (await inproc.get("/v1/token?min_ttl=99999")) == (400, body)
+
+
+async def test_a_credential_of_a_locked_vault(inproc: InProc) -> None:
+    rekey = await asyncio.to_thread(run_cli, "rekey", "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert rekey.returncode == 0, rekey.stderr
+    assert (await inproc.post("/v1/admin/lock"))[0] == 200
+    got = await ask(inproc, "GET", f"/v1/credential?{origin(inproc)}")
+    locked = refusal("locked", "the vault is locked", "run `coactive-credd unlock`")
+    assert got == (423, "application/json", locked)
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "hint"),
+    [
+        (b'{"rejected_token_sha256": 5}', "rejected_token_sha256 must be a string", SHAPE),
+        (b'{"rejected_token_sha256": null}', "rejected_token_sha256 must be a string", SHAPE),
+        (
+            b'{"rejected_token_sha256": "abc"}',
+            "rejected_token_sha256 must be 64 hex digits",
+            "send the SHA-256 of the rejected token, in hex",
+        ),
+        (b"[1]", "body is not a JSON object", SHAPE),
+        (b'{"rejected', "body is not a JSON object", SHAPE),
+    ],
+)
+async def test_a_refresh_with_a_malformed_report(
+    inproc: InProc, body: bytes, message: str, hint: str
+) -> None:
+    got = await ask(inproc, "POST", "/v1/token/refresh", body)
+    assert got == (400, "application/json", refusal("bad_request", message, hint))
+    assert inproc.fake.logins == 1  # refused before any login
+
+
+async def test_a_refresh_with_an_empty_object_is_a_plain_refresh(inproc: InProc) -> None:
+    before = inproc.fake.issued[-1]
+    status, _, body = await ask(inproc, "POST", "/v1/token/refresh", b"{}")
+    assert status == 200 and body["access_token"] == inproc.fake.issued[-1] != before
+    assert inproc.fake.logins == 2
+
+
+async def test_a_report_of_a_token_already_replaced_makes_no_login(inproc: InProc) -> None:
+    """A program reports the token it was handed after the daemon had replaced it: the
+    current one is answered, with no login (upper-case hex is the same digest)."""
+    old = inproc.fake.issued[-1]
+    assert (await inproc.post("/v1/token/refresh"))[0] == 200
+    current = inproc.fake.issued[-1]
+    digest = hashlib.sha256(old.encode()).hexdigest().upper()
+    report = json.dumps({"rejected_token_sha256": digest}).encode()
+    status, _, body = await ask(inproc, "POST", "/v1/token/refresh", report)
+    assert status == 200 and body["access_token"] == current != old
+    assert inproc.fake.logins == 2
