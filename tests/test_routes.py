@@ -30,7 +30,11 @@ async def ask(
         method, "http://localhost" + path, data=body, headers=headers or {}
     ) as r:
         text = await r.text()
-        return r.status, r.content_type, json.loads(text) if r.content_type.endswith("json") else text
+        return (
+            r.status,
+            r.content_type,
+            json.loads(text) if r.content_type.endswith("json") else text,
+        )
 
 
 def origin(ip: InProc) -> str:
