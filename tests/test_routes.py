@@ -1,6 +1,6 @@
 """The routes' refusals, exact (SPEC "Errors": status, code, message and hint), and the
-cases of ``GET /v1/credential`` and ``POST /v1/token/refresh`` that their everyday use does
-not reach. The daemon runs in this process as ``serve`` serves it (the ``inproc`` fixture),
+cases of the routes that their everyday use does not reach: ``GET /v1/credential``,
+``POST /v1/token/refresh``, ``expires_in`` as the clock moves, a reload that fails. The daemon runs in this process as ``serve`` serves it (the ``inproc`` fixture),
 so mutation testing sees every line these tests run."""
 
 from __future__ import annotations
@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+from coactive_credd import service
 
-from .conftest import InProc, run_cli
+from .conftest import InProc, both_paths, run_cli
 
 PASSPHRASE = "correct horse battery staple"
 SHAPE = 'send {"rejected_token_sha256": "<hex>"}'
@@ -137,3 +140,63 @@ async def test_a_report_of_a_token_already_replaced_makes_no_login(inproc: InPro
     status, _, body = await ask(inproc, "POST", "/v1/token/refresh", report)
     assert status == 200 and body["access_token"] == current != old
     assert inproc.fake.logins == 2
+
+
+@both_paths
+async def test_expires_in_counts_down_in_whole_seconds(inproc: InProc) -> None:
+    """``expires_in`` is the whole seconds left (rounded down) as the clock moves, on the
+    same token: down to 0 for a token with less than a second left that may still be served
+    (a 1 s lifetime, its skew half of it)."""
+    first = (await inproc.get("/v1/token"))[1]
+    inproc.clock.jump(100.5)
+    again = (await inproc.get("/v1/token"))[1]
+    assert again["access_token"] == first["access_token"]
+    assert again["expires_in"] == first["expires_in"] - 101  # 3499.5 s left: 3499
+    inproc.fake.expires_in = 1
+    assert (await inproc.post("/v1/token/refresh"))[0] == 200
+    inproc.clock.jump(0.3)
+    status, body = await inproc.get("/v1/token")
+    assert status == 200 and body["access_token"] == inproc.fake.issued[-1]
+    assert body["expires_in"] == 0
+
+
+async def test_a_reload_that_fails_keeps_the_state_and_says_why(
+    inproc: InProc, home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload of a broken config keeps what was loaded, answers status with the reason,
+    logs it, and tells the service manager it is ready again; the next good reload forgets
+    the failure. A reload while locked says so in its log line."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    listener.settimeout(5)
+    d = inproc.daemon
+    d.notifier = service.Notifier(str(tmp_path / "notify"))
+    config_file = home / "config.toml"
+    good = config_file.read_text()
+    config_file.write_text(good + "\n[oops\n")
+    caplog.clear()
+    assert (await inproc.post("/v1/admin/reload"))[0] == 200
+    assert listener.recv(4096).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
+    assert listener.recv(4096).startswith(b"READY=1\nSTATUS=1 profile(s)")
+    status = (await inproc.get("/v1/status"))[1]
+    assert "not valid TOML" in status["last_reload_error"]
+    assert status["last_reload_error"] == d.last_reload_error
+    [line] = [r.getMessage() for r in caplog.records if "reload" in r.getMessage()]
+    assert line == f"reload failed, keeping the previous state: {d.last_reload_error}"
+    assert (await inproc.get("/v1/token"))[0] == 200  # still serving
+    config_file.write_text(good)
+    caplog.clear()
+    assert (await inproc.post("/v1/admin/reload"))[0] == 200
+    assert (await inproc.get("/v1/status"))[1]["last_reload_error"] is None
+    assert [r.getMessage() for r in caplog.records if "reload" in r.getMessage()] == [
+        "reloaded: 1 profile(s)"
+    ]
+    rekey = await asyncio.to_thread(run_cli, "rekey", "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert rekey.returncode == 0, rekey.stderr
+    assert (await inproc.post("/v1/admin/lock"))[0] == 200
+    caplog.clear()
+    d.reload()
+    assert [r.getMessage() for r in caplog.records if "reload" in r.getMessage()] == [
+        "reloaded: 1 profile(s), vault locked"
+    ]
+    listener.close()

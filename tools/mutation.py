@@ -53,6 +53,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_fastpath.py",
     ],
     "refresh": [
+        "tests/test_routes.py",
         "tests/test_persist.py",
         "tests/test_refresh.py",
         "tests/test_lock.py",
