@@ -234,6 +234,50 @@ async def test_a_wall_clock_set_back_inside_a_retry_after_window_does_not_stretc
     assert current(inproc) is not tok
 
 
+@pytest.mark.parametrize("report", [False, True])
+async def test_a_wall_clock_set_forward_does_not_cut_a_retry_after_window_short(
+    inproc: InProc, report: bool
+) -> None:
+    """Nor does a wall clock stepped forward past the window end it: a user's refresh, or a
+    rejected-token report, still makes no login until the boot clock says the window is
+    over."""
+    tok = current(inproc)
+    inproc.fake.fault, inproc.fake.retry_after = "503", "120"
+    assert (await inproc.post("/v1/token/refresh"))[0] == 503
+    attempts = len(inproc.fake.requests)
+    inproc.clock.step_wall(600)
+    inproc.fake.fault = None
+    body = {"rejected_token_sha256": digest(tok)} if report else None
+    status, answer = await inproc.post("/v1/token/refresh", body)
+    assert status == 503 and "next attempt in 120 s" in answer["error"]["message"]
+    assert len(inproc.fake.requests) == attempts
+    inproc.clock.jump(121)
+    assert (await inproc.post("/v1/token/refresh", body))[0] == 200
+    assert len(inproc.fake.requests) == attempts + 1 and current(inproc) is not tok
+
+
+async def test_a_rejected_token_report_is_logged_once_with_the_tokens_tail(
+    inproc: InProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A report that replaces the token says so in one line (the token's last 4 characters,
+    never more); a plain refresh, or a report of a token already replaced, says nothing of
+    the kind."""
+    tok = current(inproc)
+    caplog.clear()
+    status, _ = await inproc.post("/v1/token/refresh", {"rejected_token_sha256": digest(tok)})
+    assert status == 200
+    lines = [r.getMessage() for r in caplog.records if "reported rejected" in r.getMessage()]
+    assert lines == [
+        f"profile=default token …{tok.access_token[-4:]} reported rejected; replacing it"
+    ]
+    caplog.clear()
+    assert (await inproc.post("/v1/token/refresh"))[0] == 200
+    assert (await inproc.post("/v1/token/refresh", {"rejected_token_sha256": digest(tok)}))[
+        0
+    ] == 200
+    assert not [r for r in caplog.records if "reported rejected" in r.getMessage()]
+
+
 async def test_an_absurd_retry_after_is_a_day_and_status_still_answers(inproc: InProc) -> None:
     from coactive_credd.refresh import rfc3339
 
