@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -137,7 +138,7 @@ def test_the_daemon_is_not_dumpable(home: Path, fake: FakeCoactive) -> None:
 
 @both_paths
 async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
-    inproc: InProc,
+    inproc: InProc, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same check on the daemon served in this process (fast path in front, or aiohttp
     alone), so mutation testing sees it; then a uid in allowed_uids: tokens yes, admin no."""
@@ -157,6 +158,15 @@ async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
         assert json.loads(body)["error"]["code"] == "forbidden", (method, route)
         assert "only the daemon's own user may use this socket" in body
     assert inproc.fake.logins == logins and not inproc.daemon.locked
+    # one line per refusal, naming the uid and the pid the kernel gives for the caller
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    assert len(refused) == len(ROUTES)
+    for line in refused:
+        assert re.fullmatch(
+            rf"refused a request from uid {NOBODY} \(pid [1-9][0-9]*\): "
+            "not the daemon's uid nor in allowed_uids",
+            line,
+        ), line
     d = inproc.daemon
     d.cfg = dataclasses.replace(
         d.cfg, daemon=dataclasses.replace(d.cfg.daemon, allowed_uids=frozenset({NOBODY}))

@@ -200,3 +200,65 @@ async def test_a_reload_that_fails_keeps_the_state_and_says_why(
         "reloaded: 1 profile(s), vault locked"
     ]
     listener.close()
+
+
+@both_paths
+@pytest.mark.parametrize(
+    ("query", "status", "doc"),
+    [
+        (
+            "?profile=-x",
+            400,
+            refusal(
+                "bad_request",
+                "invalid profile name '-x' (use 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit)",
+                "pass ?profile=NAME",
+            ),
+        ),
+        (
+            "?profile=nope",
+            404,
+            refusal(
+                "unknown_profile",
+                "no profile named 'nope'",
+                "run `coactive-credd login --profile nope`",
+            ),
+        ),
+        (
+            "?min_ttl=-5",
+            400,
+            refusal(
+                "bad_request",
+                "min_ttl must be a whole number of seconds from 0 to 86400, got '-5'",
+                "pass ?min_ttl=SECONDS",
+            ),
+        ),
+        (
+            "?min_ttl=3700",
+            400,
+            refusal(
+                "bad_request",
+                "min_ttl=3700 is longer than the tokens Coactive issues (3600 s)",
+                "ask for a smaller min_ttl",
+            ),
+        ),
+    ],
+)
+async def test_a_token_request_refused(
+    inproc: InProc, query: str, status: int, doc: dict[str, Any]
+) -> None:
+    assert await ask(inproc, "GET", "/v1/token" + query) == (status, "application/json", doc)
+    assert inproc.fake.logins == 1  # the fixture's
+
+
+@both_paths
+async def test_a_token_of_a_locked_vault(inproc: InProc) -> None:
+    rekey = await asyncio.to_thread(run_cli, "rekey", "--passphrase-stdin", input=PASSPHRASE + "\n")
+    assert rekey.returncode == 0, rekey.stderr
+    assert (await inproc.post("/v1/admin/lock"))[0] == 200
+    locked = refusal("locked", "the vault is locked", "run `coactive-credd unlock`")
+    for method, path in (("GET", "/v1/token"), ("POST", "/v1/token/refresh")):
+        assert await ask(inproc, method, path) == (423, "application/json", locked)
+    # an unknown profile is still unknown, locked or not
+    assert (await ask(inproc, "GET", "/v1/token?profile=nope"))[0] == 404
