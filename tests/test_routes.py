@@ -262,3 +262,61 @@ async def test_a_token_of_a_locked_vault(inproc: InProc) -> None:
         assert await ask(inproc, method, path) == (423, "application/json", locked)
     # an unknown profile is still unknown, locked or not
     assert (await ask(inproc, "GET", "/v1/token?profile=nope"))[0] == 404
+
+
+HINT_DOWN = (
+    "check the network and `coactive-credd status`, then `coactive-credd refresh --profile default`"
+)
+
+
+@both_paths
+async def test_a_dead_token_while_coactive_is_down_is_a_503_never_the_token(
+    inproc: InProc,
+) -> None:
+    inproc.fake.fault = "503"
+    inproc.clock.jump(3600)  # dead by both clocks; the caller waits for a login that fails
+    status, _, body = await ask(inproc, "GET", "/v1/token")
+    assert status == 503 and set(body) == {"error"}
+    assert body["error"]["code"] == "upstream_unavailable"
+    assert body["error"]["message"].startswith(
+        "no valid token for profile 'default' and Coactive cannot be reached ("
+    )
+    assert body["error"]["hint"] == HINT_DOWN
+
+
+@both_paths
+async def test_a_min_ttl_the_new_token_cannot_meet_either_is_a_400_after_one_login(
+    inproc: InProc,
+) -> None:
+    """A caller needs 3000 s and the token has 2000 s left: one login. Coactive now issues
+    2500 s tokens, so the new one cannot meet it either: 400, naming the new lifetime; a
+    caller who needs less gets the new token."""
+    inproc.clock.jump(1600)
+    inproc.fake.expires_in = 2500
+    got = await ask(inproc, "GET", "/v1/token?min_ttl=3000")
+    message = "min_ttl=3000 is longer than the tokens Coactive issues (2500 s)"
+    assert got == (
+        400,
+        "application/json",
+        refusal("bad_request", message, "ask for a smaller min_ttl"),
+    )
+    assert inproc.fake.logins == 2
+    status, body = await inproc.get("/v1/token?min_ttl=2000")
+    assert status == 200 and body["access_token"] == inproc.fake.issued[-1]
+    assert inproc.fake.logins == 2
+
+
+@both_paths
+async def test_a_min_ttl_login_that_fails_is_a_503_and_the_token_still_serves(
+    inproc: InProc,
+) -> None:
+    inproc.clock.jump(1600)  # 2000 s left, served until 1970 s from now
+    inproc.fake.fault = "503"
+    status, _, body = await ask(inproc, "GET", "/v1/token?min_ttl=3000")
+    assert status == 503 and body["error"]["code"] == "upstream_unavailable"
+    assert body["error"]["message"].startswith(
+        "no new token for profile 'default': Coactive cannot be reached ("
+    )
+    assert body["error"]["message"].endswith("; the current token is still served for 1970 s")
+    assert body["error"]["hint"] == HINT_DOWN
+    assert (await inproc.get("/v1/token"))[0] == 200

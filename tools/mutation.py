@@ -51,6 +51,8 @@ MODULES: dict[str, list[str]] = {
         "tests/test_gitcred.py",
         "tests/test_persist.py",
         "tests/test_fastpath.py",
+        "tests/test_refresh.py",
+        "tests/test_lock.py",
     ],
     "refresh": [
         "tests/test_routes.py",
