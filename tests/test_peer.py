@@ -155,8 +155,13 @@ async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
             curl_as_nobody, sock, method, route.format(port=port)
         )
         assert status == 403, (method, route, body)
-        assert json.loads(body)["error"]["code"] == "forbidden", (method, route)
-        assert "only the daemon's own user may use this socket" in body
+        assert json.loads(body) == {
+            "error": {
+                "code": "forbidden",
+                "message": "only the daemon's own user may use this socket",
+                "hint": "connect as the user who runs coactive-credd",
+            }
+        }, (method, route)
     assert inproc.fake.logins == logins and not inproc.daemon.locked
     # one line per refusal, naming the uid and the pid the kernel gives for the caller
     refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
@@ -175,7 +180,14 @@ async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
     assert status == 200 and json.loads(body)["access_token"] == inproc.fake.issued[-1]
     for route in ("/v1/admin/lock", "/v1/admin/reload", "/v1/admin/unlock"):
         status, body = await asyncio.to_thread(curl_as_nobody, sock, "POST", route)
-        assert status == 403 and "may lock, unlock or reload it" in body, route
+        assert status == 403, route
+        assert json.loads(body) == {
+            "error": {
+                "code": "forbidden",
+                "message": "only the daemon's own user may lock, unlock or reload it",
+                "hint": "run the command as the user who runs coactive-credd",
+            }
+        }, route
     assert not d.locked
     status, _ = await inproc.get("/healthz")  # and the owner is still served
     assert status == 200

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd import service
+from coactive_credd import engine, service
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import InProc, both_paths, run_cli
 
@@ -320,3 +321,56 @@ async def test_a_min_ttl_login_that_fails_is_a_503_and_the_token_still_serves(
     assert body["error"]["message"].endswith("; the current token is still served for 1970 s")
     assert body["error"]["hint"] == HINT_DOWN
     assert (await inproc.get("/v1/token"))[0] == 200
+
+
+@both_paths
+async def test_an_unknown_path_or_method_is_refused_and_counted(inproc: InProc) -> None:
+    api_is = "the API is GET /v1/token, POST /v1/token/refresh, GET /v1/status, GET /healthz"
+    nowhere = refusal("not_found", "no such path: /v2/token", api_is)
+    assert await ask(inproc, "GET", "/v2/token") == (404, "application/json", nowhere)
+    assert await ask(inproc, "GET", "/v2/token") == (404, "application/json", nowhere)
+    wrong = refusal("bad_request", "DELETE is not allowed on /v1/token", "see docs/PROTOCOL.md")
+    assert await ask(inproc, "DELETE", "/v1/token") == (405, "application/json", wrong)
+    metrics = (await inproc.get("/metrics"))[1]
+    refused = {
+        s.labels["reason"]: s.value
+        for f in text_string_to_metric_families(metrics)
+        for s in f.samples
+        if s.name == "coactive_credd_requests_refused_total"
+    }
+    assert refused == {"not_found": 2, "bad_request": 1}
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "line"),
+    [
+        (RuntimeError("planted"), 500, "internal error answering GET /v1/status"),
+        (ConnectionResetError("planted"), 499, "connection lost answering GET /v1/status"),
+    ],
+)
+async def test_a_fault_while_answering_is_one_log_line_and_no_traceback_to_the_caller(
+    inproc: InProc,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fault: Exception,
+    status: int,
+    line: str,
+) -> None:
+    """A bug (planted: the state of a profile raises; nothing real makes it) is answered 500
+    with the one generic message, and logged with its traceback; a caller gone mid-answer
+    (planted the same way) is logged at debug level only."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise fault
+
+    monkeypatch.setattr(engine, "state", broken)
+    caplog.clear()
+    got = await ask(inproc, "GET", "/v1/status")
+    assert got[0] == status
+    if status == 500:
+        internal = refusal("internal", "internal error in coactive-credd", "see the daemon's log")
+        assert got[1:] == ("application/json", internal)
+    [record] = [r for r in caplog.records if r.getMessage() == line]
+    assert (record.levelname, record.exc_info is not None) == (
+        ("ERROR", True) if status == 500 else ("DEBUG", False)
+    )
