@@ -46,6 +46,7 @@ MODULES: dict[str, list[str]] = {
     "vault": ["tests/test_vault.py"],
     "api": [
         "tests/test_routes.py",
+        "tests/test_profiles.py",
         "tests/test_peer.py",
         "tests/test_polite.py",
         "tests/test_gitcred.py",
@@ -56,6 +57,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "refresh": [
         "tests/test_routes.py",
+        "tests/test_profiles.py",
         "tests/test_persist.py",
         "tests/test_refresh.py",
         "tests/test_lock.py",
