@@ -20,6 +20,17 @@ from coactive_credd.fastpath import FastSite
 from .conftest import InProc
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One whole answer from ``reader``: (status, fields by lower-case name, body); 10 s at
+    most for each part."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    body = await asyncio.wait_for(reader.readexactly(int(fields.get("content-length", "0"))), 10)
+    return status, fields, body
+
+
 class Site:
     def __init__(self, path: Path, calls: list[str], sites: list[FastSite]) -> None:
         self.path, self.calls, self.sites = path, calls, sites
@@ -28,16 +39,7 @@ class Site:
         """Send ``data`` on one connection and read ``answers`` whole answers."""
         reader, writer = await asyncio.open_unix_connection(str(self.path))
         writer.write(data)
-        out = []
-        for _ in range(answers):
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode().split("\r\n")
-            status = int(lines[0].split()[1])
-            headers = {
-                k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
-            }
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            out.append((status, headers, body))
+        out = [await read_answer(reader) for _ in range(answers)]
         writer.close()
         return out
 
@@ -242,10 +244,7 @@ async def test_an_idle_connection_closes_idle_seconds_after_its_last_request(
         started = loop.time()
         while True:  # a request every 0.15 s until quiet_after
             writer.write(GET)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            assert head.startswith(b"HTTP/1.1 200 OK")
-            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
+            assert (await read_answer(reader))[0] == 200
             last = loop.time()
             if last - started >= quiet_after:
                 break
@@ -276,8 +275,7 @@ async def test_a_connection_that_asks_twice_gets_a_small_kernel_buffer(site: Sit
     sizes = []
     for _ in range(2):
         writer.write(GET)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+        await read_answer(reader)
         [conn] = site.sites[0]._live
         assert conn.transport is not None
         sock = conn.transport.get_extra_info("socket")
@@ -299,10 +297,7 @@ async def test_at_the_cap_an_idle_connection_makes_room(
     async def opened(ask: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_unix_connection(str(site.path))
         writer.write(ask)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        assert head.startswith(b"HTTP/1.1 200")
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        await asyncio.wait_for(reader.readexactly(length), 10)
+        assert (await read_answer(reader))[0] == 200
         await asyncio.sleep(0.01)  # distinct moments of last activity
         return reader, writer
 
@@ -314,9 +309,7 @@ async def test_at_the_cap_an_idle_connection_makes_room(
 
     async def asks_again(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
         conn[1].write(GET)
-        head = await asyncio.wait_for(conn[0].readuntil(b"\r\n\r\n"), 10)
-        assert head.startswith(b"HTTP/1.1 200")
-        await conn[0].readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+        assert (await read_answer(conn[0]))[0] == 200
         await asyncio.sleep(0.01)
 
     a = await opened(GET)
@@ -367,10 +360,7 @@ async def test_a_connection_handed_over_stays_aiohttps_counted_once(site: Site) 
 
     async def ask(data: bytes) -> int:
         writer.write(data)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        await asyncio.wait_for(reader.readexactly(length), 10)
-        return int(head.split()[1])
+        return (await read_answer(reader))[0]
 
     assert await ask(GET) == 200
     assert await ask(GET) == 200
@@ -411,10 +401,9 @@ async def test_a_body_that_arrives_in_parts_is_read_whole(site: Site, inproc: In
     await writer.drain()
     await asyncio.sleep(0.1)  # the rest in a later read
     writer.write(body[20:])
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    assert head.startswith(b"HTTP/1.1 200")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    answer = json.loads(await reader.readexactly(length))
+    status, _, raw = await read_answer(reader)
+    assert status == 200
+    answer = json.loads(raw)
     assert answer["access_token"] != tok.access_token  # the report was read: replaced
     writer.close()
 
