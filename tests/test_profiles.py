@@ -88,6 +88,11 @@ async def test_a_profile_with_no_credentials_says_so(inproc: InProc, home: Path)
     }
     assert len(inproc.fake.requests) == requests
     assert (await state(inproc, "bare"))["last_error"] == "no credentials stored"
+    # a program reports a token as rejected for it: the same answer, no token to name
+    report = {"rejected_token_sha256": "ab" * 32}
+    status, body = await inproc.post("/v1/token/refresh?profile=bare", report)
+    assert status == 424 and body["error"]["code"] == "reauth_required"
+    assert len(inproc.fake.requests) == requests
 
 
 async def test_a_credential_file_that_cannot_be_read_is_the_profiles_error(

@@ -9,11 +9,13 @@ import asyncio
 import hashlib
 import json
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from coactive_credd import engine, service
+from coactive_credd.refresh import rfc3339
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import InProc, both_paths, run_cli
@@ -159,6 +161,24 @@ async def test_expires_in_counts_down_in_whole_seconds(inproc: InProc) -> None:
     status, body = await inproc.get("/v1/token")
     assert status == 200 and body["access_token"] == inproc.fake.issued[-1]
     assert body["expires_in"] == 0
+
+
+@both_paths
+async def test_expires_at_is_when_expires_in_runs_out_after_a_suspend(inproc: InProc) -> None:
+    """After a suspend the wall clock has not caught up with, the token has less time left
+    than its ``expires_at`` says: the answer's ``expires_at`` moves earlier with
+    ``expires_in``, to the second (RFC 3339 has whole seconds here)."""
+    tok = inproc.daemon.profiles["default"].rt.token
+    assert tok is not None
+    body = (await inproc.get("/v1/token"))[1]
+    assert body["expires_at"] == rfc3339(tok.expires_at)  # no suspend: the token's own
+    inproc.clock.suspend(600)
+    body = (await inproc.get("/v1/token"))[1]
+    assert body["access_token"] == tok.access_token
+    assert body["expires_in"] == 3000
+    at = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00")).timestamp()
+    now = inproc.clock.now
+    assert now + body["expires_in"] < at <= now + body["expires_in"] + 1, (at, now)
 
 
 async def test_a_reload_that_fails_keeps_the_state_and_says_why(
