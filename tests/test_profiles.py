@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 from coactive_credd import config
-from coactive_credd.fakeupstream import credential_id
+from coactive_credd.fakeupstream import FakeCoactive, credential_id
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, InProc, run_cli
+from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, run_cli
 
 
 async def login_system(ip: InProc, client_id: str = CLIENT_ID) -> None:
@@ -58,7 +60,9 @@ async def test_client_credentials_log_in_with_their_client_id(inproc: InProc) ->
     assert inproc.fake.ledger[-1].credential == credential_id(CLIENT_ID)
 
 
-async def test_a_new_client_id_for_the_same_secret_is_new_credentials(inproc: InProc) -> None:
+async def test_a_new_client_id_for_the_same_secret_is_new_credentials(
+    inproc: InProc, caplog: pytest.LogCaptureFixture
+) -> None:
     """The same client secret under another client id is another identity: the token of
     the old one is dropped and the daemon logs in with the new one (here rejected)."""
     await login_system(inproc)
@@ -70,6 +74,10 @@ async def test_a_new_client_id_for_the_same_secret_is_new_credentials(inproc: In
     assert "--client-id client-4712" in body["error"]["hint"]
     assert inproc.fake.logins == logins  # the attempt was refused, no token issued
     assert (await state(inproc, "system"))["state"] == "reauth_required"
+    [line] = [r.getMessage() for r in caplog.records if "rejected by Coactive" in r.getMessage()]
+    assert line.startswith("profile=system credentials rejected by Coactive: ")
+    fix = "coactive-credd login --profile system --client-id client-4712 --client-secret-stdin"
+    assert line.endswith(f"; run `{fix}`")
 
 
 async def test_a_profile_with_no_credentials_says_so(inproc: InProc, home: Path) -> None:
@@ -192,3 +200,58 @@ async def test_a_profile_with_a_base_url_that_is_no_url_fails_the_reload(
     assert error is not None and error.startswith(f"{home / 'config.toml'} [profiles.odd]: ")
     assert "odd" not in inproc.daemon.profiles  # the previous state is kept
     assert (await inproc.get("/v1/token"))[0] == 200
+
+
+async def test_a_profiles_ca_bundle_is_what_its_login_trusts(
+    inproc: InProc, home: Path, tls_files: tuple[Path, Path]
+) -> None:
+    """A Coactive behind a certificate only the profile's ``ca_bundle`` vouches for (a
+    TLS-inspecting proxy's, say): the daemon logs in through it; without it, it does not."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*tls_files)
+    tls = FakeCoactive(expires_in=3600, ssl_context=context)
+    tls.add_personal_token(PERSONAL_TOKEN)
+    await tls.start()
+    try:
+        assert tls.base_url.startswith("https://127.0.0.1:")
+        proc = await asyncio.to_thread(
+            run_cli,
+            "login",
+            "--profile",
+            "inspected",
+            "--base-url",
+            tls.base_url,
+            "--ca-bundle",
+            str(tls_files[0]),
+            "--personal-token-stdin",
+            "--no-verify",
+            input=PERSONAL_TOKEN + "\n",
+        )
+        assert proc.returncode == 0, proc.stderr
+        await inproc.settle()
+        status, body = await inproc.get("/v1/token?profile=inspected")
+        assert status == 200 and body["access_token"] == tls.issued[-1]
+        pc = inproc.daemon.profiles["inspected"].cfg
+        add_profile(home, dataclasses.replace(pc, ca_bundle=None))  # the system's CAs only
+        inproc.daemon.reload()
+        await inproc.settle()
+        status, body = await inproc.get("/v1/token?profile=inspected&min_ttl=3590")
+        assert status == 503 and "certificate" in body["error"]["message"]
+        assert tls.logins == 1
+    finally:
+        await tls.stop()
+
+
+async def test_a_profiles_proxy_is_the_only_way_its_logins_go(inproc: InProc, home: Path) -> None:
+    """A profile set to log in through a proxy that is down makes no login around it."""
+    with socket.socket() as s:  # a port nothing listens on, for the proxy that is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pc = inproc.daemon.profiles["default"].cfg
+    add_profile(home, dataclasses.replace(pc, proxy=f"http://127.0.0.1:{port}"))
+    inproc.daemon.reload()
+    await inproc.settle()
+    logins = inproc.fake.logins
+    status, body = await inproc.get("/v1/token?min_ttl=3590")
+    assert status == 503 and body["error"]["code"] == "upstream_unavailable"
+    assert inproc.fake.logins == logins
