@@ -952,3 +952,39 @@ def test_readers_share_the_lock_and_a_writer_waits_for_them(vault: Vault, home: 
         assert not wrote.wait(0.3), "update did not wait for the reader"
     assert wrote.wait(10)
     writer.join()
+
+
+def test_a_key_left_pending_by_a_crashed_rekey_is_moved_into_place_by_a_writer_only(
+    tmp_path: Path,
+) -> None:
+    """A rekey of a key-file vault that crashed after writing the vault with its new key,
+    before moving that key into place: a reader (``load``, under a shared lock) opens the
+    vault with the waiting key and moves nothing; the next writer (``update``, exclusive)
+    moves it into place. Each crash point is tried until one leaves the key waiting."""
+    for crash_at in range(1, 40):
+        home = tmp_path / f"crash-{crash_at}"
+        setup = pvault(home, wrong_passphrase_delay=0.0)
+        setup.update(add_profile)
+        old_key = (home / "vault.key").read_bytes()
+        done = subprocess.run(
+            [sys.executable, "-c", CRASHER, str(home), "key-file", "key-file", str(crash_at)],
+            text=True,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode in (0, 70), done.stderr
+        pending = home / "vault.key.new"
+        if pending.exists() and (home / "vault.key").read_bytes() == old_key:
+            new_key = pending.read_bytes()
+            if header_of(home).params == v.key_id(new_key):
+                break
+        assert done.returncode == 70, "the rekey completed without ever leaving a key waiting"
+    else:
+        raise AssertionError("no crash point left the new key waiting")
+    reader = pvault(home, wrong_passphrase_delay=0.0)
+    assert reader.load().profiles["default"].secret == SECRET
+    assert pending.read_bytes() == new_key and (home / "vault.key").read_bytes() == old_key
+    pvault(home, wrong_passphrase_delay=0.0).update(lambda d: None)
+    assert not pending.exists() and (home / "vault.key").read_bytes() == new_key
+    assert pvault(home, wrong_passphrase_delay=0.0).load().profiles["default"].secret == SECRET
