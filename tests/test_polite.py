@@ -5,6 +5,7 @@ and a quick recovery once Coactive answers again."""
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 
 import pytest
@@ -298,3 +299,25 @@ async def test_a_token_too_short_lived_to_refresh_ahead_is_logged_as_such(
     assert status == 200
     assert "expires in 1 s, too short-lived to refresh ahead" in caplog.text
     assert "next refresh in -" not in caplog.text  # it was a negative 56-year count
+
+
+async def test_a_failed_refresh_is_one_warning_saying_whether_the_token_still_serves(
+    inproc: InProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed attempt is one line: its number, Coactive's answer, when the next comes,
+    and, while the current token is still served, that it is."""
+    inproc.fake.fault, inproc.fake.retry_after = "503", "5"
+    caplog.clear()
+    assert (await inproc.post("/v1/token/refresh"))[0] == 503
+    inproc.clock.jump(3600)  # the token is dead; after the window the scheduler tries again
+    await inproc.settle()
+    lines = [r.getMessage() for r in caplog.records if "refresh failed" in r.getMessage()]
+    assert [r.levelname for r in caplog.records if "refresh failed" in r.getMessage()] == [
+        "WARNING",
+        "WARNING",
+    ]
+    head = r"profile=default refresh failed \(attempt {n}\): Coactive is unavailable: HTTP 503: .*"
+    assert re.fullmatch(
+        head.format(n=1) + r"; retrying in 5\.0 s, still serving the current token", lines[0]
+    ), lines[0]
+    assert re.fullmatch(head.format(n=2) + r"; retrying in \d+\.\d s", lines[1]), lines[1]
