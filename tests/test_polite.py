@@ -321,3 +321,36 @@ async def test_a_failed_refresh_is_one_warning_saying_whether_the_token_still_se
         head.format(n=1) + r"; retrying in 5\.0 s, still serving the current token", lines[0]
     ), lines[0]
     assert re.fullmatch(head.format(n=2) + r"; retrying in \d+\.\d s", lines[1]), lines[1]
+
+
+async def test_a_bug_in_a_login_is_a_failure_retried_later_not_a_dead_daemon(
+    inproc: InProc, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A login that raises something unforeseen (planted: nothing real makes it) counts as a
+    failed attempt: logged with its traceback, retried after a backoff, the current token
+    still served, and the daemon logs in again once the bug is gone."""
+    d = inproc.daemon
+    real = d.upstream.login
+
+    async def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(d.upstream, "login", broken)
+    caplog.clear()
+    status, body = await inproc.post("/v1/token/refresh")
+    assert status == 503 and "(unexpected error: RuntimeError)" in body["error"]["message"]
+    rt = d.profiles["default"].rt
+    assert rt.failures == 1 and rt.last_error == "unexpected error: RuntimeError"
+    [record] = [r for r in caplog.records if "refresh failed unexpectedly" in r.getMessage()]
+    assert re.fullmatch(
+        r"profile=default refresh failed unexpectedly; retrying in \d+\.\d s",
+        record.getMessage(),
+    )
+    assert record.exc_info is not None and str(record.exc_info[1]) == "planted"
+    retry_in = rt.retry_in(inproc.clock.now, inproc.clock.boot_time())
+    assert retry_in is not None and 0 < retry_in <= 30
+    assert (await inproc.get("/v1/token"))[0] == 200  # the current token, still good
+    monkeypatch.setattr(d.upstream, "login", real)
+    inproc.clock.jump(retry_in)
+    assert (await inproc.post("/v1/token/refresh"))[0] == 200
+    assert rt.failures == 0 and inproc.fake.logins == 2
