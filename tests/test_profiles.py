@@ -75,7 +75,10 @@ async def test_a_new_client_id_for_the_same_secret_is_new_credentials(
     assert inproc.fake.logins == logins  # the attempt was refused, no token issued
     assert (await state(inproc, "system"))["state"] == "reauth_required"
     [line] = [r.getMessage() for r in caplog.records if "rejected by Coactive" in r.getMessage()]
-    assert line.startswith("profile=system credentials rejected by Coactive: ")
+    assert line.startswith(
+        "profile=system credentials rejected by Coactive: Coactive refused the login with "
+        "HTTP 401: "
+    )
     fix = "coactive-credd login --profile system --client-id client-4712 --client-secret-stdin"
     assert line.endswith(f"; run `{fix}`")
 
