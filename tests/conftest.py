@@ -263,7 +263,8 @@ def logged_in_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--personal-token-stdin",
         "--no-verify",
         input=PERSONAL_TOKEN + "\n",
-        env={"COACTIVE_CREDD_HOME": str(d)},
+        # its own socket path too: a COACTIVE_CREDD_SOCKET of the user's must not be told
+        env={"COACTIVE_CREDD_HOME": str(d), "COACTIVE_CREDD_SOCKET": str(d / "credd.sock")},
     )
     assert proc.returncode == 0, proc.stderr
     return d
