@@ -119,8 +119,10 @@ def run_cli(
 
 
 def login(
-    fake: FakeCoactive, profile: str = "default", *extra: str
+    fake: FakeCoactive, profile: str = "default", *extra: str, token: str = PERSONAL_TOKEN
 ) -> subprocess.CompletedProcess[str]:
+    """``coactive-credd login`` of a personal token against ``fake``; from an in-process
+    test, run it in a thread (it asks the daemon in the test's event loop to reload)."""
     proc = run_cli(
         "login",
         "--profile",
@@ -129,7 +131,7 @@ def login(
         fake.base_url,
         "--personal-token-stdin",
         *extra,
-        input=PERSONAL_TOKEN + "\n",
+        input=token + "\n",
     )
     assert proc.returncode == 0, proc.stderr
     return proc

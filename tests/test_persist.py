@@ -16,7 +16,7 @@ import pytest
 from coactive_credd import engine, refresh
 from coactive_credd.vault import Vault, VaultData
 
-from .conftest import PERSONAL_TOKEN, FakeClock, InProc, run_cli
+from .conftest import PERSONAL_TOKEN, FakeClock, InProc, login
 
 OTHER_TOKEN = "cpt_An0ther.Pers0nal-token"
 
@@ -36,16 +36,7 @@ async def test_a_token_is_not_kept_under_credentials_that_did_not_mint_it(inproc
     minted = current(inproc)  # the first login's token, waiting for the batched vault write
     assert inproc.daemon._pending, "the first token should wait for the batch write"
     inproc.fake.fault = "401"  # the new credentials do not log in, so nothing replaces it
-    relogin = await asyncio.to_thread(
-        run_cli,
-        "login",
-        "--base-url",
-        inproc.fake.base_url,
-        "--personal-token-stdin",
-        "--no-verify",
-        input=OTHER_TOKEN + "\n",
-    )
-    assert relogin.returncode == 0, relogin.stderr
+    await asyncio.to_thread(login, inproc.fake, "default", "--no-verify", token=OTHER_TOKEN)
     await inproc.settle()
     await inproc.daemon.flush()
     kept = on_disk(inproc).profiles["default"]
@@ -176,15 +167,7 @@ async def test_logging_in_again_with_the_same_token_ends_a_rejection(inproc: InP
     # the CLI reads the real clock: the daemon's is moved on past it (time passing), by more
     # than the login could take on a busy machine
     inproc.clock.now = max(inproc.clock.now, time.time() + 60)
-    relogin = await asyncio.to_thread(
-        run_cli,
-        "login",
-        "--base-url",
-        inproc.fake.base_url,
-        "--personal-token-stdin",
-        input=PERSONAL_TOKEN + "\n",
-    )
-    assert relogin.returncode == 0, relogin.stderr
+    relogin = await asyncio.to_thread(login, inproc.fake)
     assert "the running daemon picked it up" in relogin.stderr  # its reload
     await inproc.settle()
     assert not rt.reauth and rt.failures == 0 and rt.retry_at is None

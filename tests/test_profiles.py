@@ -16,7 +16,7 @@ import pytest
 from coactive_credd import config
 from coactive_credd.fakeupstream import FakeCoactive, credential_id
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, run_cli
+from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, login, run_cli
 
 
 async def login_system(ip: InProc, client_id: str = CLIENT_ID) -> None:
@@ -217,20 +217,9 @@ async def test_a_profiles_ca_bundle_is_what_its_login_trusts(
     await tls.start()
     try:
         assert tls.base_url.startswith("https://127.0.0.1:")
-        proc = await asyncio.to_thread(
-            run_cli,
-            "login",
-            "--profile",
-            "inspected",
-            "--base-url",
-            tls.base_url,
-            "--ca-bundle",
-            str(tls_files[0]),
-            "--personal-token-stdin",
-            "--no-verify",
-            input=PERSONAL_TOKEN + "\n",
+        await asyncio.to_thread(
+            login, tls, "inspected", "--ca-bundle", str(tls_files[0]), "--no-verify"
         )
-        assert proc.returncode == 0, proc.stderr
         await inproc.settle()
         status, body = await inproc.get("/v1/token?profile=inspected")
         assert status == 200 and body["access_token"] == tls.issued[-1]
