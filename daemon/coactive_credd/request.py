@@ -108,9 +108,9 @@ def parse_min_ttl(raw: str | None) -> int:
         value = int(raw)
         if value <= MAX_MIN_TTL:
             return value
-    shown = raw[:32].encode("ascii", "backslashreplace").decode()
-    raise BadQuery(
-        f"min_ttl must be a whole number of seconds from 0 to {MAX_MIN_TTL}, got {shown!r}",
+    raise BadQuery(  # ascii(): quoted, anything not printable ASCII escaped once
+        f"min_ttl must be a whole number of seconds from 0 to {MAX_MIN_TTL}, "
+        f"got {ascii(raw[:32])}",
         "pass ?min_ttl=SECONDS",
     )
 
