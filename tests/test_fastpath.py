@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -283,6 +284,20 @@ async def test_a_connection_that_asks_twice_gets_a_small_kernel_buffer(site: Sit
     # Linux reports twice what was set (its bookkeeping); its default is over 200 KB.
     assert sizes[0] > 2 * fastpath.KERNEL_SNDBUF >= sizes[1]
     writer.close()
+
+
+async def test_a_socket_that_refuses_a_smaller_buffer_is_left_as_it_is() -> None:
+    """``setsockopt`` failing (here EBADF, from a real socket already closed) is no fault of
+    the caller's: the buffer stays as it is and the answer goes out."""
+    closed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    closed.close()
+
+    class Transport:
+        def get_extra_info(self, name: str) -> socket.socket | None:
+            return closed if name == "socket" else None
+
+    conn = fastpath.FastConnection(cast(Any, None), cast(Any, None), set(), True, 0)
+    conn._small_kernel_buffer(cast(asyncio.Transport, Transport()))  # raises nothing
 
 
 @pytest.mark.parametrize("site", [{"max_connections": 3}], indirect=True)
