@@ -1,6 +1,7 @@
 """Mutation testing of the daemon's core with mutmut, one module at a time.
 
-    python3 tools/mutation.py [MODULE ...] [--max-children N] [--timeout-multiplier X]
+    python3 tools/mutation.py [MODULE ...] [--only FUNC ...] [--max-children N]
+                              [--timeout-multiplier X]
 
 Each MODULE (default: all of ``MODULES``; ``api`` and ``refresh`` in their core functions only,
 ``CORE`` below) is mutated in a scratch copy of the tree under
@@ -95,10 +96,13 @@ CORE: dict[str, list[str]] = {
 }
 
 
-def mutant_globs(module: str) -> list[str]:
-    """mutmut's names for the mutants of ``CORE[module]`` (none: every mutant)."""
+def mutant_globs(module: str, only: list[str] | None = None) -> list[str]:
+    """mutmut's names for the mutants of ``only`` or else ``CORE[module]`` (none: every mutant).
+
+    Names are ``Class.method`` or ``function``, as in ``CORE``.
+    """
     out = []
-    for name in CORE.get(module, []):
+    for name in only or CORE.get(module, []):
         cls, _, func = name.rpartition(".")
         mangled = f"x\u01c1{cls}\u01c1{func}" if cls else f"x_{func}"
         out.append(f"coactive_credd.{module}.{mangled}__mutmut_*")
@@ -152,12 +156,20 @@ def score(work: Path) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", metavar="MODULE", help=", ".join(MODULES))
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="FUNC",
+        help="mutate only these functions (Class.method or function) of the one MODULE given",
+    )
     ap.add_argument("--max-children", type=int, default=2)
     ap.add_argument("--timeout-multiplier", type=float, default=15.0)
     args = ap.parse_args()
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    if args.only and len(args.modules) != 1:
+        ap.error("--only needs exactly one MODULE")
     if shutil.which("mutmut") is None:
         print("mutmut is not installed; run `pip install -e '.[test]'`", file=sys.stderr)
         return 2
@@ -172,7 +184,13 @@ def main() -> int:
             "COACTIVE_CREDD_FUZZ_EXAMPLES": os.environ.get("COACTIVE_CREDD_FUZZ_EXAMPLES", "60"),
         }
         run = subprocess.run(
-            ["mutmut", "run", "--max-children", str(args.max_children), *mutant_globs(module)],
+            [
+                "mutmut",
+                "run",
+                "--max-children",
+                str(args.max_children),
+                *mutant_globs(module, args.only),
+            ],
             cwd=work,
             env=env,
             stdout=subprocess.DEVNULL,
