@@ -301,15 +301,19 @@ async def test_a_token_too_short_lived_to_refresh_ahead_is_logged_as_such(
     assert "next refresh in -" not in caplog.text  # it was a negative 56-year count
 
 
+@pytest.mark.parametrize("clock", ["jump", "suspend"])
 async def test_a_failed_refresh_is_one_warning_saying_whether_the_token_still_serves(
-    inproc: InProc, caplog: pytest.LogCaptureFixture
+    inproc: InProc, caplog: pytest.LogCaptureFixture, clock: str
 ) -> None:
     """Each failed attempt is one line: its number, Coactive's answer, when the next comes,
-    and, while the current token is still served, that it is."""
+    and, while the current token is still served, that it is. A token is dead when either
+    clock says so: the wall clock set an hour forward, or an hour's suspend that only the
+    boot clock counts."""
     inproc.fake.fault, inproc.fake.retry_after = "503", "5"
     caplog.clear()
     assert (await inproc.post("/v1/token/refresh"))[0] == 503
-    inproc.clock.jump(3600)  # the token is dead; after the window the scheduler tries again
+    # the token is dead; after the window the scheduler tries again
+    getattr(inproc.clock, clock)(3600)
     await inproc.settle()
     lines = [r.getMessage() for r in caplog.records if "refresh failed" in r.getMessage()]
     assert [r.levelname for r in caplog.records if "refresh failed" in r.getMessage()] == [
