@@ -50,7 +50,10 @@ def test_rejected_credentials_reach_git_as_the_login_to_run(home: Path, fake: Fa
         out, err = ask(fake)
         assert out == ""
         line = one_line(err)
-        assert "Coactive rejected the stored credentials" in line
+        assert (
+            "profile 'default' needs new credentials: Coactive refused the login with HTTP 401"
+            in line
+        )
         assert "coactive-credd login --profile default" in line
     finally:
         d.stop()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from coactive_credd import config
 from coactive_credd.fakeupstream import FakeCoactive, credential_id
+from coactive_credd.vault import VaultData
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, login, run_cli
 
@@ -93,8 +94,7 @@ async def test_a_profile_with_no_credentials_says_so(inproc: InProc, home: Path)
     status, body = await inproc.get("/v1/token?profile=bare")
     assert status == 424 and body["error"] == {
         "code": "reauth_required",
-        "message": "Coactive rejected the stored credentials for profile 'bare' "
-        "(no credentials stored)",
+        "message": "profile 'bare' needs new credentials: no credentials stored",
         "hint": "run `coactive-credd login --profile bare`",
     }
     assert len(inproc.fake.requests) == requests
@@ -146,6 +146,35 @@ async def test_stored_credentials_that_no_longer_fit_the_profile_are_malformed(
     lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     fix = "coactive-credd login --profile default --client-id ID --client-secret-stdin"
     assert lines == [f"profile=default {problem}; run `{fix}`"]
+
+
+async def test_a_client_secret_the_vault_holds_malformed_names_its_client_id_in_the_fix(
+    inproc: InProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Client credentials whose secret in the vault is not one Coactive could take (a control
+    character, as a vault written by hand or by another tool may hold): no login; the log line
+    and the answer give the login command with the profile's own client id."""
+    await login_system(inproc)
+
+    def spoil(data: VaultData) -> None:
+        data.profiles["system"].secret = "s3cret\x01"
+        data.profiles["system"].token = None
+
+    await asyncio.to_thread(inproc.daemon.vault.update, spoil)
+    requests = len(inproc.fake.requests)
+    caplog.clear()
+    inproc.daemon.reload()
+    await inproc.settle()
+    status, body = await inproc.get("/v1/token?profile=system")
+    fix = f"coactive-credd login --profile system --client-id {CLIENT_ID} --client-secret-stdin"
+    assert status == 424 and body["error"]["hint"] == f"run `{fix}`"
+    problem = "the stored credentials are malformed (the credential's secret contains control"
+    assert (
+        body["error"]["message"] == f"profile 'system' needs new credentials: {problem} characters)"
+    )
+    assert len(inproc.fake.requests) == requests
+    [line] = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert line == f"profile=system {problem} characters); run `{fix}`"
 
 
 async def test_a_rejection_outlives_a_change_of_configuration(inproc: InProc, home: Path) -> None:

@@ -243,7 +243,8 @@ class Api:
             return ApiError(
                 424,
                 "reauth_required",
-                f"Coactive rejected the stored credentials for profile {name!r} ({p.rt.last_error})",
+                # why: Coactive's refusal, or none stored, or stored ones that are malformed
+                f"profile {name!r} needs new credentials: {p.rt.last_error}",
                 f"run `{fix}`",
             )
         tok, boot = p.rt.token, self.d.boot_clock()
