@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from coactive_credd import api, fastpath, server
+from coactive_credd import api, fastpath, logguard, server
 from coactive_credd.fastpath import FastSite
 
 from .conftest import InProc
@@ -300,13 +300,24 @@ async def test_a_socket_that_refuses_a_smaller_buffer_is_left_as_it_is() -> None
     conn._small_kernel_buffer(cast(asyncio.Transport, Transport()))  # raises nothing
 
 
+def cap_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The daemon's log lines about its connection cap, in order."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "the most this daemon keeps" in r.getMessage()
+    ]
+
+
 @pytest.mark.parametrize("site", [{"max_connections": 3}], indirect=True)
 async def test_at_the_cap_an_idle_connection_makes_room(
-    site: Site, caplog: pytest.LogCaptureFixture
+    site: Site, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A program holding connections open cannot lock others out: at the cap, each new
     connection closes a fast-path one (never answered first, then the longest idle); only
-    when every open connection is aiohttp's is the new one refused."""
+    when every open connection is aiohttp's is the new one refused. Each is one log line,
+    rate-limited."""
+    monkeypatch.setattr(logguard, "refusals", logguard.RateLimiter())  # none logged before
     status_req = b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"
 
     async def opened(ask: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -339,7 +350,12 @@ async def test_at_the_cap_an_idle_connection_makes_room(
     assert await closed_by_daemon(d[0])
     await asks_again(a)
     await asks_again(e)
-    assert caplog.text.count("closing an idle one for each new one") == 1  # rate-limited
+    evict = (
+        "3 connections are open, the most this daemon keeps: closing an idle one for each new "
+        "one (never answered or not reading first, the longest idle first); some local "
+        "program opens connections without closing them"
+    )
+    assert cap_lines(caplog) == [evict]  # the second eviction is left out: rate-limited
     for _, writer in (a, lurker, d, e):
         writer.close()
     loop = asyncio.get_running_loop()
@@ -352,11 +368,61 @@ async def test_at_the_cap_an_idle_connection_makes_room(
     reader, writer = await asyncio.open_unix_connection(str(site.path))
     writer.write(GET)
     assert await closed_by_daemon(reader)
-    assert "refusing connections: 3 are open, the most this daemon keeps, all busy" in caplog.text
+    assert cap_lines(caplog) == [
+        evict,
+        "refusing connections: 3 are open, the most this daemon keeps, all busy; some local "
+        "program opens connections without closing them",
+    ]
     for _, w in [*held, (reader, writer)]:
         w.close()
         with contextlib.suppress(ConnectionResetError):
             await w.wait_closed()
+
+
+@pytest.mark.parametrize("site", [{"max_connections": 3}], indirect=True)
+async def test_connections_arriving_together_at_the_cap_each_make_room(site: Site) -> None:
+    """Two connections accepted in one go, at the cap: each closes an idle one of its own,
+    not both the same one, so the daemon keeps no more than the cap."""
+    loop = asyncio.get_running_loop()
+    idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3)]
+    for s in idle:
+        s.setblocking(False)
+        await loop.sock_connect(s, str(site.path))
+    live = site.sites[0]._live
+    deadline = loop.time() + 10
+    while len(live) < 3:
+        assert loop.time() < deadline, len(live)
+        await asyncio.sleep(0.01)
+    # both wait in the listening socket's backlog, so the daemon accepts them together
+    new = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+    for s in new:
+        s.connect(str(site.path))  # a Unix socket connects before it is accepted
+        s.setblocking(False)
+    closed: list[socket.socket] = []
+    while len(closed) < 2:
+        assert loop.time() < deadline, closed
+        await asyncio.sleep(0.01)
+        closed = [s for s in idle if _closed_by_peer(s)]
+    await asyncio.sleep(0.05)  # any third close would have come by now
+    assert len([s for s in idle if _closed_by_peer(s)]) == 2 and len(live) == 3
+    for s in idle:
+        s.close()
+    for s in new:  # and both are served
+        reader, writer = await asyncio.open_unix_connection(sock=s)
+        writer.write(GET)
+        assert (await read_answer(reader))[0] == 200
+        writer.close()
+        await writer.wait_closed()
+
+
+def _closed_by_peer(s: socket.socket) -> bool:
+    """Whether the daemon closed this non-blocking socket (EOF or reset; no bytes were due)."""
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 @pytest.mark.parametrize("site", [{"fast": False}], indirect=True)
