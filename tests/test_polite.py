@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from datetime import datetime
 
 import pytest
@@ -355,6 +356,16 @@ async def test_a_bug_in_a_login_is_a_failure_retried_later_not_a_dead_daemon(
     assert retry_in is not None and 0 < retry_in <= 30
     assert (await inproc.get("/v1/token"))[0] == 200  # the current token, still good
     monkeypatch.setattr(d.upstream, "login", real)
+    inproc.clock.step_wall(-600)  # a wall clock set back does not stretch the window
     inproc.clock.jump(retry_in)
+    caplog.clear()
     assert (await inproc.post("/v1/token/refresh"))[0] == 200
     assert rt.failures == 0 and inproc.fake.logins == 2
+    tail = inproc.fake.ledger[-1].access_token[-4:]
+    # refreshed ahead at 3600 - 900 (a quarter) - 90 (half the 5 % jitter: rand is 0.5)
+    assert [r.getMessage() for r in caplog.records if "new token" in r.getMessage()] == [
+        f"profile=default new token …{tail}, expires in 3600 s, next refresh in 2610 s"
+    ]
+    status = (await inproc.get("/v1/status"))[1]["profiles"][0]
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(inproc.clock.now)))
+    assert status["last_refresh_at"] == at
