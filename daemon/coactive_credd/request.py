@@ -108,9 +108,8 @@ def parse_min_ttl(raw: str | None) -> int:
         value = int(raw)
         if value <= MAX_MIN_TTL:
             return value
-    raise BadQuery(  # ascii(): quoted, anything not printable ASCII escaped once
-        f"min_ttl must be a whole number of seconds from 0 to {MAX_MIN_TTL}, "
-        f"got {ascii(raw[:32])}",
+    raise BadQuery(  # !a: quoted, anything not printable ASCII escaped once
+        f"min_ttl must be a whole number of seconds from 0 to {MAX_MIN_TTL}, got {raw[:32]!a}",
         "pass ?min_ttl=SECONDS",
     )
 
