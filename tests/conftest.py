@@ -406,6 +406,9 @@ async def inproc(
     await ip.settle()
     try:
         yield ip
+        # it runs until the daemon stops: a scheduler that ended (a fault) refreshes nothing
+        if sched.done():
+            raise AssertionError(f"the scheduler ended: {sched.exception()!r}")
     finally:
         sched.cancel()
         await session.close()

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from coactive_credd import config
 from coactive_credd.fakeupstream import FakeCoactive
 
@@ -108,7 +109,9 @@ def test_cli_writes_to_a_passphrase_vault_need_the_passphrase(
 
 
 @both_paths
-async def test_auto_lock_after_idle_with_a_jumped_clock(inproc: InProc, home: Path) -> None:
+async def test_auto_lock_after_idle_with_a_jumped_clock(
+    inproc: InProc, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rekey = await asyncio.to_thread(run_cli, "rekey", "--passphrase-stdin", input=PASSPHRASE + "\n")
     assert rekey.returncode == 0, rekey.stderr
     d = inproc.daemon
@@ -128,9 +131,13 @@ async def test_auto_lock_after_idle_with_a_jumped_clock(inproc: InProc, home: Pa
     inproc.clock.jump(599)
     await inproc.settle()
     assert not d.locked
-    inproc.clock.jump(2)
+    caplog.clear()
+    inproc.clock.jump(1)  # idle exactly lock_after_idle seconds
     await inproc.settle()
     assert d.locked
+    assert [r.getMessage() for r in caplog.records if "locked" in r.getMessage()] == [
+        "vault locked (auto-lock): credentials and tokens dropped from memory"
+    ]
     status, body = await inproc.get("/v1/token")
     assert status == 423 and body["error"]["code"] == "locked"
     assert all(p.secret is None and p.rt.token is None for p in d.profiles.values())
