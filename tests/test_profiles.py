@@ -148,6 +148,23 @@ async def test_stored_credentials_that_no_longer_fit_the_profile_are_malformed(
     assert lines == [f"profile=default {problem}; run `{fix}`"]
 
 
+async def test_a_profile_with_nothing_due_does_not_hold_up_the_others(inproc: InProc) -> None:
+    """The scheduler looks at every profile: `default`, waiting for new credentials (nothing
+    due), does not keep `system`, after it, from being refreshed ahead of its expiry."""
+    await login_system(inproc)
+    assert list(inproc.daemon.profiles) == ["default", "system"]
+    assert (await inproc.get("/v1/token?profile=system"))[0] == 200
+    inproc.fake.fault = "401"
+    assert (await inproc.post("/v1/token/refresh"))[0] == 424  # default: rejected
+    inproc.fake.fault = None
+    logins = inproc.fake.logins
+    inproc.clock.jump(2700)  # past system's refresh ahead (2610 s), before its expiry
+    await inproc.settle()
+    assert inproc.fake.logins == logins + 1  # system's; default waits for `login`
+    assert inproc.fake.ledger[-1].credential == credential_id(CLIENT_ID)
+    assert (await state(inproc, "default"))["state"] == "reauth_required"
+
+
 async def test_a_client_secret_the_vault_holds_malformed_names_its_client_id_in_the_fix(
     inproc: InProc, caplog: pytest.LogCaptureFixture
 ) -> None:
