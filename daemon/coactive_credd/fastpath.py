@@ -295,8 +295,8 @@ class FastSite(web.SockSite):
         sock: Any,
         api: Api,
         *,
-        fast: bool = True,
-        max_connections: int = 0,
+        fast: bool,
+        max_connections: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, sock, **kwargs)
