@@ -271,6 +271,28 @@ async def test_the_scheduler_rechecks_the_wall_clock(inproc: InProc) -> None:
     assert inproc.fake.logins == 2
 
 
+async def test_the_scheduler_sleeps_until_the_next_refresh_is_due_and_no_longer(
+    inproc: InProc,
+) -> None:
+    """Nobody wakes it: the scheduler's own timer starts the refresh when it falls due, not
+    at its next look at the wall clock (an hour away here). From 0.3 s before the refresh is
+    due, both of the daemon's clocks follow the event loop's, as real time does."""
+    d = inproc.daemon
+    d.policy = engine.Policy(wallclock_check=3600.0)
+    rt = d.profiles["default"].rt
+    assert rt.refresh_at is not None
+    loop = asyncio.get_running_loop()
+    start, wall, boot = loop.time(), rt.refresh_at - 0.3, inproc.clock.boot_time()
+    d.clock = lambda: wall + loop.time() - start
+    d.boot_clock = lambda: boot + loop.time() - start
+    d.wake()  # it sleeps on the new clocks from here
+    while inproc.fake.logins < 2:
+        assert loop.time() - start < 10, "the refresh due in 0.3 s did not start"
+        await asyncio.sleep(0.01)
+    await inproc.settle()
+    assert rt.refresh_at > d.clock() + 60  # the next one is planned far ahead
+
+
 @both_paths
 async def test_the_peer_is_asked_once_per_connection(
     inproc: InProc, monkeypatch: pytest.MonkeyPatch
