@@ -135,12 +135,32 @@ async def test_auto_lock_after_idle_with_a_jumped_clock(
     inproc.clock.jump(1)  # idle exactly lock_after_idle seconds
     await inproc.settle()
     assert d.locked
+    inproc.clock.jump(600)  # locked, it is not locked again
+    await inproc.settle()
     assert [r.getMessage() for r in caplog.records if "locked" in r.getMessage()] == [
         "vault locked (auto-lock): credentials and tokens dropped from memory"
     ]
     status, body = await inproc.get("/v1/token")
     assert status == 423 and body["error"]["code"] == "locked"
     assert all(p.secret is None and p.rt.token is None for p in d.profiles.values())
+
+
+async def test_auto_lock_leaves_a_key_file_vault_alone(inproc: InProc, home: Path) -> None:
+    """lock_after_idle and lock_after_unlock are for passphrase vaults: a vault whose key is
+    in a file is never locked (nothing would unlock it but a restart)."""
+    assert inproc.daemon.key_source != "passphrase"
+    config.update(
+        home / "config.toml",
+        lambda c: config.Config(
+            daemon=config.DaemonConfig(lock_after_idle=600, lock_after_unlock=900),
+            profiles=c.profiles,
+        ),
+    )
+    inproc.daemon.reload()
+    inproc.clock.jump(1000)
+    await inproc.settle()
+    assert not inproc.daemon.locked
+    assert (await inproc.get("/v1/token"))[0] == 200
 
 
 async def test_auto_lock_after_unlock_however_busy(inproc: InProc, home: Path) -> None:

@@ -394,3 +394,7 @@ async def test_a_fault_while_answering_is_one_log_line_and_no_traceback_to_the_c
     assert (record.levelname, record.exc_info is not None) == (
         ("ERROR", True) if status == 500 else ("DEBUG", False)
     )
+    # the daemon's own answer: not aiohttp's last resort for a handler that raised, which
+    # gives the same body but logs a line of its own and closes the connection
+    loud = [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert loud == ([line] if status == 500 else [])
