@@ -54,6 +54,25 @@ async def test_a_token_is_kept_under_the_credentials_that_minted_it(inproc: InPr
     assert kept.token.expires_at == minted.expires_at
 
 
+async def test_a_vault_that_cannot_be_written_costs_one_warning_not_the_token(
+    inproc: InProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batched write fails (here the vault's path has become a folder): the new token is
+    still served, and one warning says how many tokens were not kept, and why."""
+    minted = current(inproc)
+    path = inproc.daemon.vault.vault_path
+    path.unlink()
+    path.mkdir()
+    caplog.clear()
+    await inproc.daemon.flush()
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    why = f"{path} is not private (it is not a regular file); fix it with `mv {path} {path}.bak`"
+    assert lines == [f"could not keep 1 new token(s) in the vault: {why}"]
+    status, body = await inproc.get("/v1/token")
+    assert status == 200 and body["access_token"] == minted.access_token
+    path.rmdir()
+
+
 async def test_flush_waits_for_a_vault_write_under_way(
     inproc: InProc, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from coactive_credd import config
 from coactive_credd.fakeupstream import FakeCoactive, credential_id
-from coactive_credd.vault import VaultData
+from coactive_credd.vault import Vault, VaultData
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, login, run_cli
 
@@ -59,6 +59,19 @@ async def test_client_credentials_log_in_with_their_client_id(inproc: InProc) ->
     assert status == 200 and body["profile"] == "system"
     assert inproc.fake.ledger[-1].access_token == body["access_token"]
     assert inproc.fake.ledger[-1].credential == credential_id(CLIENT_ID)
+
+
+async def test_a_client_credentials_token_is_kept_in_the_vault(inproc: InProc) -> None:
+    """Under the client id and secret that minted it (the fingerprint covers both), so a
+    restarted daemon serves it with no login."""
+    await login_system(inproc)
+    status, body = await inproc.get("/v1/token?profile=system")
+    assert status == 200
+    await inproc.daemon.flush()
+    v = inproc.daemon.vault
+    kept = Vault(v.vault_path, v.key_path, v.lock_path).load().profiles["system"]
+    assert kept.client_id == CLIENT_ID
+    assert kept.token is not None and kept.token.access_token == body["access_token"]
 
 
 async def test_a_new_client_id_for_the_same_secret_is_new_credentials(
