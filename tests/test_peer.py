@@ -13,12 +13,14 @@ import dataclasses
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from coactive_credd import api
 from coactive_credd.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, InProc, both_paths, start_daemon
@@ -43,8 +45,8 @@ ROUTES = [
 ]
 
 
-def as_nobody(*argv: str) -> list[str]:
-    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+def as_nobody(*argv: str, uid: int = NOBODY) -> list[str]:
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
 
 
 @pytest.fixture
@@ -60,7 +62,9 @@ def opened(home: Path, daemon: Daemon) -> Iterator[Daemon]:
         home.chmod(0o700)
 
 
-def curl_as_nobody(sock: Path, method: str, path: str, *extra: str) -> tuple[int, str]:
+def curl_as_nobody(
+    sock: Path, method: str, path: str, *extra: str, uid: int = NOBODY
+) -> tuple[int, str]:
     out = subprocess.run(
         as_nobody(
             "curl",
@@ -74,6 +78,7 @@ def curl_as_nobody(sock: Path, method: str, path: str, *extra: str) -> tuple[int
             "\n%{http_code}",
             *extra,
             "http://localhost" + path,
+            uid=uid,
         ),
         capture_output=True,
         text=True,
@@ -191,3 +196,47 @@ async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
     assert not d.locked
     status, _ = await inproc.get("/healthz")  # and the owner is still served
     assert status == 200
+
+
+@both_paths
+async def test_a_uid_past_two_to_the_31st_is_read_as_the_kernel_gives_it(
+    inproc: InProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uid_t is unsigned: a uid of 3,000,000,000 (Linux allows up to 2**32 - 2) in
+    allowed_uids is served, and a refusal names it as it is, not as a negative number."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another uid (CI runs as root)")
+    high = 3_000_000_000
+    sock = inproc.socket
+    for folder in {sock.parent, Path(os.environ["COACTIVE_CREDD_HOME"])}:
+        folder.chmod(0o711)
+    sock.chmod(0o666)
+    status, _ = await asyncio.to_thread(curl_as_nobody, sock, "GET", "/v1/token", uid=high)
+    assert status == 403
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    assert len(refused) == 1 and refused[0].startswith(f"refused a request from uid {high} ")
+    d = inproc.daemon
+    d.cfg = dataclasses.replace(
+        d.cfg, daemon=dataclasses.replace(d.cfg.daemon, allowed_uids=frozenset({high}))
+    )
+    status, body = await asyncio.to_thread(curl_as_nobody, sock, "GET", "/v1/token", uid=high)
+    assert status == 200 and json.loads(body)["access_token"] == inproc.fake.issued[-1]
+
+
+def test_the_macos_peer_credentials_are_read_from_a_struct_xucred(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """macOS answers LOCAL_PEERCRED (option 1 at level SOL_LOCAL, 0) with a 76-byte struct
+    xucred: cr_version, cr_uid (unsigned), cr_ngroups, 16 groups (sys/ucred.h). No Mac runs
+    these tests, so a stand-in socket answers the way that kernel does."""
+    monkeypatch.setattr(api, "_SO_PEERCRED", None)  # what socket gives on macOS
+    asked: list[tuple[int, int, int]] = []
+    nobody = 4_294_967_294  # uid -2, macOS's nobody, as the unsigned uid_t it is
+
+    class Sock:
+        def getsockopt(self, level: int, option: int, size: int) -> bytes:
+            asked.append((level, option, size))
+            return struct.pack("=IIh2x16I", 0, nobody, 1, *[4_294_967_294] * 16)
+
+    assert api.peer_credentials(Sock()) == (nobody, None)
+    assert asked == [(0, 1, 76)]

@@ -48,11 +48,15 @@ class ApiError(Exception):
 
 
 _SO_PEERCRED: int | None = getattr(socket, "SO_PEERCRED", None)
-_UCRED = struct.Struct("3i")
+_UCRED = struct.Struct("=iII")  # pid_t is signed; uid_t and gid_t are unsigned (to 2**32 - 2)
 
 
 def peer_credentials(sock: Any) -> tuple[int, int | None]:
-    """The (uid, pid) of the process at the other end of a Unix socket."""
+    """The (uid, pid) of the process at the other end of a connected Unix socket, as the
+    kernel gives them: the uid unsigned (a ``uid_t``, 0 to 2**32 - 2); the pid, or None on
+    macOS, whose ``LOCAL_PEERCRED`` gives none. Raises OSError from ``getsockopt`` (not a
+    Unix socket, or not connected). Linux: ``SO_PEERCRED``, unix(7); macOS: ``struct
+    xucred`` in sys/ucred.h."""
     if _SO_PEERCRED is not None:  # Linux: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
         pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_PEERCRED, 12))
         return uid, pid
