@@ -308,8 +308,8 @@ async def test_a_failed_refresh_is_one_warning_saying_whether_the_token_still_se
 ) -> None:
     """Each failed attempt is one line: its number, Coactive's answer, when the next comes,
     and, while the current token is still served, that it is. A token is dead when either
-    clock says so: the wall clock set an hour forward, or an hour's suspend that only the
-    boot clock counts."""
+    clock says so: after an hour gone by (both clocks), or after an hour's suspend that only
+    the boot clock has counted yet."""
     inproc.fake.fault, inproc.fake.retry_after = "503", "5"
     caplog.clear()
     assert (await inproc.post("/v1/token/refresh"))[0] == 503
