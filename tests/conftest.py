@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
@@ -29,6 +29,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    from coactive_credd.vault import VaultData
 
 PERSONAL_TOKEN = "cpt_Pers0nal.T0ken-for_tests~only"
 CLIENT_ID = "client-4711"
@@ -312,6 +315,15 @@ class FakeClock:
 
     def suspend(self, seconds: float) -> None:
         self.boot_offset += seconds
+
+
+def on_disk(ip: InProc) -> VaultData:
+    """The in-process daemon's vault as a restarted daemon would read it (a second
+    :class:`~coactive_credd.vault.Vault` on the same files)."""
+    from coactive_credd.vault import Vault
+
+    v = ip.daemon.vault
+    return Vault(v.vault_path, v.key_path, v.lock_path).load()
 
 
 @dataclass

@@ -62,6 +62,19 @@ def opened(home: Path, daemon: Daemon) -> Iterator[Daemon]:
         home.chmod(0o700)
 
 
+@pytest.fixture
+def opened_inproc(inproc: InProc) -> Path:
+    """The in-process daemon's socket, opened to everyone with its folders (root only:
+    setpriv)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another uid (CI runs as root)")
+    sock: Path = inproc.socket
+    for folder in {sock.parent, Path(os.environ["COACTIVE_CREDD_HOME"])}:
+        folder.chmod(0o711)
+    sock.chmod(0o666)
+    return sock
+
+
 def curl_as_nobody(
     sock: Path, method: str, path: str, *extra: str, uid: int = NOBODY
 ) -> tuple[int, str]:
@@ -143,16 +156,11 @@ def test_the_daemon_is_not_dumpable(home: Path, fake: FakeCoactive) -> None:
 
 @both_paths
 async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
-    inproc: InProc, caplog: pytest.LogCaptureFixture
+    inproc: InProc, opened_inproc: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same check on the daemon served in this process (fast path in front, or aiohttp
     alone), so mutation testing sees it; then a uid in allowed_uids: tokens yes, admin no."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to act as another uid (CI runs as root)")
-    sock = inproc.socket
-    for folder in {sock.parent, Path(os.environ["COACTIVE_CREDD_HOME"])}:
-        folder.chmod(0o711)
-    sock.chmod(0o666)
+    sock = opened_inproc
     port = inproc.fake.base_url.rsplit(":", 1)[1]
     logins = inproc.fake.logins
     for method, route in ROUTES:
@@ -200,17 +208,12 @@ async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
 
 @both_paths
 async def test_a_uid_past_two_to_the_31st_is_read_as_the_kernel_gives_it(
-    inproc: InProc, caplog: pytest.LogCaptureFixture
+    inproc: InProc, opened_inproc: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """uid_t is unsigned: a uid of 3,000,000,000 (Linux allows up to 2**32 - 2) in
     allowed_uids is served, and a refusal names it as it is, not as a negative number."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to act as another uid (CI runs as root)")
     high = 3_000_000_000
-    sock = inproc.socket
-    for folder in {sock.parent, Path(os.environ["COACTIVE_CREDD_HOME"])}:
-        folder.chmod(0o711)
-    sock.chmod(0o666)
+    sock = opened_inproc
     status, _ = await asyncio.to_thread(curl_as_nobody, sock, "GET", "/v1/token", uid=high)
     assert status == 403
     refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]

@@ -14,16 +14,10 @@ from typing import Any
 
 import pytest
 from coactive_credd import engine, refresh
-from coactive_credd.vault import Vault, VaultData
 
-from .conftest import PERSONAL_TOKEN, FakeClock, InProc, login
+from .conftest import PERSONAL_TOKEN, FakeClock, InProc, login, on_disk
 
 OTHER_TOKEN = "cpt_An0ther.Pers0nal-token"
-
-
-def on_disk(ip: InProc) -> VaultData:
-    v = ip.daemon.vault
-    return Vault(v.vault_path, v.key_path, v.lock_path).load()
 
 
 def current(ip: InProc) -> engine.Token:

@@ -15,9 +15,17 @@ from typing import Any
 import pytest
 from coactive_credd import config
 from coactive_credd.fakeupstream import FakeCoactive, credential_id
-from coactive_credd.vault import Vault, VaultData
+from coactive_credd.vault import VaultData
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, login, run_cli
+from .conftest import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PERSONAL_TOKEN,
+    InProc,
+    login,
+    on_disk,
+    run_cli,
+)
 
 
 async def login_system(ip: InProc, client_id: str = CLIENT_ID) -> None:
@@ -68,8 +76,7 @@ async def test_a_client_credentials_token_is_kept_in_the_vault(inproc: InProc) -
     status, body = await inproc.get("/v1/token?profile=system")
     assert status == 200
     await inproc.daemon.flush()
-    v = inproc.daemon.vault
-    kept = Vault(v.vault_path, v.key_path, v.lock_path).load().profiles["system"]
+    kept = on_disk(inproc).profiles["system"]
     assert kept.client_id == CLIENT_ID
     assert kept.token is not None and kept.token.access_token == body["access_token"]
 
