@@ -84,7 +84,7 @@ class Figures:
 
 class Loop:
     def __init__(self, *, profiles: int, seed: int, verbose: bool) -> None:
-        from coactive_credd.fakeupstream import FakeCoactiveThread
+        from coactive_credd.testing.fakeupstream import FakeCoactiveThread
 
         self.rng = random.Random(seed)
         self.seed = seed
@@ -155,7 +155,8 @@ class Loop:
     def start_daemon(self) -> None:
         log = (self.home / "serve.log").open("ab")
         self.proc = subprocess.Popen(
-            [*self.cmd, "serve", "--socket", str(self.sock)],
+            # the testing room's serve: the shipped one reads no COACTIVE_CREDD_TEST_* switch
+            [sys.executable, "-m", "coactive_credd.testing.serve", "--socket", str(self.sock)],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,

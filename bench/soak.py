@@ -8,7 +8,7 @@ and every answer checked against the fake Coactive's ledger.
 What runs (loopback and Unix sockets only; every loop bounded by ``--duration``):
 
 * ``coactive-credd serve`` as shipped (uvloop when installed, default configuration), its
-  wall clock offset through ``COACTIVE_CREDD_TEST_CLOCK_FILE`` (see coactive_credd.testhooks);
+  wall clock offset through ``COACTIVE_CREDD_TEST_CLOCK_FILE`` (see coactive_credd.testing.hooks);
 * the fake Coactive in this process, issuing ``--lifetime``-second tokens (30 by default:
   a refresh every 10-11 s per profile) and recording each one in its ledger;
 * steady callers: keep-alive HTTP threads on the socket, and in turn every shim kind — the
@@ -113,7 +113,7 @@ class Plan:
 
 class Soak:
     def __init__(self, plan: Plan, *, verbose: bool = True) -> None:
-        from coactive_credd.fakeupstream import FakeCoactiveThread, credential_id
+        from coactive_credd.testing.fakeupstream import FakeCoactiveThread, credential_id
 
         self.plan = plan
         self.verbose = verbose
@@ -201,7 +201,8 @@ class Soak:
     def start_daemon(self) -> None:
         log = (self.home / "serve.log").open("ab")
         self.proc = subprocess.Popen(
-            [*self.cmd, "serve", "--socket", str(self.sock)],
+            # the testing room's serve: the shipped one reads no COACTIVE_CREDD_TEST_* switch
+            [sys.executable, "-m", "coactive_credd.testing.serve", "--socket", str(self.sock)],
             env=self.daemon_env,
             stdin=subprocess.DEVNULL,
             stdout=log,

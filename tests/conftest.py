@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -25,9 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import (
+from coactive_credd.conftest import (
     PERSONAL_TOKEN,
     Daemon,
     call,
@@ -37,6 +35,7 @@ from .conftest import (
     start_daemon,
     wait_ready,
 )
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 STATUS_LINE = re.compile(r"^\d+ profile\(s\)(, next refresh in \d+ min)?$")
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import audit
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import Daemon, FakeClock, leaked, run_cli
+from coactive_credd.conftest import Daemon, FakeClock, leaked, run_cli
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 
 from coactive_credd import config
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import (
+from coactive_credd.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     PERSONAL_TOKEN,
@@ -24,6 +22,7 @@ from .conftest import (
     run_cli,
     start_daemon,
 )
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 PASSPHRASE = "correct horse battery staple"
 

@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import (
+from coactive_credd.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     PERSONAL_TOKEN,
@@ -25,6 +23,7 @@ from .conftest import (
     run_cli,
     start_daemon,
 )
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 
 def test_personal_token_login_serve_and_every_client_command(
@@ -439,7 +438,7 @@ def test_two_processes_adding_fifty_profiles_each_lose_nothing(
 def test_ca_bundle_for_a_tls_inspecting_proxy(home: Path, tls_files: tuple[Path, Path]) -> None:
     import ssl
 
-    from coactive_credd.fakeupstream import FakeCoactiveThread
+    from coactive_credd.testing.fakeupstream import FakeCoactiveThread
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*tls_files)
@@ -486,7 +485,7 @@ async def test_a_daemon_whose_socket_is_removed_or_replaced_stops(tmp_path: Path
 def test_keep_alive_answers_and_uvloop_is_used_when_installed(daemon: Daemon) -> None:
     import importlib.util
 
-    from .conftest import UnixHTTP
+    from coactive_credd.conftest import UnixHTTP
 
     conn = UnixHTTP(str(daemon.socket))
     try:

@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 from coactive_credd import config
-
-from .conftest import Daemon
+from coactive_credd.conftest import Daemon
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -20,9 +20,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import Daemon, leaked, login, run_cli
+from coactive_credd.conftest import Daemon, leaked, login, run_cli
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "client_shim" / "sh" / "git-credential-coactive"

@@ -10,8 +10,7 @@ import asyncio
 
 import pytest
 from coactive_credd import gitcred
-
-from .conftest import PERSONAL_TOKEN, InProc, run_cli
+from coactive_credd.conftest import PERSONAL_TOKEN, InProc, run_cli
 
 
 @pytest.mark.parametrize(

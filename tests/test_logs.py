@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import leaked, login, start_daemon, wait_ready
+from coactive_credd.conftest import leaked, login, start_daemon, wait_ready
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +58,7 @@ def test_an_existing_log_file_is_made_private(home: Path, fake: FakeCoactive) ->
     with open(logf, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "coactive_credd", "serve"],
                                 stdout=out, stderr=out)  # fmt: skip
-    from .conftest import Daemon
+    from coactive_credd.conftest import Daemon
 
     d = Daemon(socket=home / "credd.sock", log=logf, proc=proc, home=home)
     try:
@@ -77,7 +76,7 @@ def test_a_pipe_is_not_rotated_and_a_bad_level_is_one_line(home: Path, fake: Fak
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "COACTIVE_CREDD_LOG_MAX_BYTES": "100", "COACTIVE_CREDD_LOG_LEVEL": "loud"},
     )  # fmt: skip
-    from .conftest import Daemon
+    from coactive_credd.conftest import Daemon
 
     d = Daemon(socket=home / "credd.sock", log=home / "unused", proc=proc, home=home)
     try:
@@ -109,8 +108,7 @@ def test_a_daemon_started_by_a_client_rotates_its_credd_log(
     import signal
 
     import coactive_token
-
-    from .conftest import call
+    from coactive_credd.conftest import call
 
     login(fake)
     monkeypatch.setenv("COACTIVE_CREDD_LOG_MAX_BYTES", "1000")

@@ -9,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import Daemon
-from .test_python_shim import FakeAPI, api
+from coactive_credd.conftest import Daemon
+from coactive_credd.test_python_shim import FakeAPI, api
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 __all__ = ["api"]  # the fixture, used here by name
 

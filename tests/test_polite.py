@@ -11,8 +11,7 @@ from datetime import datetime
 
 import pytest
 from coactive_credd import engine
-
-from .conftest import InProc, both_paths
+from coactive_credd.conftest import InProc, both_paths
 
 
 def current(ip: InProc) -> engine.Token:

@@ -18,10 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
-
-from .conftest import login
-from .test_shims import CLIS, PROGS, SHIM, VECTORS, Prepared, _need, cli_argv, go_cli, prepare, run
+from coactive_credd.conftest import login
+from coactive_credd.test_shims import (
+    CLIS,
+    PROGS,
+    SHIM,
+    VECTORS,
+    Prepared,
+    _need,
+    cli_argv,
+    go_cli,
+    prepare,
+    run,
+)
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 __all__ = ["go_cli", "prepare"]  # fixtures, used here by name
 

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from .conftest import PERSONAL_TOKEN
+from coactive_credd.conftest import PERSONAL_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "client_shim"

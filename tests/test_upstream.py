@@ -16,7 +16,7 @@ import coactive_credd
 import pytest
 from aiohttp import web
 from coactive_credd import redact
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 from coactive_credd.upstream import (
     Credential,
     CredentialsRejected,

@@ -24,11 +24,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import config
-from .vault import CachedToken, ProfileSecrets, VaultData
+from coactive_credd import config
+from coactive_credd.vault import CachedToken, ProfileSecrets, VaultData
 
 if TYPE_CHECKING:
-    from .refresh import Daemon
+    from coactive_credd.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 

@@ -22,10 +22,20 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from . import __version__, admin, audit, config, credage, engine, events, gitcred, proxy
-from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
-from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
-from .vault import VaultError, WrongPassphrase
+from coactive_credd import (
+    __version__,
+    admin,
+    audit,
+    config,
+    credage,
+    engine,
+    events,
+    gitcred,
+    proxy,
+)
+from coactive_credd.refresh import Daemon, Profile, rfc3339, status_extra, token_tail
+from coactive_credd.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
+from coactive_credd.vault import VaultError, WrongPassphrase
 
 log = logging.getLogger("coactive_credd")
 
@@ -501,7 +511,7 @@ class Api:
 
     async def get_metrics(self, request: web.BaseRequest) -> web.Response:
         """Prometheus text exposition (see :mod:`metrics`); 503 without prometheus-client."""
-        from . import metrics
+        from coactive_credd import metrics
 
         try:
             body, content_type = metrics.render(self.d, self.audit)

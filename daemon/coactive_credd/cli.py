@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .cli_common import (
+from coactive_credd.cli_common import (
     EXIT_FAILURE,
     EXIT_LOCKED,
     EXIT_USAGE,
@@ -25,6 +26,11 @@ from .cli_common import (
     say,
 )
 
+if TYPE_CHECKING:
+    from coactive_credd.refresh import Daemon
+
+    Prepare = Callable[[Daemon], list[Coroutine[Any, Any, None]]]
+
 __all__ = ["PROG", "CommandError", "main"]
 
 
@@ -34,7 +40,7 @@ __all__ = ["PROG", "CommandError", "main"]
 def cmd_exec(args: argparse.Namespace) -> int:
     import coactive_token
 
-    from . import execrun
+    from coactive_credd import execrun
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -48,10 +54,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 # ---- the daemon -----------------------------------------------------------------------
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, prepare: Prepare | None = None) -> int:
+    """``coactive-credd serve``; ``prepare`` is for the testing room's entry point only (see
+    :func:`coactive_credd.server.run`)."""
     import asyncio
 
-    from . import logsetup, server
+    from coactive_credd import logsetup, server
 
     logsetup.configure(args.log_level)
     server.harden_process()
@@ -64,32 +72,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop_factory = None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(server.run(resolve_paths(args.socket)))
+            runner.run(server.run(resolve_paths(args.socket), prepare=prepare))
     except server.StartupError as exc:
         raise CommandError(str(exc)) from None
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from coactive_credd import demo
 
     return demo.main(duration=args.duration)
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
-    from . import install
+    from coactive_credd import install
 
     return install.install_service(args.dry_run)
 
 
 def cmd_uninstall_service(args: argparse.Namespace) -> int:
-    from . import install
+    from coactive_credd import install
 
     return install.uninstall_service(args.dry_run)
 
 
 def cmd_service_status(args: argparse.Namespace) -> int:
-    from . import install
+    from coactive_credd import install
 
     return install.service_status()
 
@@ -112,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from .cli_parser import build_parser, command_in
+    from coactive_credd.cli_parser import build_parser, command_in
 
     if argv is None:
         argv = sys.argv[1:]

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from .cli_common import (
+from coactive_credd.cli_common import (
     EXIT_UNKNOWN_PROFILE,
     EXIT_USAGE,
     CommandError,
@@ -76,7 +76,7 @@ def _may_start(client: Any, name: str, exc: Exception) -> bool:
         return False
     if "is not answering" in str(exc):
         return False  # a daemon is there but wedged: starting another would not help
-    from . import config
+    from coactive_credd import config
 
     try:
         profiles = config.load(resolve_paths().config_file).profiles

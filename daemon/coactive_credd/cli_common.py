@@ -16,8 +16,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .paths import Paths
-    from .vault import Vault
+    from coactive_credd.paths import Paths
+    from coactive_credd.vault import Vault
 
 PROG = "coactive-credd"
 EXIT_OK = 0
@@ -53,7 +53,7 @@ def say(message: str) -> None:
 
 
 def resolve_paths(socket: str | None = None) -> Paths:
-    from . import paths
+    from coactive_credd import paths
 
     return paths.resolve(socket)
 
@@ -72,7 +72,7 @@ def profile_name(args: Any) -> str:
 
 
 def open_vault(paths: Paths) -> Vault:
-    from .vault import Vault
+    from coactive_credd.vault import Vault
 
     return Vault(paths.vault_file, paths.key_file, paths.lock_file)
 
@@ -100,7 +100,7 @@ def guard_secret_holder(paths: Paths) -> None:
     answering on it is not this user's, before the secret is read."""
     import coactive_token
 
-    from . import harden
+    from coactive_credd import harden
 
     harden.harden_process()
     coactive_token.verify_daemon(str(paths.socket))

@@ -15,13 +15,13 @@ import signal
 import sys
 import time
 
-from .cli_common import CommandError, progress, resolve_paths
+from coactive_credd.cli_common import CommandError, progress, resolve_paths
 
 STOP_GRACE = 10.0  # seconds a daemon gets to flush the vault and go after SIGTERM
 
 
 def _gone(pid: int, socket: str) -> bool:
-    from . import pidfile
+    from coactive_credd import pidfile
 
     return pidfile.running_pid(socket) != pid
 
@@ -36,7 +36,7 @@ def _wait_gone(pid: int, socket: str, seconds: float) -> bool:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from . import pidfile
+    from coactive_credd import pidfile
 
     paths = resolve_paths(args.socket)
     sock = str(paths.socket)

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from .cli_common import EXIT_FAILURE, EXIT_UNKNOWN_PROFILE, CommandError, profile_name
+from coactive_credd.cli_common import EXIT_FAILURE, EXIT_UNKNOWN_PROFILE, CommandError, profile_name
 
 HELPER = "coactive"  # git runs git-credential-coactive
 
@@ -51,7 +51,7 @@ def setup_git(profile: str) -> list[str]:
 
     Raises :class:`CommandError` (exit 4) for an unknown profile or one whose base_url has
     no origin git could ask about, (exit 1) when git is missing or its config unwritable."""
-    from . import config, gitcred, paths
+    from coactive_credd import config, gitcred, paths
 
     cfg = config.load(paths.resolve().config_file)
     p = cfg.profiles.get(profile)

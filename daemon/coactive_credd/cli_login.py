@@ -18,7 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import (
+from coactive_credd.cli_common import (
     EXIT_LOCKED,
     EXIT_REJECTED,
     EXIT_UNAVAILABLE,
@@ -37,9 +37,9 @@ from .cli_common import (
 )
 
 if TYPE_CHECKING:
-    from .config import ProfileConfig
-    from .paths import Paths
-    from .vault import CachedToken, Vault
+    from coactive_credd.config import ProfileConfig
+    from coactive_credd.paths import Paths
+    from coactive_credd.vault import CachedToken, Vault
 
 
 def read_secret(prompt: str, from_stdin: bool, flag: str) -> str:
@@ -112,7 +112,7 @@ class _Writer:
             body = {"profile": name, "secret": secret, "client_id": client_id, "token": token}
             self._daemon("/v1/admin/credentials", body)
             return
-        from .vault import ProfileSecrets, VaultData
+        from coactive_credd.vault import ProfileSecrets, VaultData
 
         def put(data: VaultData) -> None:
             data.profiles[name] = ProfileSecrets(secret=secret, client_id=client_id, token=cached)
@@ -124,7 +124,7 @@ class _Writer:
         if self.via_daemon:
             answer = self._daemon("/v1/admin/credentials/remove", {"profiles": names})
             return [str(n) for n in answer.get("removed", [])]
-        from .vault import VaultData
+        from coactive_credd.vault import VaultData
 
         removed: list[str] = []
 
@@ -145,7 +145,7 @@ class _Writer:
 
 def open_writer(paths: Paths) -> _Writer:
     """How this command gets at the vault; asks the passphrase first when it must."""
-    from . import fsutil
+    from coactive_credd import fsutil
 
     for d in paths.private_dirs:
         fsutil.ensure_private_dir(d)
@@ -154,8 +154,8 @@ def open_writer(paths: Paths) -> _Writer:
         return _Writer(paths, vault, via_daemon=False)
     if _daemon_unlocked(paths):
         return _Writer(paths, vault, via_daemon=True)
-    from .cli_vault import has_terminal, read_passphrase
-    from .vault import WrongPassphrase
+    from coactive_credd.cli_vault import has_terminal, read_passphrase
+    from coactive_credd.vault import WrongPassphrase
 
     if not has_terminal():
         raise CommandError(
@@ -213,7 +213,7 @@ def _auth_for(
 
 def _created(args: argparse.Namespace, auth: str) -> datetime.date | None:
     """The ``--created`` day, checked; None when not given."""
-    from . import credage
+    from coactive_credd import credage
 
     if args.created is None:
         return None
@@ -232,7 +232,7 @@ def _with_proxy(args: argparse.Namespace, pc: ProfileConfig) -> tuple[ProfileCon
     verifying exchange goes through (None: direct)."""
     import dataclasses
 
-    from . import config, proxy
+    from coactive_credd import config, proxy
 
     if args.proxy is not None:
         try:
@@ -256,7 +256,7 @@ def _same_secret(writer: _Writer, name: str, secret: str) -> bool:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from . import config, credage, fsutil, upstream
+    from coactive_credd import config, credage, fsutil, upstream
 
     name = profile_name(args)
     paths = resolve_paths()
@@ -331,8 +331,8 @@ def _verify(
     """One exchange with Coactive; the token it gives is kept, so the daemon needs no login."""
     import asyncio
 
-    from . import upstream
-    from .vault import CachedToken
+    from coactive_credd import upstream
+    from coactive_credd.vault import CachedToken
 
     cred = upstream.Credential(auth=pc.auth, secret=secret, client_id=client_id)
 
@@ -364,7 +364,7 @@ def _verify(
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from . import config, fsutil
+    from coactive_credd import config, fsutil
 
     paths = resolve_paths()
     guard_secret_holder(paths)  # it may read the passphrase and opens the vault

@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, cast
 
-from . import __version__
-from .cli_common import EXIT_USAGE, PROG, CommandError
+from coactive_credd import __version__
+from coactive_credd.cli_common import EXIT_USAGE, PROG, CommandError
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -76,7 +76,7 @@ def command_in(argv: Sequence[str]) -> str | None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``only``, that command's subparser alone (others skipped),
     which is all a run of that command needs. An unknown ``only`` builds them all."""
-    from .cli_help import HELP, epilog, main_epilog
+    from coactive_credd.cli_help import HELP, epilog, main_epilog
 
     if only is not None and only not in HELP:
         only = None
@@ -301,7 +301,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "is the user service installed and running?",
     )
 
-    from . import cli_git, cli_vault
+    from coactive_credd import cli_git, cli_vault
 
     cli_vault.add_commands(add)
     cli_git.add_commands(add)

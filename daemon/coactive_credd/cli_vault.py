@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import (
+from coactive_credd.cli_common import (
     EXIT_LOCKED,
     EXIT_USAGE,
     CommandError,
@@ -23,7 +23,7 @@ from .cli_common import (
 )
 
 if TYPE_CHECKING:
-    from .vault import Vault
+    from coactive_credd.vault import Vault
 
 
 def has_terminal() -> bool:
@@ -57,7 +57,7 @@ def read_passphrase(prompt: str, from_stdin: bool, *, confirm: bool = False) -> 
 
 def unlock_for_cli(vault: Vault, from_stdin: bool) -> None:
     """Open a passphrase vault in this process (for login, logout, rekey)."""
-    from .vault import WrongPassphrase
+    from coactive_credd.vault import WrongPassphrase
 
     if not vault.locked:
         return
@@ -74,7 +74,7 @@ def unlock_for_cli(vault: Vault, from_stdin: bool) -> None:
 
 
 def _admin(path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    from .cli_common import admin
+    from coactive_credd.cli_common import admin
 
     return admin(resolve_paths(), path, body)
 
@@ -105,7 +105,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 def cmd_rekey(args: argparse.Namespace) -> int:
     import coactive_token
 
-    from . import fsutil
+    from coactive_credd import fsutil
 
     paths = resolve_paths()
     guard_secret_holder(paths)  # the new passphrase goes to the daemon: no impostor

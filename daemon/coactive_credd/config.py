@@ -38,7 +38,7 @@ from typing import Any, Literal, cast
 
 import coactive_token
 
-from . import fsutil, proxy
+from coactive_credd import fsutil, proxy
 
 DEFAULT_BASE_URL = "https://api.coactive.ai"
 DEFAULT_SKEW = 30.0

@@ -19,10 +19,10 @@ import os
 import stat
 from pathlib import Path
 
-from . import config, credfile, engine, fsutil, tokenfile
-from .api import Api
-from .paths import Paths
-from .refresh import Daemon
+from coactive_credd import config, credfile, engine, fsutil, tokenfile
+from coactive_credd.api import Api
+from coactive_credd.paths import Paths
+from coactive_credd.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 

@@ -25,11 +25,11 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .vault import ProfileSecrets
+from coactive_credd.vault import ProfileSecrets
 
 if TYPE_CHECKING:
-    from .config import ProfileConfig
-    from .refresh import Daemon
+    from coactive_credd.config import ProfileConfig
+    from coactive_credd.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 

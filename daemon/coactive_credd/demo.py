@@ -20,7 +20,7 @@ from typing import IO
 
 import coactive_token
 
-from .fakeupstream import FakeCoactiveThread
+from coactive_credd.testing.fakeupstream import FakeCoactiveThread
 
 DEMO_TOKEN = "demo-personal-token"  # noqa: S105 - the fake's own credential, not a real one
 LIFETIME = 30

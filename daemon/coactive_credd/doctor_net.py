@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .cli_common import resolve_paths
+from coactive_credd.cli_common import resolve_paths
 
 NET_TIMEOUT = 5.0  # seconds for each DNS, TCP or TLS step
 CLOCK_TOLERANCE = 60.0  # seconds of difference from Coactive's clock that count as a problem
@@ -37,7 +37,7 @@ def _reach(
     then NO_PROXY/HTTPS_PROXY as curl reads them), and shown without its password."""
     import ssl
 
-    from . import proxy
+    from coactive_credd import proxy
 
     parts = urlsplit(base_url)
     host = parts.hostname or ""
@@ -150,7 +150,7 @@ def _clock(where: str, head: str) -> list[Finding]:
 
 def network(found: list[Finding]) -> None:
     """Probe every configured profile's Coactive; append the findings."""
-    from . import config
+    from coactive_credd import config
 
     try:
         profiles = list(config.load(resolve_paths().config_file).profiles.values())

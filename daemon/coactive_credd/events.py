@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import engine
-from .refresh import rfc3339
+from coactive_credd import engine
+from coactive_credd.refresh import rfc3339
 
 if TYPE_CHECKING:
-    from .refresh import Daemon
+    from coactive_credd.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 
@@ -133,12 +133,12 @@ class Hub:
         self._timer = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        from .api import ApiError
+        from coactive_credd.api import ApiError
 
         profile = request.query.get("profile") or None
         if profile is not None:
             try:
-                from .config import check_profile_name
+                from coactive_credd.config import check_profile_name
 
                 check_profile_name(profile)
             except ValueError as exc:

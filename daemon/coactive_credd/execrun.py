@@ -37,7 +37,7 @@ from pathlib import Path
 
 import coactive_token
 
-from . import tokenfile
+from coactive_credd import tokenfile
 
 RELAYED = (
     signal.SIGTERM,

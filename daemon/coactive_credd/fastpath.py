@@ -24,9 +24,9 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from . import audit, engine, logguard
-from .api import Api, peer_credentials
-from .request import (
+from coactive_credd import audit, engine, logguard
+from coactive_credd.api import Api, peer_credentials
+from coactive_credd.request import (
     MAX_HEADERS,
     MAX_LINE,
     BadQuery,
@@ -47,7 +47,6 @@ IDLE = 60.0  # seconds an idle keep-alive connection is kept, as aiohttp's keepa
 WRITE_HIGH = 16 * 1024
 WRITE_LOW = 4 * 1024
 KERNEL_SNDBUF = 32 * 1024  # SO_SNDBUF of each connection (Linux doubles it for bookkeeping)
-_UNCOUNTED: dict[str, int] = {}  # for a connection not yet made (tests call answer())
 _OK_HEALTHZ = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
 )
@@ -80,7 +79,7 @@ class FastConnection(asyncio.Protocol):
         self.answered = 0  # requests answered on this connection
         self.writing_paused = False
         self.client: audit.Client | None = None  # its entry in the audit trail
-        self.tokens: dict[str, int] = _UNCOUNTED
+        self.tokens: dict[str, int] = {}  # its audit entry's counts, once the peer is known
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from . import fsutil
+from coactive_credd import fsutil
 
 PROG = "coactive-credd"
 SOCKET_UNIT = "coactive-credd.socket"

@@ -34,12 +34,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, credage, engine
-from .stats import LOGIN_BUCKETS
+from coactive_credd import __version__, credage, engine
+from coactive_credd.stats import LOGIN_BUCKETS
 
 if TYPE_CHECKING:
-    from .audit import Audit
-    from .refresh import Daemon
+    from coactive_credd.audit import Audit
+    from coactive_credd.refresh import Daemon
 
 __all__ = ["INSTALL_HINT", "MetricsUnavailable", "render"]
 

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import clocks, config, credage, credfile, engine, proxy, service
-from .config import Config, ProfileConfig
-from .paths import Paths
-from .shield import Shielded
-from .stats import Stats
-from .upstream import (
+from coactive_credd import clocks, config, credage, credfile, engine, proxy, service
+from coactive_credd.config import Config, ProfileConfig
+from coactive_credd.paths import Paths
+from coactive_credd.shield import Shielded
+from coactive_credd.stats import Stats
+from coactive_credd.upstream import (
     Credential,
     CredentialsRejected,
     Upstream,
@@ -31,7 +31,14 @@ from .upstream import (
     UpstreamUnavailable,
     validate_base_url,
 )
-from .vault import CachedToken, Vault, VaultData, VaultError, VaultLocked, WrongPassphrase
+from coactive_credd.vault import (
+    CachedToken,
+    Vault,
+    VaultData,
+    VaultError,
+    VaultLocked,
+    WrongPassphrase,
+)
 
 log = logging.getLogger("coactive_credd")
 

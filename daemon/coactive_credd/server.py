@@ -12,12 +12,13 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from . import (
+from coactive_credd import (
     __version__,
     config,
     containers,
@@ -28,14 +29,13 @@ from . import (
     pidfile,
     request,
     service,
-    testhooks,
 )
-from .api import Api
-from .fastpath import FastSite
-from .httpserver import ProtocolServer
-from .paths import Paths
-from .refresh import Daemon
-from .vault import VaultError
+from coactive_credd.api import Api
+from coactive_credd.fastpath import FastSite
+from coactive_credd.httpserver import ProtocolServer
+from coactive_credd.paths import Paths
+from coactive_credd.refresh import Daemon
+from coactive_credd.vault import VaultError
 
 log = logging.getLogger("coactive_credd")
 
@@ -172,8 +172,17 @@ async def start_sites(
     return sites
 
 
-async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. SIGHUP re-reads the config and the vault."""
+async def run(
+    paths: Paths,
+    *,
+    ready: Callable[[Daemon], None] | None = None,
+    prepare: Callable[[Daemon], list[Coroutine[Any, Any, None]]] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT. SIGHUP re-reads the config and the vault.
+
+    ``ready`` is called once the sockets serve; ``prepare`` (the testing room's start-up
+    switches, :mod:`coactive_credd.testing.serve`) is called with the daemon before it loads,
+    and returns coroutines to run beside the scheduler. Production passes neither."""
     inherited = service.inherited_sockets()
     own_socket = not inherited
     startup_lock = None
@@ -206,7 +215,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         sockets = inherited
         startup_lock = pidfile.claim(paths.socket)  # best effort: for `coactive-credd stop`
     daemon = Daemon(paths)
-    testhooks.apply(daemon)  # test-only knobs; nothing unless COACTIVE_CREDD_TEST_* is set
+    extra_tasks = prepare(daemon) if prepare is not None else []
     try:
         daemon.load()
     except (config.ConfigError, VaultError) as exc:
@@ -228,7 +237,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     background = [asyncio.create_task(daemon.scheduler())]
-    background += [asyncio.create_task(c) for c in testhooks.background(daemon)]
+    background += [asyncio.create_task(c) for c in extra_tasks]
     interval = daemon.notifier.watchdog_interval()
     if interval:
         background.append(asyncio.create_task(_watchdog(daemon.notifier, interval)))

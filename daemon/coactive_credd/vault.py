@@ -48,8 +48,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from . import fsutil
-from .shield import ShieldedKey
+from coactive_credd import fsutil
+from coactive_credd.shield import ShieldedKey
 
 MAGIC = b"CCDV"
 FORMAT_VERSION = 1

@@ -1,7 +1,9 @@
-"""Test-only knobs for crash and soak runs of the real daemon process. Not a product setting.
+"""Test-only knobs for crash and soak runs of the real daemon process. Not a product setting:
+``coactive-credd serve`` never reads them; only the testing room's own entry point,
+``python3 -m coactive_credd.testing.serve`` (:mod:`coactive_credd.testing.serve`), does.
 
-The soak (``bench/soak.py``) and the kill -9 loops (``bench/kill9.py``) drive the shipped
-``coactive-credd serve`` as a subprocess, so they cannot hand it an injected clock or a short
+The soak (``bench/soak.py``) and the kill -9 loops (``bench/kill9.py``) drive the real daemon
+as a subprocess, so they cannot hand it an injected clock or a short
 vault-write window the way in-process tests do. Two environment variables, read once at
 start-up and ignored unless set, give them that::
 
@@ -70,6 +72,13 @@ class OffsetClock:
         while True:
             await asyncio.sleep(POLL_SECONDS)
             self.read()
+
+
+def prepare(daemon: _Hookable) -> list[Coroutine[Any, Any, None]]:
+    """Apply the knobs set in the environment to ``daemon``, and return the coroutines they
+    need running beside it (none when no knob is set)."""
+    apply(daemon)
+    return background(daemon)
 
 
 def apply(daemon: _Hookable) -> None:

@@ -15,7 +15,7 @@ The ledger (``FakeCoactive.ledger``) is what a soak checks answers against: ever
 fake issued, for which credential (:func:`credential_id`), when (epoch seconds, the fake's
 wall clock) and for how long (seconds).
 
-Run it alone with ``python -m coactive_credd.fakeupstream --personal-token T``; it prints its
+Run it alone with ``python -m coactive_credd.testing.fakeupstream --personal-token T``; it prints its
 base URL on one line and serves until SIGTERM or SIGINT.
 """
 
@@ -483,7 +483,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m coactive_credd.fakeupstream",
+        prog="python -m coactive_credd.testing.fakeupstream",
         description="Serve a fake of Coactive's login endpoint on loopback "
         "(for tests and demos only).",
     )
