@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import (
+from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import (
     PERSONAL_TOKEN,
     Daemon,
     call,
@@ -35,7 +37,6 @@ from coactive_credd.conftest import (
     start_daemon,
     wait_ready,
 )
-from coactive_credd.testing.fakeupstream import FakeCoactive
 
 STATUS_LINE = re.compile(r"^\d+ profile\(s\)(, next refresh in \d+ min)?$")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import audit
-from coactive_credd.conftest import Daemon, FakeClock, leaked, run_cli
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, FakeClock, leaked, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

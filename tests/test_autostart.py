@@ -24,8 +24,9 @@ from pathlib import Path
 import coactive_token
 import pytest
 from coactive_credd import install
-from coactive_credd.conftest import call, leaked, login, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import call, leaked, login, start_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "client_shim"

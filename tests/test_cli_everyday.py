@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import Daemon, login, run_cli, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, login, run_cli, start_daemon
 
 
 def one_line(text: str) -> bool:

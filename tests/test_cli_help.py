@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import PERSONAL_TOKEN, Daemon, login, run_cli
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import PERSONAL_TOKEN, Daemon, login, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = [

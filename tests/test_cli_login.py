@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 from coactive_credd import config
-from coactive_credd.conftest import (
+from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     PERSONAL_TOKEN,
@@ -22,7 +24,6 @@ from coactive_credd.conftest import (
     run_cli,
     start_daemon,
 )
-from coactive_credd.testing.fakeupstream import FakeCoactive
 
 PASSPHRASE = "correct horse battery staple"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import config, credage
-from coactive_credd.conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, run_cli
+
+from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, run_cli
 
 DAY = 86400
 

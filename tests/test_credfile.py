@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coactive_credd.conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, run_cli, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
+
+from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, run_cli, start_daemon
 
 ROTATED = "cpt_R0tated.Secret-for_tests~only"
 

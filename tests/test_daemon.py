@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import (
+from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     PERSONAL_TOKEN,
@@ -23,7 +25,6 @@ from coactive_credd.conftest import (
     run_cli,
     start_daemon,
 )
-from coactive_credd.testing.fakeupstream import FakeCoactive
 
 
 def test_personal_token_login_serve_and_every_client_command(
@@ -485,7 +486,7 @@ async def test_a_daemon_whose_socket_is_removed_or_replaced_stops(tmp_path: Path
 def test_keep_alive_answers_and_uvloop_is_used_when_installed(daemon: Daemon) -> None:
     import importlib.util
 
-    from coactive_credd.conftest import UnixHTTP
+    from .conftest import UnixHTTP
 
     conn = UnixHTTP(str(daemon.socket))
     try:

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 from coactive_credd import config
-from coactive_credd.conftest import Daemon
+
+from .conftest import Daemon
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

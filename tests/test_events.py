@@ -19,8 +19,9 @@ from typing import Any
 import coactive_token
 import pytest
 from coactive_credd import api, engine, events, server
-from coactive_credd.conftest import PERSONAL_TOKEN, Daemon, InProc, login, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
+
+from .conftest import PERSONAL_TOKEN, Daemon, InProc, login, start_daemon
 
 SHIM = Path(__file__).resolve().parent.parent / "client_shim"
 LIFETIME = 24  # served for 12 s, replaced about 10 s in: never lapses on a busy machine

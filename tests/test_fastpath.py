@@ -16,8 +16,9 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 from coactive_credd import api, fastpath, logguard, server
-from coactive_credd.conftest import InProc
 from coactive_credd.fastpath import FastSite
+
+from .conftest import InProc
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:

@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from coactive_credd.conftest import Daemon, login, wait_ready
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, login, wait_ready
 
 GET = b"GET /v1/token HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.conftest import PERSONAL_TOKEN, FakeClock, run_cli
 from coactive_credd.testing.fakeupstream import FakeCoactive
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from .conftest import PERSONAL_TOKEN, FakeClock, run_cli
 
 EXAMPLES = int(os.environ.get("COACTIVE_CREDD_FUZZ_EXAMPLES", "300"))
 READ_TIMEOUT = 2.0  # seconds to wait for the answers to one example

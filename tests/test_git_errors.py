@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from coactive_credd.conftest import Daemon, login, run_cli, start_daemon
-from coactive_credd.test_git_helper import helper, host_of
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, login, run_cli, start_daemon
+from .test_git_helper import helper, host_of
 
 PASSPHRASE = "correct horse battery staple"
 

@@ -20,8 +20,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from coactive_credd.conftest import Daemon, leaked, login, run_cli
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, leaked, login, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "client_shim" / "sh" / "git-credential-coactive"

@@ -13,9 +13,10 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from coactive_credd.conftest import Daemon, call, login, run_cli
-from coactive_credd.test_git_helper import fill, git, git_env, helper, host_of, parse
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, call, login, run_cli
+from .test_git_helper import fill, git, git_env, helper, host_of, parse
 
 __all__ = ["git_env"]  # the fixture, used here by name
 

@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 from coactive_credd import gitcred
-from coactive_credd.conftest import PERSONAL_TOKEN, InProc, run_cli
+
+from .conftest import PERSONAL_TOKEN, InProc, run_cli
 
 
 @pytest.mark.parametrize(

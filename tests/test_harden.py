@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import PERSONAL_TOKEN, run_cli
+
+from .conftest import PERSONAL_TOKEN, run_cli
 
 CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
 

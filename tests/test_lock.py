@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import config
-from coactive_credd.conftest import PERSONAL_TOKEN, InProc, both_paths, login, run_cli, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import PERSONAL_TOKEN, InProc, both_paths, login, run_cli, start_daemon
 
 PASSPHRASE = "correct horse battery staple"
 

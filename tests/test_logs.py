@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import leaked, login, start_daemon, wait_ready
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import leaked, login, start_daemon, wait_ready
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,7 @@ def test_an_existing_log_file_is_made_private(home: Path, fake: FakeCoactive) ->
     with open(logf, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "coactive_credd", "serve"],
                                 stdout=out, stderr=out)  # fmt: skip
-    from coactive_credd.conftest import Daemon
+    from .conftest import Daemon
 
     d = Daemon(socket=home / "credd.sock", log=logf, proc=proc, home=home)
     try:
@@ -76,7 +77,7 @@ def test_a_pipe_is_not_rotated_and_a_bad_level_is_one_line(home: Path, fake: Fak
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "COACTIVE_CREDD_LOG_MAX_BYTES": "100", "COACTIVE_CREDD_LOG_LEVEL": "loud"},
     )  # fmt: skip
-    from coactive_credd.conftest import Daemon
+    from .conftest import Daemon
 
     d = Daemon(socket=home / "credd.sock", log=home / "unused", proc=proc, home=home)
     try:
@@ -108,7 +109,8 @@ def test_a_daemon_started_by_a_client_rotates_its_credd_log(
     import signal
 
     import coactive_token
-    from coactive_credd.conftest import call
+
+    from .conftest import call
 
     login(fake)
     monkeypatch.setenv("COACTIVE_CREDD_LOG_MAX_BYTES", "1000")

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coactive_credd.conftest import Daemon, call, leaked, login, start_daemon, wait_ready
 from coactive_credd.testing.fakeupstream import FakeCoactive
 from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import Daemon, call, leaked, login, start_daemon, wait_ready
 
 
 def scrape(d: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -83,7 +84,7 @@ def test_a_scrape_counts_what_happened(daemon: Daemon, fake: FakeCoactive) -> No
 
 
 def test_system_credentials_have_no_age_metric(home: Path, fake: FakeCoactive) -> None:
-    from coactive_credd.conftest import CLIENT_ID, CLIENT_SECRET, run_cli
+    from .conftest import CLIENT_ID, CLIENT_SECRET, run_cli
 
     proc = run_cli("login", "--base-url", fake.base_url, "--client-id", CLIENT_ID,
                    "--client-secret-stdin", input=CLIENT_SECRET + "\n")  # fmt: skip

@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import Daemon
-from coactive_credd.test_python_shim import FakeAPI, api
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon
+from .test_python_shim import FakeAPI, api
 
 __all__ = ["api"]  # the fixture, used here by name
 

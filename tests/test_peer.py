@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import api
-from coactive_credd.conftest import Daemon, InProc, both_paths, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, InProc, both_paths, start_daemon
 
 NOBODY = 65534
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from coactive_credd import engine, refresh
-from coactive_credd.conftest import PERSONAL_TOKEN, FakeClock, InProc, login, on_disk
+
+from .conftest import PERSONAL_TOKEN, FakeClock, InProc, login, on_disk
 
 OTHER_TOKEN = "cpt_An0ther.Pers0nal-token"
 

@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import PERSONAL_TOKEN, start_daemon, wait_ready
-from coactive_credd.test_credfile import ROTATED, Secret, wait_for, write_config
 from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread, credential_id
+
+from .conftest import PERSONAL_TOKEN, start_daemon, wait_ready
+from .test_credfile import ROTATED, Secret, wait_for, write_config
 
 SHIM = Path(__file__).resolve().parent.parent / "client_shim" / "sh" / "coactive-token"
 APP, STRANGER, POD_GID = 10002, 10003, 20000

@@ -11,7 +11,8 @@ from datetime import datetime
 
 import pytest
 from coactive_credd import engine
-from coactive_credd.conftest import InProc, both_paths
+
+from .conftest import InProc, both_paths
 
 
 def current(ip: InProc) -> engine.Token:

@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 from coactive_credd import config
-from coactive_credd.conftest import (
+from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
+from coactive_credd.vault import VaultData
+
+from .conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     PERSONAL_TOKEN,
@@ -23,8 +26,6 @@ from coactive_credd.conftest import (
     on_disk,
     run_cli,
 )
-from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
-from coactive_credd.vault import VaultData
 
 
 async def login_system(ip: InProc, client_id: str = CLIENT_ID) -> None:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import config, proxy
-from coactive_credd.conftest import PERSONAL_TOKEN, run_cli, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
+
+from .conftest import PERSONAL_TOKEN, run_cli, start_daemon
 
 PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY",
               "no_proxy", "NO_PROXY")  # fmt: skip

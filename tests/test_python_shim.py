@@ -21,8 +21,9 @@ from typing import Any
 
 import coactive_token as ct
 import pytest
-from coactive_credd.conftest import Daemon, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, start_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 

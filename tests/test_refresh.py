@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 from coactive_credd import config, engine
-from coactive_credd.conftest import InProc, both_paths
 from coactive_credd.upstream import Upstream
+
+from .conftest import InProc, both_paths
 
 
 def current(ip: InProc) -> engine.Token:

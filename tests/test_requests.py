@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import request
-from coactive_credd.conftest import Daemon, login, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, login, start_daemon
 
 GET = b"GET /v1/token HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -74,7 +75,7 @@ def both(home: Path, fake: FakeCoactive) -> Iterator[tuple[Daemon, Daemon]]:
         wait=False,
     )
     slow.socket = home / "slow.sock"
-    from coactive_credd.conftest import wait_ready
+    from .conftest import wait_ready
 
     wait_ready(slow)
     yield shipped, slow

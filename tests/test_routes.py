@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from coactive_credd import engine, service
-from coactive_credd.conftest import InProc, both_paths, run_cli
 from coactive_credd.refresh import rfc3339
 from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import InProc, both_paths, run_cli
 
 PASSPHRASE = "correct horse battery staple"
 SHAPE = 'send {"rejected_token_sha256": "<hex>"}'

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coactive_credd.conftest import Daemon, login, run_cli
-from coactive_credd.test_git_helper import fill, git, git_env, parse
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import Daemon, login, run_cli
+from .test_git_helper import fill, git, git_env, parse
 
 __all__ = ["git_env"]  # the fixture, used here by name
 

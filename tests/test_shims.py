@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.conftest import PERSONAL_TOKEN, Daemon, leaked, login, start_daemon, wait_ready
 from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import PERSONAL_TOKEN, Daemon, leaked, login, start_daemon, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "client_shim"

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.conftest import login
-from coactive_credd.test_shims import (
+from coactive_credd.testing.fakeupstream import FakeCoactive
+
+from .conftest import login
+from .test_shims import (
     CLIS,
     PROGS,
     SHIM,
@@ -31,7 +33,6 @@ from coactive_credd.test_shims import (
     prepare,
     run,
 )
-from coactive_credd.testing.fakeupstream import FakeCoactive
 
 __all__ = ["go_cli", "prepare"]  # fixtures, used here by name
 

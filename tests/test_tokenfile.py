@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import PERSONAL_TOKEN, leaked, login, run_cli, start_daemon
 from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
+
+from .conftest import PERSONAL_TOKEN, leaked, login, run_cli, start_daemon
 
 # Tokens of 24 s are served for 12 s and replaced about 10 s in (the daemon's floor between
 # background logins is 10 s), so they never lapse on a busy machine; 6 s tokens (served 3 s)

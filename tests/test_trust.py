@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from coactive_credd.conftest import PERSONAL_TOKEN
+
+from .conftest import PERSONAL_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "client_shim"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import config, fsutil
-from coactive_credd.conftest import run_cli
 from coactive_credd.fsutil import InsecurePathError
+
+from .conftest import run_cli
 
 OTHER_UID = 4242
 CONFIG = '[profiles.default]\nbase_url = "http://127.0.0.1:9"\n'

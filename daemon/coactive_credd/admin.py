@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from coactive_credd import config
+from coactive_credd.errors import CreddError
 from coactive_credd.vault import CachedToken, ProfileSecrets, VaultData
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("coactive_credd")
 
 
-class AdminError(Exception):
+class AdminError(CreddError):
     """A refused admin write: (HTTP status, code, message, hint)."""
 
     def __init__(self, status: int, code: str, message: str, hint: str) -> None:

@@ -33,6 +33,7 @@ from coactive_credd import (
     gitcred,
     proxy,
 )
+from coactive_credd.errors import CreddError
 from coactive_credd.refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from coactive_credd.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from coactive_credd.vault import VaultError, WrongPassphrase
@@ -43,7 +44,7 @@ MAX_BODY = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ApiError(Exception):
+class ApiError(CreddError):
     """An error answer of the socket protocol: ``{"error": {code, message, hint}}``."""
 
     def __init__(self, status: int, code: str, message: str, hint: str) -> None:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from coactive_credd.cli_common import (
     EXIT_FAILURE,
-    EXIT_LOCKED,
     EXIT_USAGE,
     PROG,
     CommandError,
+    CreddError,
     profile_name,
     resolve_paths,
     say,
@@ -151,20 +151,6 @@ def _main(argv: Sequence[str] | None) -> int:
         return _known_failure(exc)
 
 
-# Errors the user can fix, said in one line: (module, class, exit code). Looked up in
-# sys.modules, so a client command never imports a heavy room just to recognise its errors.
-_EXPECTED = (
-    ("coactive_token", "CredddError", None),  # carries its own exit code
-    ("coactive_credd.vault", "VaultLocked", EXIT_LOCKED),
-    ("coactive_credd.vault", "VaultError", EXIT_FAILURE),
-    ("coactive_credd.config", "ConfigError", EXIT_FAILURE),
-    ("coactive_credd.fsutil", "InsecurePathError", EXIT_FAILURE),
-    ("coactive_credd.server", "StartupError", EXIT_FAILURE),
-    ("coactive_credd.tokenfile", "TokenFileError", EXIT_FAILURE),
-    ("coactive_credd.service", "ActivationError", EXIT_FAILURE),
-)
-
-
 # The daemon's hints speak the socket protocol; on the command line the flags say it.
 _PROTOCOL_WORDS = (
     ("pass ?min_ttl=SECONDS", "pass --min-ttl SECONDS"),
@@ -182,12 +168,13 @@ def _cli_words(text: str) -> str:
 
 
 def _known_failure(exc: Exception) -> int:
-    """Turn the rooms' errors into one line and an exit code; anything else is a bug."""
-    for module, name, code in _EXPECTED:
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(exc, cls):
-            say(_cli_words(str(exc)))
-            return int(getattr(exc, "exit_code", EXIT_FAILURE)) if code is None else code
+    """Turn the error tree's errors (:mod:`coactive_credd.errors`, and the client shim's own
+    root) into one line and their exit code; anything else is a bug."""
+    import coactive_token  # stdlib only, and imported already by every client command
+
+    if isinstance(exc, CreddError | coactive_token.CredddError):
+        say(_cli_words(str(exc)))
+        return exc.exit_code
     if os.environ.get("COACTIVE_CREDD_DEBUG"):
         raise exc
     if isinstance(exc, OSError):

@@ -15,27 +15,44 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from coactive_credd.errors import (
+    EXIT_FAILURE,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_UNAVAILABLE,
+    EXIT_UNKNOWN_PROFILE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CreddError,
+)
+
 if TYPE_CHECKING:
     from coactive_credd.paths import Paths
     from coactive_credd.vault import Vault
 
 PROG = "coactive-credd"
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_UNKNOWN_PROFILE = 4
-EXIT_REJECTED = 5
-EXIT_UNAVAILABLE = 6
-EXIT_LOCKED = 7
+__all__ = [  # the exit codes are the error tree's (coactive_credd.errors), named here too
+    "EXIT_FAILURE",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_REJECTED",
+    "EXIT_UNAVAILABLE",
+    "EXIT_UNKNOWN_PROFILE",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "CommandError",
+    "CreddError",
+]
 
 # A short bound for "is a daemon there and answering at all?" (seconds): a wedged daemon
 # must not hold a command for the 30 s a token request may legitimately wait on Coactive.
 PROBE_TIMEOUT = 3.0
 
 
-class CommandError(Exception):
-    """A failure to print as one line: what is wrong, and the command that fixes it."""
+class CommandError(CreddError):
+    """A failure to print as one line: what is wrong, and the command that fixes it; exits
+    with ``exit_code`` (default 1)."""
 
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
         super().__init__(message)

@@ -39,6 +39,7 @@ from typing import Any, Literal, cast
 import coactive_token
 
 from coactive_credd import fsutil, proxy
+from coactive_credd.errors import CreddError
 
 DEFAULT_BASE_URL = "https://api.coactive.ai"
 DEFAULT_SKEW = 30.0
@@ -47,7 +48,7 @@ AUTH_KINDS = ("personal_token", "client_credentials")
 Auth = Literal["personal_token", "client_credentials"]
 
 
-class ConfigError(Exception):
+class ConfigError(CreddError):
     """The config file or a value in it is wrong; the message says where and how to fix it."""
 
 

@@ -25,6 +25,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from coactive_credd.errors import CreddError
 from coactive_credd.vault import ProfileSecrets
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ MAX_SIZE = 64 * 1024
 CREDENTIALS_PREFIX = "$CREDENTIALS_DIRECTORY/"
 
 
-class CredentialFileError(Exception):
+class CredentialFileError(CreddError):
     """The credential file cannot be used; the message names it and says how to fix it."""
 
 

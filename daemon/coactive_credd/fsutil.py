@@ -26,12 +26,14 @@ from pathlib import Path
 
 import coactive_token
 
+from coactive_credd.errors import CreddError
+
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 _TEMP_TOKEN_BYTES = 6  # atomic_write's temporaries: .NAME.<12 hex digits>.tmp
 
 
-class InsecurePathError(Exception):
+class InsecurePathError(CreddError):
     """A file or folder that should be private is not: too open, foreign, or a symlink."""
 
     def __init__(self, path: Path, problem: str, fix: str, *, kind: str = "private") -> None:

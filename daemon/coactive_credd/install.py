@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from coactive_credd import fsutil
+from coactive_credd.errors import CreddError
 
 PROG = "coactive-credd"
 SOCKET_UNIT = "coactive-credd.socket"
@@ -80,7 +81,7 @@ def installed_executable() -> str:
     )
 
 
-class InstallError(Exception):
+class InstallError(CreddError):
     """Something the user must fix before the service can be installed."""
 
 

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from coactive_credd import __version__, credage, engine
+from coactive_credd.errors import CreddError
 from coactive_credd.stats import LOGIN_BUCKETS
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ INSTALL_HINT = "pip install 'coactive-credd[metrics]'  (or: pip install promethe
 STATES = ("valid", "refreshing", "expired", "reauth_required", "locked", "no_token")
 
 
-class MetricsUnavailable(Exception):
+class MetricsUnavailable(CreddError):
     """prometheus-client is not installed; the message says how to install it."""
 
 

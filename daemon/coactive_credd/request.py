@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
+from coactive_credd.errors import UsageError
+
 __all__ = [
     "MAX_HEADERS",
     "MAX_LINE",
@@ -67,7 +69,7 @@ _MEANINGFUL = re.compile(
 )
 
 
-class BadQuery(ValueError):
+class BadQuery(UsageError, ValueError):
     """A query parameter the protocol does not accept; ``message`` and ``hint`` are one line
     each, fit for the ``bad_request`` error answer."""
 

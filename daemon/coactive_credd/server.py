@@ -31,6 +31,7 @@ from coactive_credd import (
     service,
 )
 from coactive_credd.api import Api
+from coactive_credd.errors import CreddError
 from coactive_credd.fastpath import FastSite
 from coactive_credd.httpserver import ProtocolServer
 from coactive_credd.paths import Paths
@@ -40,7 +41,7 @@ from coactive_credd.vault import VaultError
 log = logging.getLogger("coactive_credd")
 
 
-class StartupError(Exception):
+class StartupError(CreddError):
     """The daemon cannot start; the message says why and what to do."""
 
 

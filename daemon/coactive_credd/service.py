@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from coactive_credd.errors import CreddError
+
 log = logging.getLogger(__name__)
 
 # sd_listen_fds(3): inherited descriptors start right after stdin/stdout/stderr.
@@ -30,7 +32,7 @@ SD_LISTEN_FDS_START = 3
 LAUNCHD_SOCKET_NAME = "Listeners"
 
 
-class ActivationError(RuntimeError):
+class ActivationError(CreddError, RuntimeError):
     """The service manager handed over something the daemon cannot serve on."""
 
 

@@ -27,8 +27,10 @@ import os
 import stat
 from pathlib import Path
 
+from coactive_credd.errors import CreddError
 
-class TokenFileError(Exception):
+
+class TokenFileError(CreddError):
     """The token file's folder cannot be used; the message says why and how to fix it."""
 
 

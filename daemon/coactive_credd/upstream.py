@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from coactive_credd import __version__, redact
+from coactive_credd.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, CreddError
 from coactive_credd.proxy import redact as redact_proxy
 
 __all__ = [
@@ -62,7 +63,7 @@ _REJECTED = frozenset({400, 401, 403})
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-class UpstreamError(Exception):
+class UpstreamError(CreddError):
     """A login exchange failed. ``detail`` is safe to log and never holds a secret."""
 
     retryable: bool = True
@@ -76,6 +77,7 @@ class CredentialsRejected(UpstreamError):
     """Coactive answered 400/401/403: the credentials must be replaced; do not retry."""
 
     retryable = False
+    exit_code = EXIT_REJECTED
 
     def __init__(self, detail: str, *, status: int) -> None:
         super().__init__(detail)
@@ -86,6 +88,7 @@ class UpstreamUnavailable(UpstreamError):
     """Coactive could not be reached or gave no usable answer; try again later."""
 
     retryable = True
+    exit_code = EXIT_UNAVAILABLE
 
     def __init__(
         self, detail: str, *, status: int | None = None, retry_after: float | None = None

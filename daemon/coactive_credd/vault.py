@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from coactive_credd import fsutil
+from coactive_credd.errors import EXIT_LOCKED, CreddError
 from coactive_credd.shield import ShieldedKey
 
 MAGIC = b"CCDV"
@@ -81,7 +82,7 @@ _PREFIX = struct.Struct(">4sBBH")
 # --- errors -----------------------------------------------------------------------------
 
 
-class VaultError(Exception):
+class VaultError(CreddError):
     """Root of every vault failure; the message names the file and the fix."""
 
 
@@ -104,7 +105,9 @@ class VaultVersionError(VaultError):
 
 
 class VaultLocked(VaultError):
-    """The vault is protected by a passphrase and no key is in memory."""
+    """The vault is protected by a passphrase and no key is in memory (exit 7)."""
+
+    exit_code = EXIT_LOCKED
 
 
 class VaultKeyMissing(VaultError):
