@@ -68,7 +68,7 @@ def credd_command() -> list[str] | None:
     if exe:
         return [exe]
     try:
-        import coactive_credd.cli  # noqa: F401
+        import coactive_credd.cli.main  # noqa: F401
     except ImportError:
         return None
     return [sys.executable, "-m", "coactive_credd"]

@@ -43,7 +43,7 @@ def main() -> int:
     lo, hi = (int(x) for x in args.lifetimes.split(":"))
     token = sys.stdin.readline().strip()
 
-    from coactive_credd.cli import main as cli_main
+    from coactive_credd.cli.main import main as cli_main
 
     # Straight to the loopback fake, whatever proxy the environment names.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -308,7 +308,7 @@ class Suite:
             sys.executable,
             "-c",
             "import sys; sys.modules['uvloop'] = None; "
-            "from coactive_credd.cli import main; sys.exit(main())",
+            "from coactive_credd.cli.main import main; sys.exit(main())",
         ]
         c = stack.enter_context(harness.Credd(command=wrapper, home=harness.short_tmpdir("ccb-")))
         c.login()

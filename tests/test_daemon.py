@@ -408,7 +408,7 @@ def test_two_processes_adding_fifty_profiles_each_lose_nothing(
 ) -> None:
     script = (
         "import io, sys\n"
-        "from coactive_credd.cli import main\n"
+        "from coactive_credd.cli.main import main\n"
         "prefix, url, secret = sys.argv[1], sys.argv[2], sys.stdin.readline()\n"
         "for i in range(50):\n"
         "    sys.stdin = io.StringIO(secret)\n"

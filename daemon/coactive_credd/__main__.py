@@ -1,5 +1,5 @@
 import sys
 
-from coactive_credd.cli import main
+from coactive_credd.cli.main import main
 
 sys.exit(main())

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``serve``'s flags from ``argv`` (default ``sys.argv[1:]``) and serve with the
     test switches; returns the exit code ``coactive-credd serve`` would."""
-    from coactive_credd import cli
-    from coactive_credd.cli_common import CommandError, say
-    from coactive_credd.cli_parser import build_parser
+    from coactive_credd.cli import main as cli
+    from coactive_credd.cli.common import CommandError, say
+    from coactive_credd.cli.parser import build_parser
     from coactive_credd.testing import hooks
 
     args = build_parser(only="serve").parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])

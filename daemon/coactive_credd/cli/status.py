@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from coactive_credd.cli_common import (
+from coactive_credd.cli.common import (
     EXIT_LOCKED,
     EXIT_REJECTED,
     EXIT_UNAVAILABLE,

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from coactive_credd.cli_common import (
+from coactive_credd.cli.common import (
     EXIT_LOCKED,
     EXIT_REJECTED,
     EXIT_UNAVAILABLE,
@@ -154,7 +154,7 @@ def open_writer(paths: Paths) -> _Writer:
         return _Writer(paths, vault, via_daemon=False)
     if _daemon_unlocked(paths):
         return _Writer(paths, vault, via_daemon=True)
-    from coactive_credd.cli_vault import has_terminal, read_passphrase
+    from coactive_credd.cli.vault import has_terminal, read_passphrase
     from coactive_credd.vault import WrongPassphrase
 
     if not has_terminal():

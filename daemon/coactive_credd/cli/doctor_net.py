@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from coactive_credd.cli_common import resolve_paths
+from coactive_credd.cli.common import resolve_paths
 
 NET_TIMEOUT = 5.0  # seconds for each DNS, TCP or TLS step
 CLOCK_TOLERANCE = 60.0  # seconds of difference from Coactive's clock that count as a problem

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from coactive_credd.cli_common import CommandError, progress, resolve_paths
+from coactive_credd.cli.common import CommandError, progress, resolve_paths
 
 STOP_GRACE = 10.0  # seconds a daemon gets to flush the vault and go after SIGTERM
 

@@ -23,7 +23,7 @@ def _when(t: object, now: float) -> str:
 def cmd_audit(args: argparse.Namespace) -> int:
     import coactive_token
 
-    from coactive_credd.cli_common import CommandError
+    from coactive_credd.cli.common import CommandError
 
     with coactive_token.Client() as client:
         status, body = client.request("GET", "/v1/audit")

@@ -25,9 +25,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from coactive_credd import doctor_net
-from coactive_credd.cli_common import PROBE_TIMEOUT, resolve_paths
-from coactive_credd.doctor_net import NET_TIMEOUT, Finding
+from coactive_credd.cli import doctor_net
+from coactive_credd.cli.common import PROBE_TIMEOUT, resolve_paths
+from coactive_credd.cli.doctor_net import NET_TIMEOUT, Finding
 
 
 def _files(found: list[Finding]) -> None:

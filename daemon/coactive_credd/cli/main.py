@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from coactive_credd.cli_common import (
+from coactive_credd.cli.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
     PROG,
@@ -40,7 +40,7 @@ __all__ = ["PROG", "CommandError", "main"]
 def cmd_exec(args: argparse.Namespace) -> int:
     import coactive_token
 
-    from coactive_credd import execrun
+    from coactive_credd.cli import execrun
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -79,25 +79,25 @@ def cmd_serve(args: argparse.Namespace, prepare: Prepare | None = None) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from coactive_credd import demo
+    from coactive_credd.cli import demo
 
     return demo.main(duration=args.duration)
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
-    from coactive_credd import install
+    from coactive_credd.cli import install
 
     return install.install_service(args.dry_run)
 
 
 def cmd_uninstall_service(args: argparse.Namespace) -> int:
-    from coactive_credd import install
+    from coactive_credd.cli import install
 
     return install.uninstall_service(args.dry_run)
 
 
 def cmd_service_status(args: argparse.Namespace) -> int:
-    from coactive_credd import install
+    from coactive_credd.cli import install
 
     return install.service_status()
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from coactive_credd.cli_parser import build_parser, command_in
+    from coactive_credd.cli.parser import build_parser, command_in
 
     if argv is None:
         argv = sys.argv[1:]

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from coactive_credd.cli_common import EXIT_FAILURE, EXIT_UNKNOWN_PROFILE, CommandError, profile_name
+from coactive_credd.cli.common import EXIT_FAILURE, EXIT_UNKNOWN_PROFILE, CommandError, profile_name
 
 HELPER = "coactive"  # git runs git-credential-coactive
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from coactive_credd.cli_common import (
+from coactive_credd.cli.common import (
     EXIT_UNKNOWN_PROFILE,
     EXIT_USAGE,
     CommandError,

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from coactive_credd.cli_common import (
+from coactive_credd.cli.common import (
     EXIT_LOCKED,
     EXIT_USAGE,
     CommandError,
@@ -74,7 +74,7 @@ def unlock_for_cli(vault: Vault, from_stdin: bool) -> None:
 
 
 def _admin(path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    from coactive_credd.cli_common import admin
+    from coactive_credd.cli.common import admin
 
     return admin(resolve_paths(), path, body)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, cast
 
 from coactive_credd import __version__
-from coactive_credd.cli_common import EXIT_USAGE, PROG, CommandError
+from coactive_credd.cli.common import EXIT_USAGE, PROG, CommandError
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -76,7 +76,7 @@ def command_in(argv: Sequence[str]) -> str | None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``only``, that command's subparser alone (others skipped),
     which is all a run of that command needs. An unknown ``only`` builds them all."""
-    from coactive_credd.cli_help import HELP, epilog, main_epilog
+    from coactive_credd.cli.help import HELP, epilog, main_epilog
 
     if only is not None and only not in HELP:
         only = None
@@ -120,7 +120,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add(
         "login",
-        _lazy("cli_login", "cmd_login"),
+        _lazy("login", "cmd_login"),
         "store credentials for a profile (verified with one exchange)",
     )
     profile(p)
@@ -168,7 +168,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add(
         "logout",
-        _lazy("cli_login", "cmd_logout"),
+        _lazy("login", "cmd_logout"),
         "remove a profile's credentials and cached token",
     )
     profile(p)
@@ -176,7 +176,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add(
         "serve",
-        _lazy("cli", "cmd_serve"),
+        _lazy("main", "cmd_serve"),
         "run the daemon in the foreground (what the service units run)",
     )
     socket(p)
@@ -189,12 +189,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add(
         "stop",
-        _lazy("cli_daemon", "cmd_stop"),
+        _lazy("daemon", "cmd_stop"),
         "end the running daemon, even one that no longer answers",
     )
     socket(p)
 
-    p = add("token", _lazy("cli_client", "cmd_token"), "print the current access token")
+    p = add("token", _lazy("client", "cmd_token"), "print the current access token")
     profile(p)
     min_ttl(p, "needed validity; a shorter-lived token is refreshed first")
     p.add_argument(
@@ -216,7 +216,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="while Coactive is unreachable and no token is valid, keep asking this long (default 60)",
     )
 
-    p = add("refresh", _lazy("cli_client", "cmd_refresh"), "force a new token now")
+    p = add("refresh", _lazy("client", "cmd_refresh"), "force a new token now")
     profile(p)
     p.add_argument("--all", action="store_true", help="every profile")
 
@@ -229,7 +229,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON event per line")
 
     p = add(
-        "status", _lazy("cli_status", "cmd_status"), "show every profile's state (never a secret)"
+        "status", _lazy("status", "cmd_status"), "show every profile's state (never a secret)"
     )
     p.add_argument(
         "--json", action="store_true", help="machine-readable output (also without a daemon)"
@@ -237,21 +237,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add(
         "doctor",
-        _lazy("cli_doctor", "cmd_doctor"),
+        _lazy("doctor", "cmd_doctor"),
         "check files, socket, service, clock and Coactive; say how to fix each problem",
     )
     p.add_argument("--json", action="store_true", help="machine-readable findings")
 
     p = add(
         "audit",
-        _lazy("cli_audit", "cmd_audit"),
+        _lazy("audit", "cmd_audit"),
         "which programs took tokens (uid, pid, executable)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add(
         "exec",
-        _lazy("cli", "cmd_exec"),
+        _lazy("main", "cmd_exec"),
         "run a command with COACTIVE_ACCESS_TOKEN and COACTIVE_ACCESS_TOKEN_FILE (kept fresh "
         "while it runs), COACTIVE_TOKEN_EXPIRES_AT, COACTIVE_BASE_URL, COACTIVE_CREDD_SOCKET",
     )
@@ -266,7 +266,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     add(
         "socket-path",
-        _lazy("cli_daemon", "cmd_socket_path"),
+        _lazy("daemon", "cmd_socket_path"),
         "print the socket path (for curl --unix-socket); needs no daemon",
     )
 
@@ -275,7 +275,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = add(
         "demo",
-        _lazy("cli", "cmd_demo"),
+        _lazy("main", "cmd_demo"),
         "a self-contained demo against a fake Coactive, about a minute long",
     )
     p.add_argument(
@@ -285,23 +285,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     dry_run = "print every file and command instead of writing or running anything"
     p = add(
         "install-service",
-        _lazy("cli", "cmd_install_service"),
+        _lazy("main", "cmd_install_service"),
         "run the daemon as a user service (systemd or launchd): at login, restarted if it dies",
     )
     p.add_argument("--dry-run", action="store_true", help=dry_run)
     p = add(
         "uninstall-service",
-        _lazy("cli", "cmd_uninstall_service"),
+        _lazy("main", "cmd_uninstall_service"),
         "stop the user service and remove its files (credentials and config stay)",
     )
     p.add_argument("--dry-run", action="store_true", help=dry_run)
     add(
         "service-status",
-        _lazy("cli", "cmd_service_status"),
+        _lazy("main", "cmd_service_status"),
         "is the user service installed and running?",
     )
 
-    from coactive_credd import cli_git, cli_vault
+    from coactive_credd.cli import git as cli_git
+    from coactive_credd.cli import vault as cli_vault
 
     cli_vault.add_commands(add)
     cli_git.add_commands(add)
