@@ -394,7 +394,9 @@ async def inproc(
     import asyncio
 
     import aiohttp
-    from coactive_credd import api, paths, refresh, server
+    from coactive_credd import paths
+    from coactive_credd.server import api, refresh
+    from coactive_credd.server import process as server
 
     via = getattr(request, "param", "fast")
     assert via in ("fast", "aiohttp"), via

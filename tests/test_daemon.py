@@ -462,7 +462,7 @@ def test_ca_bundle_for_a_tls_inspecting_proxy(home: Path, tls_files: tuple[Path,
 async def test_a_daemon_whose_socket_is_removed_or_replaced_stops(tmp_path: Path) -> None:
     import asyncio
 
-    from coactive_credd.server import watch_socket
+    from coactive_credd.server.process import watch_socket
 
     sock = tmp_path / "s"
     for replace in (False, True):

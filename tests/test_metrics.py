@@ -113,7 +113,7 @@ def test_start_up_does_not_import_prometheus_client(home: Path, fake: FakeCoacti
     d = _serve(home, "-X", "importtime")
     try:
         assert d.get("/v1/token")[0] == 200
-        assert "coactive_credd.fastpath" in d.log_text()  # importtime is on
+        assert "coactive_credd.server.fastpath" in d.log_text()  # importtime is on
         assert "prometheus_client" not in d.log_text()
         scrape(d)
         assert "prometheus_client" in d.log_text()  # imported by the first scrape

@@ -297,7 +297,7 @@ async def test_the_scheduler_sleeps_until_the_next_refresh_is_due_and_no_longer(
 async def test_the_peer_is_asked_once_per_connection(
     inproc: InProc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from coactive_credd import api, fastpath
+    from coactive_credd.server import api, fastpath
 
     calls = []
     real = api.peer_credentials

@@ -30,7 +30,7 @@ from coactive_credd.vault import ProfileSecrets
 
 if TYPE_CHECKING:
     from coactive_credd.config import ProfileConfig
-    from coactive_credd.refresh import Daemon
+    from coactive_credd.server.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
 
 from coactive_credd.cli.common import (
     EXIT_FAILURE,
@@ -25,11 +24,6 @@ from coactive_credd.cli.common import (
     resolve_paths,
     say,
 )
-
-if TYPE_CHECKING:
-    from coactive_credd.refresh import Daemon
-
-    Prepare = Callable[[Daemon], list[Coroutine[Any, Any, None]]]
 
 __all__ = ["PROG", "CommandError", "main"]
 
@@ -54,12 +48,11 @@ def cmd_exec(args: argparse.Namespace) -> int:
 # ---- the daemon -----------------------------------------------------------------------
 
 
-def cmd_serve(args: argparse.Namespace, prepare: Prepare | None = None) -> int:
-    """``coactive-credd serve``; ``prepare`` is for the testing room's entry point only (see
-    :func:`coactive_credd.server.run`)."""
+def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from coactive_credd import logsetup, server
+    from coactive_credd.server import logsetup
+    from coactive_credd.server import process as server
 
     logsetup.configure(args.log_level)
     server.harden_process()
@@ -72,7 +65,7 @@ def cmd_serve(args: argparse.Namespace, prepare: Prepare | None = None) -> int:
         loop_factory = None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(server.run(resolve_paths(args.socket), prepare=prepare))
+            runner.run(server.run(resolve_paths(args.socket)))
     except server.StartupError as exc:
         raise CommandError(str(exc)) from None
     return 0

@@ -22,20 +22,11 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from coactive_credd import (
-    __version__,
-    admin,
-    audit,
-    config,
-    credage,
-    engine,
-    events,
-    gitcred,
-    proxy,
-)
+from coactive_credd import __version__, config, credage, engine, gitcred, proxy
 from coactive_credd.errors import CreddError
-from coactive_credd.refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from coactive_credd.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
+from coactive_credd.server import admin, audit, events
+from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from coactive_credd.vault import VaultError, WrongPassphrase
 
 log = logging.getLogger("coactive_credd")
@@ -512,7 +503,7 @@ class Api:
 
     async def get_metrics(self, request: web.BaseRequest) -> web.Response:
         """Prometheus text exposition (see :mod:`metrics`); 503 without prometheus-client."""
-        from coactive_credd import metrics
+        from coactive_credd.server import metrics
 
         try:
             body, content_type = metrics.render(self.d, self.audit)

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from coactive_credd import clocks, config, credage, credfile, engine, proxy, service
+from coactive_credd import clocks, config, credage, credfile, engine, proxy
 from coactive_credd.config import Config, ProfileConfig
 from coactive_credd.paths import Paths
+from coactive_credd.server import service
+from coactive_credd.server.stats import Stats
 from coactive_credd.shield import Shielded
-from coactive_credd.stats import Stats
 from coactive_credd.upstream import (
     Credential,
     CredentialsRejected,

@@ -18,24 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from coactive_credd import (
-    __version__,
-    config,
-    containers,
-    fastpath,
-    fsutil,
-    harden,
-    logguard,
-    pidfile,
-    request,
-    service,
-)
-from coactive_credd.api import Api
+from coactive_credd import __version__, config, fsutil, harden, pidfile, request
 from coactive_credd.errors import CreddError
-from coactive_credd.fastpath import FastSite
-from coactive_credd.httpserver import ProtocolServer
 from coactive_credd.paths import Paths
-from coactive_credd.refresh import Daemon
+from coactive_credd.server import containers, fastpath, logguard, service
+from coactive_credd.server.api import Api
+from coactive_credd.server.fastpath import FastSite
+from coactive_credd.server.httpserver import ProtocolServer
+from coactive_credd.server.refresh import Daemon
 from coactive_credd.vault import VaultError
 
 log = logging.getLogger("coactive_credd")

@@ -25,7 +25,7 @@ from typing import Any
 
 __all__ = ["MAX_CLIENTS", "Audit", "Client", "executable"]
 
-log = logging.getLogger("coactive_credd.audit")
+log = logging.getLogger("coactive_credd.server.audit")
 
 MAX_CLIENTS = 256
 UNKNOWN = "(unknown)"

@@ -24,8 +24,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from coactive_credd import audit, engine, logguard
-from coactive_credd.api import Api, peer_credentials
+from coactive_credd import engine
 from coactive_credd.request import (
     MAX_HEADERS,
     MAX_LINE,
@@ -35,6 +34,8 @@ from coactive_credd.request import (
     parse_min_ttl,
     parse_query,
 )
+from coactive_credd.server import audit, logguard
+from coactive_credd.server.api import Api, peer_credentials
 
 __all__ = ["IDLE", "MAX_HEADERS", "MAX_LINE", "FastConnection", "FastSite"]
 

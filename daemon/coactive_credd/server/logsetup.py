@@ -29,7 +29,7 @@ import stat
 import sys
 import time
 
-from coactive_credd import service
+from coactive_credd.server import service
 
 LOG_MAX_BYTES_ENV = "COACTIVE_CREDD_LOG_MAX_BYTES"
 LOG_LEVEL_ENV = "COACTIVE_CREDD_LOG_LEVEL"

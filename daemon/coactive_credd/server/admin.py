@@ -29,7 +29,7 @@ from coactive_credd.errors import CreddError
 from coactive_credd.vault import CachedToken, ProfileSecrets, VaultData
 
 if TYPE_CHECKING:
-    from coactive_credd.refresh import Daemon
+    from coactive_credd.server.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 

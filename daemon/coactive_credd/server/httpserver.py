@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from coactive_credd import logguard
+from coactive_credd.server import logguard
 
 __all__ = ["ProtocolServer"]
 

@@ -20,9 +20,9 @@ import stat
 from pathlib import Path
 
 from coactive_credd import config, credfile, engine, fsutil, tokenfile
-from coactive_credd.api import Api
 from coactive_credd.paths import Paths
-from coactive_credd.refresh import Daemon
+from coactive_credd.server.api import Api
+from coactive_credd.server.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 

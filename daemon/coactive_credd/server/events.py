@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from coactive_credd import engine
-from coactive_credd.refresh import rfc3339
+from coactive_credd.server.refresh import rfc3339
 
 if TYPE_CHECKING:
-    from coactive_credd.refresh import Daemon
+    from coactive_credd.server.refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
 
@@ -133,7 +133,7 @@ class Hub:
         self._timer = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        from coactive_credd.api import ApiError
+        from coactive_credd.server.api import ApiError
 
         profile = request.query.get("profile") or None
         if profile is not None:

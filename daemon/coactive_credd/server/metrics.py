@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from coactive_credd import __version__, credage, engine
 from coactive_credd.errors import CreddError
-from coactive_credd.stats import LOGIN_BUCKETS
+from coactive_credd.server.stats import LOGIN_BUCKETS
 
 if TYPE_CHECKING:
-    from coactive_credd.audit import Audit
-    from coactive_credd.refresh import Daemon
+    from coactive_credd.server.audit import Audit
+    from coactive_credd.server.refresh import Daemon
 
 __all__ = ["INSTALL_HINT", "MetricsUnavailable", "render"]
 
