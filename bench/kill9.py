@@ -192,7 +192,7 @@ class Loop:
     def check_disk(self) -> dict[str, str]:
         """Open vault and config as a restarting daemon would; compare with the model.
         Returns the profiles with credentials in both (the ones the daemon must serve)."""
-        from coactive_credd import config
+        from coactive_credd.core import config
         from coactive_credd.vault import Vault, VaultError
 
         vault = Vault(self.home / "vault.bin", self.home / "vault.key", self.home / "vault.lock")

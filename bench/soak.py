@@ -176,7 +176,7 @@ class Soak:
     def setup(self) -> None:
         """Every profile's credentials straight into the vault and config (as `login
         --no-verify` would write them, without 50 CLI starts)."""
-        from coactive_credd import config, fsutil
+        from coactive_credd.core import config, fsutil
         from coactive_credd.vault import ProfileSecrets, Vault, VaultData
 
         for name in self.names:

@@ -23,14 +23,44 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import harness
 from harness import REPO
 from soak_check import Answer
 
-if TYPE_CHECKING:
-    from soak import Soak
+
+class _Plan(Protocol):
+    @property
+    def shims(self) -> bool: ...
+    @property
+    def loadgen(self) -> bool: ...
+    @property
+    def raw_threads(self) -> int: ...
+
+
+class _Fake(Protocol):
+    @property
+    def base_url(self) -> str: ...
+
+
+class Soak(Protocol):
+    """What the callers need of a soak run (``soak.Soak``), named here so that the two modules
+    do not import each other."""
+
+    home: Path
+    sock: Path
+    env: dict[str, str]
+    names: list[str]
+
+    @property
+    def plan(self) -> _Plan: ...
+    @property
+    def fake(self) -> _Fake: ...
+    stop: threading.Event
+    current: str
+    answers: list[Answer]
+    loadgen_runs: list[dict[str, Any]]
 
 RAW_INTERVAL = 0.02  # seconds between one keep-alive thread's requests
 SHIM_INTERVAL = 0.4  # seconds between one shim kind's process starts

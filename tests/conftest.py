@@ -394,7 +394,7 @@ async def inproc(
     import asyncio
 
     import aiohttp
-    from coactive_credd import paths
+    from coactive_credd.core import paths
     from coactive_credd.server import api, refresh
     from coactive_credd.server import process as server
 

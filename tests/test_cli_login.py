@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from coactive_credd import config
+from coactive_credd.core import config
 from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import (

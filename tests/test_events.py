@@ -18,7 +18,7 @@ from typing import Any
 
 import coactive_token
 import pytest
-from coactive_credd import engine
+from coactive_credd.core import engine
 from coactive_credd.server import api, events
 from coactive_credd.server import process as server
 from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread

@@ -60,7 +60,7 @@ def served() -> Iterator[Served]:
         stop: list[asyncio.Event] = []
 
         async def main() -> None:
-            from coactive_credd import paths
+            from coactive_credd.core import paths
             from coactive_credd.server import api, refresh
             from coactive_credd.server import process as server
 

@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 
 import pytest
-from coactive_credd import engine
+from coactive_credd.core import engine
 
 from .conftest import InProc, both_paths
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from coactive_credd import config, engine
-from coactive_credd.upstream import Upstream
+from coactive_credd.core import config, engine
+from coactive_credd.upstream.exchange import Upstream
 
 from .conftest import InProc, both_paths
 

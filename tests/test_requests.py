@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd import request
+from coactive_credd.core import request
 from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, login, start_daemon

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd import engine
+from coactive_credd.core import engine
 from coactive_credd.server import service
 from coactive_credd.server.refresh import rfc3339
 from prometheus_client.parser import text_string_to_metric_families

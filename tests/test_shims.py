@@ -123,7 +123,7 @@ class Prepared:
 
 def lock_vault() -> None:
     """Put the vault under a passphrase; a daemon started afterwards has it locked."""
-    from coactive_credd import paths
+    from coactive_credd.core import paths
     from coactive_credd.vault import Vault
 
     where = paths.resolve()

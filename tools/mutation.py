@@ -32,6 +32,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = Path(tempfile.gettempdir()) / f"ccd-mutation-{os.getuid()}"
 
+# module -> its path inside the package (its room), for mutmut's names and only_mutate
+WHERE = {
+    "engine": "core.engine",
+    "gitcred": "core.gitcred",
+    "request": "core.request",
+    "fastpath": "server.fastpath",
+    "api": "server.api",
+    "refresh": "server.refresh",
+    "vault": "vault",
+}
+
 # module -> the tests that judge its mutants (narrow: the ones that exercise it in-process)
 MODULES: dict[str, list[str]] = {
     "engine": ["tests/test_engine.py"],
@@ -105,8 +116,14 @@ def mutant_globs(module: str, only: list[str] | None = None) -> list[str]:
     for name in only or CORE.get(module, []):
         cls, _, func = name.rpartition(".")
         mangled = f"x\u01c1{cls}\u01c1{func}" if cls else f"x_{func}"
-        out.append(f"coactive_credd.{module}.{mangled}__mutmut_*")
+        out.append(f"coactive_credd.{WHERE[module]}.{mangled}__mutmut_*")
     return out
+
+
+def _source(module: str) -> str:
+    """The module's file, relative to the package: ``core/engine.py``, ``vault/__init__.py``."""
+    path = WHERE[module].replace(".", "/")
+    return f"{path}/__init__.py" if (ROOT / "daemon" / "coactive_credd" / path).is_dir() else f"{path}.py"
 
 
 def prepare(module: str, timeout_multiplier: float) -> Path:
@@ -121,7 +138,7 @@ def prepare(module: str, timeout_multiplier: float) -> Path:
     text += "\n[tool.mutmut]\n" + "\n".join(
         [
             'source_paths = ["src"]',
-            f'only_mutate = ["src/coactive_credd/{module}.py"]',
+            f'only_mutate = ["src/coactive_credd/{_source(module)}"]',
             f"pytest_add_cli_args_test_selection = {json.dumps(MODULES[module])}",
             # mutmut runs the suite several times in one process: a resource warning from one
             # run surfaces in the next as an error that is nobody's mutant

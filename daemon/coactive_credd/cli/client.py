@@ -76,7 +76,7 @@ def _may_start(client: Any, name: str, exc: Exception) -> bool:
         return False
     if "is not answering" in str(exc):
         return False  # a daemon is there but wedged: starting another would not help
-    from coactive_credd import config
+    from coactive_credd.core import config
 
     try:
         profiles = config.load(resolve_paths().config_file).profiles

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from coactive_credd.errors import (
+from coactive_credd.core.errors import (
     EXIT_FAILURE,
     EXIT_LOCKED,
     EXIT_OK,
@@ -28,11 +28,11 @@ from coactive_credd.errors import (
 )
 
 if TYPE_CHECKING:
-    from coactive_credd.paths import Paths
+    from coactive_credd.core.paths import Paths
     from coactive_credd.vault import Vault
 
 PROG = "coactive-credd"
-__all__ = [  # the exit codes are the error tree's (coactive_credd.errors), named here too
+__all__ = [  # the exit codes are the error tree's (coactive_credd.core.errors), named here too
     "EXIT_FAILURE",
     "EXIT_LOCKED",
     "EXIT_OK",
@@ -70,7 +70,7 @@ def say(message: str) -> None:
 
 
 def resolve_paths(socket: str | None = None) -> Paths:
-    from coactive_credd import paths
+    from coactive_credd.core import paths
 
     return paths.resolve(socket)
 
@@ -117,7 +117,7 @@ def guard_secret_holder(paths: Paths) -> None:
     answering on it is not this user's, before the secret is read."""
     import coactive_token
 
-    from coactive_credd import harden
+    from coactive_credd.core import harden
 
     harden.harden_process()
     coactive_token.verify_daemon(str(paths.socket))

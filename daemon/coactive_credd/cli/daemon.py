@@ -21,7 +21,7 @@ STOP_GRACE = 10.0  # seconds a daemon gets to flush the vault and go after SIGTE
 
 
 def _gone(pid: int, socket: str) -> bool:
-    from coactive_credd import pidfile
+    from coactive_credd.core import pidfile
 
     return pidfile.running_pid(socket) != pid
 
@@ -36,7 +36,7 @@ def _wait_gone(pid: int, socket: str, seconds: float) -> bool:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from coactive_credd import pidfile
+    from coactive_credd.core import pidfile
 
     paths = resolve_paths(args.socket)
     sock = str(paths.socket)

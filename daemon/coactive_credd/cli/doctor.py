@@ -31,7 +31,7 @@ from coactive_credd.cli.doctor_net import NET_TIMEOUT, Finding
 
 
 def _files(found: list[Finding]) -> None:
-    from coactive_credd import config, fsutil
+    from coactive_credd.core import config, fsutil
 
     paths = resolve_paths()
     folders = list(dict.fromkeys([*paths.private_dirs, paths.socket.parent]))
@@ -166,7 +166,7 @@ def _service(found: list[Finding]) -> bool:
 def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> dict[str, Any] | None:
     import coactive_token
 
-    from coactive_credd import pidfile
+    from coactive_credd.core import pidfile
 
     if not present:
         if service:
@@ -207,7 +207,7 @@ def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> di
 
 
 def _tokens(found: list[Finding], st: dict[str, Any]) -> None:
-    from coactive_credd.config import login_command
+    from coactive_credd.core.config import login_command
 
     if st.get("locked"):
         found.append(Finding("tokens", "problem", "the vault is locked", "coactive-credd unlock"))
@@ -245,7 +245,7 @@ def _tokens(found: list[Finding], st: dict[str, Any]) -> None:
 def _credential_age(found: list[Finding]) -> None:
     """Personal tokens near or past Coactive's 3-month limit (from config.toml: works without
     the daemon). A note from 14 days before; a problem once past."""
-    from coactive_credd import config, credage
+    from coactive_credd.core import config, credage
 
     try:
         profiles = config.load(resolve_paths().config_file).profiles.values()
@@ -271,7 +271,7 @@ def _credential_age(found: list[Finding]) -> None:
 
 
 def _git(found: list[Finding]) -> None:
-    from coactive_credd import config
+    from coactive_credd.core import config
 
     if not shutil.which("git"):
         return

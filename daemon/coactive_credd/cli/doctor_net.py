@@ -37,7 +37,7 @@ def _reach(
     then NO_PROXY/HTTPS_PROXY as curl reads them), and shown without its password."""
     import ssl
 
-    from coactive_credd import proxy
+    from coactive_credd.core import proxy_choice as proxy
 
     parts = urlsplit(base_url)
     host = parts.hostname or ""
@@ -150,7 +150,7 @@ def _clock(where: str, head: str) -> list[Finding]:
 
 def network(found: list[Finding]) -> None:
     """Probe every configured profile's Coactive; append the findings."""
-    from coactive_credd import config
+    from coactive_credd.core import config
 
     try:
         profiles = list(config.load(resolve_paths().config_file).profiles.values())

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import coactive_token
 
-from coactive_credd import tokenfile
+from coactive_credd.core import tokenfile
 
 RELAYED = (
     signal.SIGTERM,

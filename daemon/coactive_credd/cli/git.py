@@ -51,7 +51,7 @@ def setup_git(profile: str) -> list[str]:
 
     Raises :class:`CommandError` (exit 4) for an unknown profile or one whose base_url has
     no origin git could ask about, (exit 1) when git is missing or its config unwritable."""
-    from coactive_credd import config, gitcred, paths
+    from coactive_credd.core import config, gitcred, paths
 
     cfg = config.load(paths.resolve().config_file)
     p = cfg.profiles.get(profile)

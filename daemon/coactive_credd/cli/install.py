@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from coactive_credd import fsutil
-from coactive_credd.errors import CreddError
+from coactive_credd.core import fsutil
+from coactive_credd.core.errors import CreddError
 
 PROG = "coactive-credd"
 SOCKET_UNIT = "coactive-credd.socket"

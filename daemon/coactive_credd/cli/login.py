@@ -37,8 +37,8 @@ from coactive_credd.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from coactive_credd.config import ProfileConfig
-    from coactive_credd.paths import Paths
+    from coactive_credd.core.config import ProfileConfig
+    from coactive_credd.core.paths import Paths
     from coactive_credd.vault import CachedToken, Vault
 
 
@@ -145,7 +145,7 @@ class _Writer:
 
 def open_writer(paths: Paths) -> _Writer:
     """How this command gets at the vault; asks the passphrase first when it must."""
-    from coactive_credd import fsutil
+    from coactive_credd.core import fsutil
 
     for d in paths.private_dirs:
         fsutil.ensure_private_dir(d)
@@ -213,7 +213,7 @@ def _auth_for(
 
 def _created(args: argparse.Namespace, auth: str) -> datetime.date | None:
     """The ``--created`` day, checked; None when not given."""
-    from coactive_credd import credage
+    from coactive_credd.core import credage
 
     if args.created is None:
         return None
@@ -232,7 +232,8 @@ def _with_proxy(args: argparse.Namespace, pc: ProfileConfig) -> tuple[ProfileCon
     verifying exchange goes through (None: direct)."""
     import dataclasses
 
-    from coactive_credd import config, proxy
+    from coactive_credd.core import config
+    from coactive_credd.core import proxy_choice as proxy
 
     if args.proxy is not None:
         try:
@@ -256,7 +257,8 @@ def _same_secret(writer: _Writer, name: str, secret: str) -> bool:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from coactive_credd import config, credage, fsutil, upstream
+    from coactive_credd.core import config, credage, fsutil
+    from coactive_credd.upstream import exchange as upstream
 
     name = profile_name(args)
     paths = resolve_paths()
@@ -331,7 +333,7 @@ def _verify(
     """One exchange with Coactive; the token it gives is kept, so the daemon needs no login."""
     import asyncio
 
-    from coactive_credd import upstream
+    from coactive_credd.upstream import exchange as upstream
     from coactive_credd.vault import CachedToken
 
     cred = upstream.Credential(auth=pc.auth, secret=secret, client_id=client_id)
@@ -364,7 +366,7 @@ def _verify(
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from coactive_credd import config, fsutil
+    from coactive_credd.core import config, fsutil
 
     paths = resolve_paths()
     guard_secret_holder(paths)  # it may read the passphrase and opens the vault

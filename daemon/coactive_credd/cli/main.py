@@ -161,7 +161,7 @@ def _cli_words(text: str) -> str:
 
 
 def _known_failure(exc: Exception) -> int:
-    """Turn the error tree's errors (:mod:`coactive_credd.errors`, and the client shim's own
+    """Turn the error tree's errors (:mod:`coactive_credd.core.errors`, and the client shim's own
     root) into one line and their exit code; anything else is a bug."""
     import coactive_token  # stdlib only, and imported already by every client command
 

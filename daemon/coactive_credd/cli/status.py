@@ -76,7 +76,7 @@ def _offline(sock: str, why: str, hint: str) -> dict[str, Any]:
     """What can be said without a daemon: the profiles in the config."""
     import time
 
-    from coactive_credd import config, credage
+    from coactive_credd.core import config, credage
 
     profiles: list[dict[str, Any]] = []
     error = {"code": "unreachable", "message": why, "hint": hint}
@@ -189,6 +189,6 @@ def _print_status(st: dict[str, Any]) -> None:
 
 
 def _login_hint(p: dict[str, Any]) -> str:
-    from coactive_credd.config import login_command
+    from coactive_credd.core.config import login_command
 
     return login_command(p["name"], p["auth"], p.get("client_id"))

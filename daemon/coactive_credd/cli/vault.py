@@ -105,7 +105,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 def cmd_rekey(args: argparse.Namespace) -> int:
     import coactive_token
 
-    from coactive_credd import fsutil
+    from coactive_credd.core import fsutil
 
     paths = resolve_paths()
     guard_secret_holder(paths)  # the new passphrase goes to the daemon: no impostor

@@ -24,8 +24,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from coactive_credd import config
-from coactive_credd.errors import CreddError
+from coactive_credd.core import config
+from coactive_credd.core.errors import CreddError
 from coactive_credd.vault import CachedToken, ProfileSecrets, VaultData
 
 if TYPE_CHECKING:

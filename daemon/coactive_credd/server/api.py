@@ -22,10 +22,12 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from coactive_credd import __version__, config, credage, engine, gitcred, proxy
-from coactive_credd.errors import CreddError
-from coactive_credd.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
+from coactive_credd import __version__
+from coactive_credd.core import config, credage, engine, gitcred
+from coactive_credd.core import proxy_choice as proxy
+from coactive_credd.core.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from coactive_credd.server import admin, audit, events
+from coactive_credd.server.errors import ApiError
 from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from coactive_credd.vault import VaultError, WrongPassphrase
 
@@ -33,20 +35,6 @@ log = logging.getLogger("coactive_credd")
 
 MAX_BODY = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ApiError(CreddError):
-    """An error answer of the socket protocol: ``{"error": {code, message, hint}}``."""
-
-    def __init__(self, status: int, code: str, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.hint = status, code, message, hint
-
-    def response(self) -> web.Response:
-        body = {"error": {"code": self.code, "message": self.message, "hint": self.hint}}
-        return web.Response(
-            status=self.status, body=json.dumps(body).encode(), content_type="application/json"
-        )
 
 
 _SO_PEERCRED: int | None = getattr(socket, "SO_PEERCRED", None)

@@ -19,10 +19,11 @@ import os
 import stat
 from pathlib import Path
 
-from coactive_credd import config, credfile, engine, fsutil, tokenfile
-from coactive_credd.paths import Paths
+from coactive_credd.core import config, engine, fsutil, tokenfile
+from coactive_credd.core.paths import Paths
 from coactive_credd.server.api import Api
 from coactive_credd.server.refresh import Daemon
+from coactive_credd.vault import credfile
 
 log = logging.getLogger("coactive_credd")
 

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from coactive_credd import engine
+from coactive_credd.core import engine
+from coactive_credd.server.errors import ApiError
 from coactive_credd.server.refresh import rfc3339
 
 if TYPE_CHECKING:
@@ -133,12 +134,10 @@ class Hub:
         self._timer = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        from coactive_credd.server.api import ApiError
-
         profile = request.query.get("profile") or None
         if profile is not None:
             try:
-                from coactive_credd.config import check_profile_name
+                from coactive_credd.core.config import check_profile_name
 
                 check_profile_name(profile)
             except ValueError as exc:

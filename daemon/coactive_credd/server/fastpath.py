@@ -24,8 +24,8 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from coactive_credd import engine
-from coactive_credd.request import (
+from coactive_credd.core import engine
+from coactive_credd.core.request import (
     MAX_HEADERS,
     MAX_LINE,
     BadQuery,

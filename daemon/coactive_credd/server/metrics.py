@@ -34,8 +34,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from coactive_credd import __version__, credage, engine
-from coactive_credd.errors import CreddError
+from coactive_credd import __version__
+from coactive_credd.core import credage, engine
+from coactive_credd.core.errors import CreddError
 from coactive_credd.server.stats import LOGIN_BUCKETS
 
 if TYPE_CHECKING:

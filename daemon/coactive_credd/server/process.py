@@ -18,9 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from coactive_credd import __version__, config, fsutil, harden, pidfile, request
-from coactive_credd.errors import CreddError
-from coactive_credd.paths import Paths
+from coactive_credd import __version__
+from coactive_credd.core import config, fsutil, harden, pidfile, request
+from coactive_credd.core.errors import CreddError
+from coactive_credd.core.paths import Paths
 from coactive_credd.server import containers, fastpath, logguard, service
 from coactive_credd.server.api import Api
 from coactive_credd.server.fastpath import FastSite

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from coactive_credd import clocks, config, credage, credfile, engine, proxy
-from coactive_credd.config import Config, ProfileConfig
-from coactive_credd.paths import Paths
+from coactive_credd.core import clocks, config, credage, engine
+from coactive_credd.core import proxy_choice as proxy
+from coactive_credd.core.config import Config, ProfileConfig
+from coactive_credd.core.paths import Paths
 from coactive_credd.server import service
 from coactive_credd.server.stats import Stats
-from coactive_credd.shield import Shielded
-from coactive_credd.upstream import (
+from coactive_credd.upstream.exchange import (
     Credential,
     CredentialsRejected,
     Upstream,
@@ -39,7 +39,9 @@ from coactive_credd.vault import (
     VaultError,
     VaultLocked,
     WrongPassphrase,
+    credfile,
 )
+from coactive_credd.vault.shield import Shielded
 
 log = logging.getLogger("coactive_credd")
 

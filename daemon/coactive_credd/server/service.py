@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from coactive_credd.errors import CreddError
+from coactive_credd.core.errors import CreddError
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def failure_kind(exc: BaseException) -> str:
     ``coactive_credd_refresh_failures_total``): ``rejected``, ``rate_limited``,
     ``server_error``, ``malformed``, ``unexpected_status``, ``proxy``, ``tls``, ``timeout``,
     ``network`` or ``internal``."""
-    from coactive_credd import upstream
+    from coactive_credd.upstream import exchange as upstream
 
     if isinstance(exc, upstream.CredentialsRejected):
         return "rejected"

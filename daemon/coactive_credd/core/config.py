@@ -38,8 +38,9 @@ from typing import Any, Literal, cast
 
 import coactive_token
 
-from coactive_credd import fsutil, proxy
-from coactive_credd.errors import CreddError
+from coactive_credd.core import fsutil
+from coactive_credd.core import proxy_choice as proxy
+from coactive_credd.core.errors import CreddError
 
 DEFAULT_BASE_URL = "https://api.coactive.ai"
 DEFAULT_SKEW = 30.0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import coactive_token
 
-from coactive_credd.errors import CreddError
+from coactive_credd.core.errors import CreddError
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600

@@ -27,7 +27,7 @@ import os
 import stat
 from pathlib import Path
 
-from coactive_credd.errors import CreddError
+from coactive_credd.core.errors import CreddError
 
 
 class TokenFileError(CreddError):

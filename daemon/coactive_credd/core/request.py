@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-from coactive_credd.errors import UsageError
+from coactive_credd.core.errors import UsageError
 
 __all__ = [
     "MAX_HEADERS",

@@ -48,9 +48,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from coactive_credd import fsutil
-from coactive_credd.errors import EXIT_LOCKED, CreddError
-from coactive_credd.shield import ShieldedKey
+from coactive_credd.core import fsutil
+from coactive_credd.core.errors import EXIT_LOCKED, CreddError
+from coactive_credd.vault.shield import ShieldedKey
 
 MAGIC = b"CCDV"
 FORMAT_VERSION = 1
@@ -123,7 +123,7 @@ class WrongPassphrase(VaultError):
     """The passphrase given to unlock does not open the vault."""
 
 
-class _Undecryptable(Exception):
+class _Undecryptable(VaultError):
     """Internal: any decryption or format failure, turned into VaultCorrupt with the path."""
 
 

@@ -23,14 +23,13 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from coactive_credd.errors import CreddError
+from coactive_credd.core.errors import CreddError
 from coactive_credd.vault import ProfileSecrets
 
 if TYPE_CHECKING:
-    from coactive_credd.config import ProfileConfig
-    from coactive_credd.server.refresh import Daemon
+    from coactive_credd.core.config import Config, ProfileConfig
 
 log = logging.getLogger("coactive_credd")
 
@@ -169,10 +168,19 @@ def _signature(path: str) -> Signature | None:
     )
 
 
+class Reloadable(Protocol):
+    """What :class:`CredentialWatch` needs of the daemon: its config, and a reload."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    def reload(self) -> None: ...
+
+
 class CredentialWatch:
     """Re-reads the daemon's credential files when they change (a rotated Secret)."""
 
-    def __init__(self, daemon: Daemon, poll: float = POLL) -> None:
+    def __init__(self, daemon: Reloadable, poll: float = POLL) -> None:
         self.d = daemon
         self.poll = poll
         self.seen = self._signatures()

@@ -12,7 +12,7 @@ alone::
 
 Third-party errors are translated here, at the boundary, with ``raise ... from exc``; nothing
 from aiohttp escapes :meth:`Upstream.login`. Each failure is logged once, on one line at
-WARNING, by the ``coactive_credd.upstream`` logger, so callers need not log the detail again.
+WARNING, by the ``coactive_credd.upstream.exchange`` logger, so callers need not log the detail again.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from coactive_credd import __version__, redact
-from coactive_credd.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, CreddError
-from coactive_credd.proxy import redact as redact_proxy
+from coactive_credd import __version__
+from coactive_credd.core.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, CreddError
+from coactive_credd.core.proxy_choice import redact as redact_proxy
+from coactive_credd.upstream import redact
 
 __all__ = [
     "Credential",
@@ -49,7 +50,7 @@ __all__ = [
     "validate_base_url",
 ]
 
-log = logging.getLogger("coactive_credd.upstream")
+log = logging.getLogger("coactive_credd.upstream.exchange")
 
 LOGIN_PATH = "/api/v0/login"
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the scheme's name, not a secret
@@ -437,7 +438,7 @@ class Upstream:
         """Exchange ``cred`` for an access token at ``{base_url}/api/v0/login``.
 
         ``proxy`` is an ``http://`` proxy URL to tunnel through with ``CONNECT`` (TLS still
-        verified end to end), None to go direct; :func:`coactive_credd.proxy.choose` picks it.
+        verified end to end), None to go direct; :func:`coactive_credd.core.proxy_choice.choose` picks it.
         Raises CredentialsRejected or UpstreamUnavailable (see the module docstring), and
         ValueError if ``base_url`` is not acceptable (see :func:`validate_base_url`).
         """
