@@ -262,9 +262,22 @@ def write(results: dict[str, Any], out: Path) -> None:
 
 
 def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
+    """docs/BENCHMARKS.md as lines: the header, then one section per benchmark."""
+    lk = Lookup(results)
+    L = _header(results, lk)
+    L += _serving(results, lk, why_no_plot)
+    L += _coldstart(results, lk)
+    L += _storm(results)
+    L += _footprint(results)
+    L += _profiles(results)
+    L += _closing(results)
+    return L
+
+
+def _header(results: dict[str, Any], lk: Lookup) -> list[str]:
+    """The title, the machine and the targets table."""
     meta = results.get("meta", {})
     m = meta.get("machine", {})
-    lk = Lookup(results)
     L: list[str] = ["# Benchmarks", ""]
     if meta.get("smoke"):
         L += [
@@ -295,6 +308,12 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
         [[w, t, ms, _verdict(ok)] for w, t, ms, ok in targets(results)],
     )
 
+    return L
+
+
+def _serving(results: dict[str, Any], lk: Lookup, why_no_plot: str | None) -> list[str]:
+    """Section 1: keep-alive and connection-per-request serving, against the baselines."""
+    L: list[str] = []
     serving = results.get("serving")
     L += ["## 1. Serving", ""]
     if serving:
@@ -364,6 +383,12 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
     else:
         L += ["Not measured in this run.", ""]
 
+    return L
+
+
+def _coldstart(results: dict[str, Any], lk: Lookup) -> list[str]:
+    """Section 2: each shim's cold start."""
+    L: list[str] = []
     cold = results.get("coldstart")
     L += ["## 2. Shim cold start", ""]
     if cold:
@@ -421,6 +446,12 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
     else:
         L += ["Not measured in this run.", ""]
 
+    return L
+
+
+def _storm(results: dict[str, Any]) -> list[str]:
+    """Section 3: many callers at one refresh."""
+    L: list[str] = []
     storm = results.get("storm")
     L += ["## 3. Refresh storm", ""]
     if storm:
@@ -480,6 +511,12 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
     else:
         L += ["Not measured in this run.", ""]
 
+    return L
+
+
+def _footprint(results: dict[str, Any]) -> list[str]:
+    """Section 4: the daemon's memory and start-up."""
+    L: list[str] = []
     fp = results.get("footprint", {})
     L += ["## 4. Footprint", ""]
     if fp:
@@ -539,6 +576,12 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
     else:
         L += ["Not measured in this run.", ""]
 
+    return L
+
+
+def _profiles(results: dict[str, Any]) -> list[str]:
+    """Section 5: many profiles in one daemon."""
+    L: list[str] = []
     p = results.get("profiles")
     L += ["## 5. Many profiles", ""]
     if p:
@@ -583,6 +626,13 @@ def _render(results: dict[str, Any], why_no_plot: str | None) -> list[str]:
     else:
         L += ["Not measured in this run.", ""]
 
+    return L
+
+
+def _closing(results: dict[str, Any]) -> list[str]:
+    """What was skipped or failed, the analysis, and how to re-run."""
+    meta = results.get("meta", {})
+    L: list[str] = []
     skipped = results.get("skipped", {})
     failed = results.get("failed", {})
     if skipped or failed or results.get("notes"):
