@@ -13,10 +13,9 @@ from pathlib import Path
 
 import coactive_token
 
+from coactive_credd.core import env
+
 APP = "coactive-credd"
-ENV_HOME = "COACTIVE_CREDD_HOME"
-ENV_SOCKET = "COACTIVE_CREDD_SOCKET"
-ENV_PROFILE = "COACTIVE_PROFILE"
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Paths:
 def resolve(socket: str | None = None) -> Paths:
     """Resolve every path from the environment (and an explicit ``--socket``)."""
     sock = Path(socket) if socket else Path(coactive_token.default_socket_path())
-    home = os.environ.get(ENV_HOME)
+    home = os.environ.get(env.HOME)
     if home:
         h = Path(home).expanduser().absolute()
         return Paths(
