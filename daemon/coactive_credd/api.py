@@ -25,7 +25,7 @@ from aiohttp import web
 from . import __version__, admin, audit, config, credage, engine, events, gitcred, proxy
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
-from .vault import VaultError, WrongPassphrase
+from .vault import VaultError, WrongPassphrase, unlock_hint
 
 log = logging.getLogger("coactive_credd")
 
@@ -205,7 +205,7 @@ class Api:
                 f"run `coactive-credd login --profile {name}`",
             )
         if self.d.locked:
-            raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
+            raise ApiError(423, "locked", "the vault is locked", unlock_hint(self.d.key_source))
         return p
 
     def connected(self, uid: int, pid: int | None) -> audit.Client:
@@ -307,7 +307,7 @@ class Api:
                 "`coactive-credd status` lists the profiles and their base URLs",
             )
         if self.d.locked:
-            raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
+            raise ApiError(423, "locked", "the vault is locked", unlock_hint(self.d.key_source))
         p = self.d.profiles[name]
         resp = await self._serve(request, p)
         tok = p.rt.token  # the one just rendered: nothing awaited since

@@ -24,6 +24,7 @@ from . import (
     fastpath,
     fsutil,
     harden,
+    keywatch,
     logguard,
     pidfile,
     request,
@@ -228,6 +229,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     background = [asyncio.create_task(daemon.scheduler())]
+    background.append(asyncio.create_task(keywatch.watch(daemon)))
     background += [asyncio.create_task(c) for c in testhooks.background(daemon)]
     interval = daemon.notifier.watchdog_interval()
     if interval:

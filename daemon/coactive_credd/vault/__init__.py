@@ -93,5 +93,16 @@ __all__ = [
     "key_id",
     "parse",
     "seal",
+    "unlock_hint",
     "unseal",
 ]
+
+
+def unlock_hint(key_source: str) -> str:
+    """How to unlock a vault whose key comes from `key_source` (for a `locked` answer)."""
+    if key_source == "secret-service":
+        return (
+            "unlock the login keyring (the Secret Service collection holding the vault key); "
+            "the daemon serves again by itself"
+        )
+    return "run `coactive-credd unlock`"

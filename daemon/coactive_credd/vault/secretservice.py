@@ -77,7 +77,12 @@ class SecretService(KeySource):
         return key
 
     def locked(self, params: bytes) -> bool:
-        return self.state(params) == "locked"
+        """True only when the item is there and locked; an unreachable service is not
+        "locked" (reading the key then says what is wrong)."""
+        try:
+            return self.state(params) == "locked"
+        except VaultError:
+            return False
 
     def discard(self, params: bytes) -> None:
         with contextlib.suppress(VaultError), self._session() as conn:
