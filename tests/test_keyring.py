@@ -232,3 +232,186 @@ def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bus]:
 def header_source(home: Path) -> tuple[int, bytes]:
     header = parse((home / "vault.bin").read_bytes(), home / "vault.bin")[0]
     return header.source, header.params
+
+
+def _token(*extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("token", *extra)
+
+
+def _wait(pred: object, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_rekey_to_the_secret_service_and_back(
+    home: Path, fake: FakeCoactive, bus: Bus
+) -> None:
+    login(fake)
+    assert (home / "vault.key").exists()
+    done = run_cli("rekey", "--secret-service")
+    assert done.returncode == 0, done.stderr
+    assert "Secret Service" in done.stderr
+    source, kid = header_source(home)
+    assert source == SOURCE_SECRET_SERVICE
+    assert not (home / "vault.key").exists() and not (home / "vault.key.new").exists()
+    assert bus.items() == [kid.hex()]
+    # The key is there, as a libsecret client sees it, and it is the vault's.
+    secret = subprocess.run(
+        ["secret-tool", "lookup", "application", "coactive-credd", "key-id", kid.hex()],
+        env=bus.env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    assert key_id(bytes.fromhex(secret)) == kid
+    vault = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock")
+    assert vault.load().profiles["default"].secret == PERSONAL_TOKEN
+    assert vault.key_source == "secret-service"
+
+    back = run_cli("rekey", "--key-file")
+    assert back.returncode == 0, back.stderr
+    source, kid2 = header_source(home)
+    assert source != SOURCE_SECRET_SERVICE and (home / "vault.key").exists()
+    assert bus.items() == []  # the old item is removed from the keyring
+    assert vault.load().profiles["default"].secret == PERSONAL_TOKEN
+
+
+def test_a_restart_serves_without_a_new_login(home: Path, fake: FakeCoactive, bus: Bus) -> None:
+    login(fake)
+    assert run_cli("rekey", "--secret-service").returncode == 0
+    d = start_daemon(home)
+    try:
+        first = _token()
+        assert first.returncode == 0, first.stderr
+        status = run_cli("status")
+        assert "secret-service" in status.stdout + status.stderr
+    finally:
+        d.stop()
+    logins = fake.logins
+    d = start_daemon(home)
+    try:
+        again = _token()
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == first.stdout  # the cached token, from the vault
+        assert fake.logins == logins
+    finally:
+        d.stop()
+    assert not leaked(d.log_text(), set(fake.issued))
+
+
+def test_lock_and_unlock_of_the_collection_while_the_daemon_runs(
+    home: Path, fake: FakeCoactive, bus: Bus
+) -> None:
+    login(fake)
+    assert run_cli("rekey", "--secret-service").returncode == 0
+    d = start_daemon(home)
+    try:
+        assert _token().returncode == 0
+        bus.lock()
+        _wait(lambda: d.get("/v1/status")[1]["locked"])
+        locked = _token()
+        assert locked.returncode == 7
+        assert len(locked.stderr.strip().splitlines()) == 1
+        assert "login keyring" in locked.stderr and "coactive-credd unlock" not in locked.stderr
+        doctor = run_cli("doctor")
+        assert "collection is locked" in doctor.stdout + doctor.stderr
+        bus.unlock()  # no command to coactive-credd: it notices by itself
+        _wait(lambda: _token().returncode == 0)
+        assert not d.get("/v1/status")[1]["locked"]
+    finally:
+        d.stop()
+    assert "vault locked (the Secret Service collection" in d.log_text()
+    assert not leaked(d.log_text(), set(fake.issued))
+
+
+def test_a_daemon_started_while_locked_serves_once_unlocked(
+    home: Path, fake: FakeCoactive, bus: Bus
+) -> None:
+    login(fake)
+    assert run_cli("rekey", "--secret-service").returncode == 0
+    bus.lock()
+    d = start_daemon(home)
+    try:
+        assert _token().returncode == 7
+        bus.unlock()
+        _wait(lambda: _token().returncode == 0)
+    finally:
+        d.stop()
+
+
+def test_no_dbus_session_is_one_line_and_no_key_file(
+    home: Path, fake: FakeCoactive, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login(fake)
+    before = (home / "vault.bin").read_bytes()
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
+    done = run_cli("rekey", "--secret-service")
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "DBUS_SESSION_BUS_ADDRESS is unset" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (home / "vault.bin").read_bytes() == before  # unchanged, key file kept
+    assert (home / "vault.key").exists()
+
+    # A vault whose key is in the Secret Service, read with no session: never a key file.
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.address)
+    assert run_cli("rekey", "--secret-service").returncode == 0
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
+    d = start_daemon(home, wait=False)
+    assert d.proc.wait(15) == 1
+    log = d.log_text()
+    assert "no D-Bus session" in log and "Traceback" not in log
+    assert not (home / "vault.key").exists()
+    doctor = run_cli("doctor")
+    assert "no D-Bus session" in doctor.stdout + doctor.stderr
+
+
+def test_a_bus_with_no_secret_service(
+    home: Path, fake: FakeCoactive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login(fake)
+    root = Path(tempfile.mkdtemp(prefix="ccd-bus-", dir="/tmp"))
+    empty = Bus(root, keyring=False)
+    try:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", empty.address)
+        done = run_cli("rekey", "--secret-service")
+        assert done.returncode == 1
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "org.freedesktop.secrets has no owner" in done.stderr
+        assert "gnome-keyring-daemon --start" in done.stderr
+        assert header_source(home)[0] != SOURCE_SECRET_SERVICE
+        assert (home / "vault.key").exists()
+    finally:
+        empty.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_wrong_or_missing_item(home: Path, fake: FakeCoactive, bus: Bus) -> None:
+    login(fake)
+    assert run_cli("rekey", "--secret-service").returncode == 0
+    _, kid = header_source(home)
+    attrs = ["application", "coactive-credd", "key-id", kid.hex()]
+    # Another key under the vault's item: refused, naming the item.
+    subprocess.run(
+        ["secret-tool", "store", "--label=x", *attrs],
+        input="00" * 32,
+        text=True,
+        env=bus.env,
+        check=True,
+        timeout=10,
+    )
+    d = start_daemon(home, wait=False)
+    assert d.proc.wait(15) == 1
+    assert "does not hold this vault's key" in d.log_text()
+    # No item at all.
+    subprocess.run(["secret-tool", "clear", *attrs], env=bus.env, check=True, timeout=10)
+    d = start_daemon(home, wait=False)
+    assert d.proc.wait(15) == 1
+    assert f"key-id={kid.hex()}), which is not there" in d.log_text()
+    doctor = run_cli("doctor")
+    assert doctor.returncode == 1
+    assert "its item is not in the Secret Service" in doctor.stdout + doctor.stderr
