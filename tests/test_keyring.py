@@ -8,6 +8,7 @@ over D-Bus and unlocks it in place with the login password, as a desktop's unloc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -212,10 +213,8 @@ class Bus:
         if child.exists():
             os.kill(int(child.read_text()), signal.SIGTERM)
         if self.keyring_pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.keyring_pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         self.proc.wait(10)
 
 
@@ -247,9 +246,7 @@ def _wait(pred: object, timeout: float = 15) -> None:
     raise AssertionError("timed out")
 
 
-def test_rekey_to_the_secret_service_and_back(
-    home: Path, fake: FakeCoactive, bus: Bus
-) -> None:
+def test_rekey_to_the_secret_service_and_back(home: Path, fake: FakeCoactive, bus: Bus) -> None:
     login(fake)
     assert (home / "vault.key").exists()
     done = run_cli("rekey", "--secret-service")
@@ -274,7 +271,7 @@ def test_rekey_to_the_secret_service_and_back(
 
     back = run_cli("rekey", "--key-file")
     assert back.returncode == 0, back.stderr
-    source, kid2 = header_source(home)
+    source, _kid2 = header_source(home)
     assert source != SOURCE_SECRET_SERVICE and (home / "vault.key").exists()
     assert bus.items() == []  # the old item is removed from the keyring
     assert vault.load().profiles["default"].secret == PERSONAL_TOKEN
