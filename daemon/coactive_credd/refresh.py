@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from . import clocks, config, credage, credfile, engine, proxy, service
+from . import clocks, config, credage, credcommand, credfile, engine, proxy, service
 from .config import Config, ProfileConfig
 from .paths import Paths
 from .shield import Shielded
@@ -185,6 +185,8 @@ class Daemon:
         fresh: dict[str, Profile] = {}
         for name, pc in cfg.profiles.items():
             sec, problem = credfile.secrets(pc, data.profiles.get(name))
+            if pc.credential_command is not None:  # run when a login needs it (credcommand)
+                sec, problem = None, None
             fp = fingerprint(sec.secret, sec.client_id) if sec else None
             old = self.profiles.get(name)
             if old is not None and old.cfg == pc and old.fp == fp and not self.locked:
@@ -202,7 +204,11 @@ class Daemon:
                 p.rt.on_rejected(problem)
             if sec is not None and sec.token is not None:
                 self._adopt(p, sec.token, now, self.boot_clock())
-            if p.secret is not None and p.rt.token is None and p.rt.refresh_at is None:
+            if pc.credential_command is not None and p.rt.reauth:
+                p.rt.on_new_credentials()  # a reload runs a failed command again, once
+                p.rt.refresh_at = None
+            has_secret = p.secret is not None or pc.credential_command is not None
+            if has_secret and p.rt.token is None and p.rt.refresh_at is None:
                 p.rt.refresh_at = now  # log in now, before the first caller asks
             fresh[name] = p
         self.profiles = fresh
@@ -239,6 +245,8 @@ class Daemon:
     async def _refresh(self, p: Profile) -> None:
         name = p.cfg.name
         try:
+            if p.cfg.credential_command is not None and not await credcommand.fetch(p):
+                return
             if p.secret is None:
                 p.rt.on_rejected("no credentials stored")
                 return
