@@ -194,7 +194,7 @@ def _auth_for(
     if args.personal_token_stdin:
         return "personal_token", None
     if old is not None and old.auth == "client_credentials":
-        client_id = writer.client_id(name)
+        client_id = writer.client_id(name) or old.client_id
         if client_id:
             return "client_credentials", client_id
         raise CommandError(

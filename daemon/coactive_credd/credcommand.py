@@ -21,12 +21,15 @@ program is stopped (the rest is not needed); a first line longer than :data:`MAX
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
 import os
 import selectors
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -40,6 +43,18 @@ TIMEOUT = 30.0  # seconds
 MAX_LINE = 64 * 1024  # bytes of the first line of stdout (a credential is far shorter)
 MAX_OUTPUT = 1024 * 1024  # bytes read past the first line before the program is stopped
 MAX_STDERR = 4096  # bytes of stderr kept (for its first line)
+
+
+# Commands running now, so a daemon that stops mid-command ends them too (their own groups).
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_running() -> None:
+    with _running_lock:
+        for proc in list(_running):
+            _kill(proc)
 
 
 class CommandFailed(Exception):
@@ -67,6 +82,17 @@ def run(argv: Sequence[str], timeout: float = TIMEOUT) -> str:
         raise CommandFailed(f"{what}: no such program {argv[0]!r} (not on PATH)") from None
     except OSError as exc:
         raise CommandFailed(f"{what} could not start: {exc.strerror}") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    with _running_lock:
+        _running.add(proc)
+    try:
+        return _collect(proc, what, timeout)
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+
+
+def _collect(proc: subprocess.Popen[bytes], what: str, timeout: float) -> str:
     assert proc.stdout is not None and proc.stderr is not None
     out, err = bytearray(), bytearray()
     stopped = timed_out = False
@@ -141,6 +167,35 @@ def _first_line(err: bytes | bytearray, secret: str) -> str:
     return ""
 
 
+async def _in_thread(argv: Sequence[str]) -> str:
+    """:func:`run` in a daemon thread: a daemon stopping mid-command does not wait for it
+    (the command's group is killed at exit)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str] = loop.create_future()
+
+    def settle(result: str | None, exc: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            assert result is not None
+            done.set_result(result)
+
+    def work() -> None:
+        result: str | None = None
+        failure: BaseException | None = None
+        try:
+            result = run(argv)
+        except BaseException as exc:  # handed to the awaiting task
+            failure = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: the daemon is stopping
+            loop.call_soon_threadsafe(settle, result, failure)
+
+    threading.Thread(target=work, name="credential_command", daemon=True).start()
+    return await done
+
+
 async def fetch(p: Profile) -> bool:
     """Run `p`'s credential_command off the event loop and keep its answer (shielded) as
     the profile's secret. False, with the profile in reauth_required and the reason logged,
@@ -151,7 +206,7 @@ async def fetch(p: Profile) -> bool:
     argv = p.cfg.credential_command
     assert argv is not None
     try:
-        secret = await asyncio.to_thread(run, argv)
+        secret = await _in_thread(argv)
     except CommandFailed as exc:
         p.secret = None
         p.rt.on_rejected(str(exc))
