@@ -412,3 +412,18 @@ def test_a_wrong_or_missing_item(home: Path, fake: FakeCoactive, bus: Bus) -> No
     doctor = run_cli("doctor")
     assert doctor.returncode == 1
     assert "its item is not in the Secret Service" in doctor.stdout + doctor.stderr
+
+
+def test_commands_on_a_locked_collection_say_what_to_unlock(
+    home: Path, fake: FakeCoactive, bus: Bus
+) -> None:
+    login(fake)
+    assert run_cli("rekey", "--secret-service").returncode == 0
+    bus.lock()
+    for args in (["rekey", "--key-file"], ["logout"]):
+        done = run_cli(*args)
+        assert done.returncode == 7, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "locked Secret Service collection" in done.stderr
+        assert "passphrase" not in done.stderr
+    assert header_source(home)[0] == SOURCE_SECRET_SERVICE

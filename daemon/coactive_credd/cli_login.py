@@ -150,7 +150,8 @@ def open_writer(paths: Paths) -> _Writer:
     for d in paths.private_dirs:
         fsutil.ensure_private_dir(d)
     vault = open_vault(paths)
-    if not vault.locked:
+    # A locked Secret Service is no passphrase to ask for: writing says what to unlock.
+    if not vault.locked or vault.key_source != "passphrase":
         return _Writer(paths, vault, via_daemon=False)
     if _daemon_unlocked(paths):
         return _Writer(paths, vault, via_daemon=True)

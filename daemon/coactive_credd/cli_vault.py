@@ -59,8 +59,8 @@ def unlock_for_cli(vault: Vault, from_stdin: bool) -> None:
     """Open a passphrase vault in this process (for login, logout, rekey)."""
     from .vault import WrongPassphrase
 
-    if not vault.locked:
-        return
+    if not vault.locked or vault.key_source != "passphrase":
+        return  # a locked Secret Service: reading the vault says what to unlock
     if not from_stdin and not has_terminal():
         raise CommandError(
             "the vault is protected by a passphrase and there is no terminal to ask for it; "
