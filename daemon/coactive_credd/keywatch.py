@@ -30,11 +30,13 @@ def item_state(daemon: Daemon) -> str | None:
     header = daemon.vault.header()
     if header is None or header.source != SOURCE_SECRET_SERVICE:
         return None
-    return daemon.vault.secret_service.state(header.params)
+    return daemon.vault.secret_service.state(header.params, keep=True)
 
 
 async def watch(daemon: Daemon, interval: float = INTERVAL) -> None:
-    """Follow the Secret Service collection's lock state for as long as the daemon runs."""
+    """Follow the Secret Service collection's lock state for as long as the daemon runs.
+    While it does, the vault remembers a Secret Service key between reads."""
+    daemon.vault.secret_service.remember = True
     failing: str | None = None
     while True:
         await asyncio.sleep(interval)
@@ -47,9 +49,18 @@ async def watch(daemon: Daemon, interval: float = INTERVAL) -> None:
                 failing = str(exc)
                 log.warning("cannot ask the Secret Service about the vault key: %s", exc)
             continue
-        failing = None
+        if state != "missing":
+            failing = None
         if state == "locked" and not daemon.locked:
             daemon.lock_now("the Secret Service collection holding the vault key was locked")
+        elif state == "missing" and failing != "missing":
+            failing = "missing"
+            log.warning(
+                "the vault key's item is gone from the Secret Service: this daemon serves on "
+                "with the key it holds, but the next start will not open the vault; run "
+                "`coactive-credd rekey --key-file` (or --secret-service) now"
+            )
+            continue
         elif state == "unlocked" and daemon.locked:
             log.info("the Secret Service collection holding the vault key was unlocked")
             daemon.reload()

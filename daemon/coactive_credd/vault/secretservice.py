@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..shield import ShieldedKey
 from .errors import VaultError, VaultKeyMissing, VaultLocked, set_aside
 from .format import KEY_SIZE, SOURCE_SECRET_SERVICE, key_id, new_key
 from .source import KeySource, NewKey
@@ -48,10 +49,28 @@ class SecretService(KeySource):
 
     def __init__(self, vault_path: Path) -> None:
         self.vault_path = vault_path
+        # The daemon, whose watcher (:mod:`coactive_credd.keywatch`) follows the lock state,
+        # sets `remember`: the key is then kept shielded in memory (like an unlocked
+        # passphrase's) until :meth:`forget`, so reloads and writes need no D-Bus call.
+        self.remember = False
+        self._remembered: tuple[bytes, ShieldedKey] | None = None
+        self._kept: Any = None  # the watcher's connection, kept between looks
 
     # --- the KeySource interface ---------------------------------------------------------
 
     def key_for(self, params: bytes, *, promote: bool) -> bytes:
+        if self._remembered is not None and self._remembered[0] == params:
+            return self._remembered[1].reveal()
+        key = self._fetch(params)
+        if self.remember:
+            self._remembered = (params, ShieldedKey(key))
+        return key
+
+    def forget(self) -> None:
+        """Drop the remembered key (the collection was locked, or the vault re-keyed)."""
+        self._remembered = None
+
+    def _fetch(self, params: bytes) -> bytes:
         import secretstorage
 
         with self._session() as conn:
@@ -94,14 +113,33 @@ class SecretService(KeySource):
 
     # --- more ----------------------------------------------------------------------------
 
-    def state(self, params: bytes) -> State:
+    def state(self, params: bytes, *, keep: bool = False) -> State:
         """Whether the item for `params` is there and unlocked, without reading its secret.
-        Raises VaultKeyMissing when no Secret Service answers."""
-        with self._session() as conn:
-            item = self._item(conn, params)
-            if item is None:
-                return "missing"
-            return "locked" if item.is_locked() else "unlocked"
+        Raises VaultKeyMissing when no Secret Service answers. With `keep` (the daemon's
+        watcher, one caller at a time) the connection stays open for the next look."""
+        if not keep:
+            with self._session() as conn:
+                return self._state(conn, params)
+        if self._kept is None:
+            session = self._session()
+            self._kept = (session, session.__enter__())
+        session, conn = self._kept
+        try:
+            return self._state(conn, params)
+        except BaseException as exc:
+            self._kept = None
+            with contextlib.suppress(Exception):
+                session.__exit__(type(exc), exc, exc.__traceback__)
+            raise VaultKeyMissing(
+                f"{self.vault_path} keeps its key in the Secret Service, which stopped "
+                f"answering on this D-Bus session ({type(exc).__name__}): start it again"
+            ) from None
+
+    def _state(self, conn: Any, params: bytes) -> State:
+        item = self._item(conn, params)
+        if item is None:
+            return "missing"
+        return "locked" if item.is_locked() else "unlocked"
 
     def prepare(self) -> NewKey:
         """A new random key, stored in the default collection before the vault is replaced."""

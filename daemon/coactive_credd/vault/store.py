@@ -209,8 +209,10 @@ class Vault:
         return data
 
     def lock(self) -> None:
-        """Forget the passphrase-derived key. The vault stays as it is on disk."""
+        """Forget the passphrase-derived key (and a remembered Secret Service key). The vault
+        stays as it is on disk."""
         self.passphrase.lock()
+        self.secret_service.forget()
 
     # --- rekey --------------------------------------------------------------------------
 
@@ -255,6 +257,7 @@ class Vault:
             new = prepare()
             self._write(new.key, new.source, new.params, data)
             new.commit()
+            self.secret_service.forget()
             if new.source != SOURCE_PASSPHRASE:
                 self.passphrase.lock()
             if new.source != SOURCE_KEY_FILE:
