@@ -209,11 +209,9 @@ def test_login_with_pass_and_the_daemon_serves(
     text = (home / "config.toml").read_text()
     assert 'credential_command = ["pass", "show", "coactive/personal-token"]' in text
     assert PERSONAL_TOKEN not in text
-    # Never written: no vault entry holds it (nor any file of the home).
-    assert (
-        "default"
-        not in Vault(home / "vault.bin", home / "vault.key", home / "vault.lock").load().profiles
-    )
+    # Never written: the vault keeps only the token the check got (nor any file holds it).
+    entry = Vault(home / "vault.bin", home / "vault.key", home / "vault.lock").load().profiles
+    assert entry["default"].secret == "" and entry["default"].token is not None
     for f in home.rglob("*"):
         if f.is_file():
             assert PERSONAL_TOKEN.encode() not in f.read_bytes(), f
@@ -223,9 +221,25 @@ def test_login_with_pass_and_the_daemon_serves(
         assert token.returncode == 0, token.stderr
         assert token.stdout.strip() in fake.issued
         assert _status(d)["state"] == "valid"
+        assert fake.logins == 1  # the login's token, served: no second exchange
+        assert run_cli("refresh").returncode == 0  # a new login: runs pass again
+        assert fake.logins == 2
+        newest = run_cli("token").stdout
     finally:
         d.stop()
     assert not leaked(d.log_text(), set(fake.issued))
+    # A restart within the token's lifetime serves the cached token: no command, no login.
+    monkeypatch.setenv("PASSWORD_STORE_DIR", "/nonexistent")  # pass would fail now
+    d = start_daemon(home)
+    try:
+        again = run_cli("token")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == newest and fake.logins == 2
+    finally:
+        d.stop()
+    for f in home.rglob("*"):
+        if f.is_file():
+            assert PERSONAL_TOKEN.encode() not in f.read_bytes(), f
 
 
 def test_an_op_stand_in(home: Path, fake: FakeCoactive, tmp_path: Path) -> None:

@@ -367,19 +367,23 @@ def _login_command(
         credential_command=argv,
     )
     pc, route = _with_proxy(args, pc)
-    checked = "saved without verifying"
+    checked, cached = "saved without verifying", None
     if not args.no_verify:
         progress(f"running `{credcommand.describe(argv)}`")
         try:
             secret = credcommand.run(argv)
         except credcommand.CommandFailed as exc:
             raise CommandError(f"{exc}; nothing was saved; fix it and log in again") from None
-        _verify(pc, secret, client_id, name, route)
+        cached = _verify(pc, secret, client_id, name, route)
         checked = "verified"
     with fsutil.locked(paths.config_file.with_name("config.lock")):
         config.update(paths.config_file, lambda c: config.with_profile(c, pc))
-    if writer.vault.exists():
-        writer.remove([name])  # a credential stored before is no longer the profile's
+    # A credential stored before is no longer the profile's: the vault keeps only its token
+    # (the daemon keeps later ones there too). Through the daemon, only the removal.
+    if not writer.via_daemon:
+        writer.put(name, credcommand.NO_SECRET, client_id, cached)
+    elif writer.vault.exists():
+        writer.remove([name])
     running = notify_daemon(paths)
     tail = "the running daemon picked it up" if running else _start_tail()
     print(

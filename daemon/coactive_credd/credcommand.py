@@ -5,7 +5,9 @@ The daemon runs it whenever a login needs the credential: without a shell (the l
 argv), in the daemon's own environment and folder, standard input closed, in its own process
 group, for at most :data:`TIMEOUT` seconds (then the whole group is killed), in a worker
 thread so the event loop keeps serving. The credential is the first line of standard output
-(its line ending stripped); it is held in memory only, never written to disk or logged.
+(its line ending stripped); it is held in memory only, never written to disk or logged. The
+vault keeps a token-only entry for the profile (secret empty), so tokens still survive a
+restart.
 
 Failures (:class:`CommandFailed`) say what happened — the program is missing, exited with a
 status, was killed, timed out, printed nothing — with the first line of its standard error,
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .refresh import Profile
+    from .vault import CachedToken, ProfileSecrets
 
 log = logging.getLogger("coactive_credd")
 
@@ -55,6 +58,18 @@ def _stop_running() -> None:
     with _running_lock:
         for proc in list(_running):
             _kill(proc)
+
+
+# A credential_command profile's vault entry holds no secret, only the cached token, so a
+# restart within the token's lifetime serves it without running the command or logging in.
+NO_SECRET = ""
+
+
+def kept_token(stored: ProfileSecrets | None) -> CachedToken | None:
+    """The cached token of a credential_command profile's token-only vault entry."""
+    if stored is None or stored.secret != NO_SECRET:
+        return None
+    return stored.token
 
 
 class CommandFailed(Exception):

@@ -185,9 +185,13 @@ class Daemon:
         fresh: dict[str, Profile] = {}
         for name, pc in cfg.profiles.items():
             sec, problem = credfile.secrets(pc, data.profiles.get(name))
+            kept = None
             if pc.credential_command is not None:  # run when a login needs it (credcommand)
                 sec, problem = None, None
+                kept = credcommand.kept_token(data.profiles.get(name))
             fp = fingerprint(sec.secret, sec.client_id) if sec else None
+            if pc.credential_command is not None:  # the token-only entry: tokens persist
+                fp = fingerprint(credcommand.NO_SECRET, pc.client_id)
             old = self.profiles.get(name)
             if old is not None and old.cfg == pc and old.fp == fp and not self.locked:
                 p = old
@@ -204,6 +208,8 @@ class Daemon:
                 p.rt.on_rejected(problem)
             if sec is not None and sec.token is not None:
                 self._adopt(p, sec.token, now, self.boot_clock())
+            if kept is not None:
+                self._adopt(p, kept, now, self.boot_clock())
             if pc.credential_command is not None and p.rt.reauth:
                 p.rt.on_new_credentials()  # a reload runs a failed command again, once
                 p.rt.refresh_at = None
