@@ -427,3 +427,22 @@ def test_commands_on_a_locked_collection_say_what_to_unlock(
         assert "locked Secret Service collection" in done.stderr
         assert "passphrase" not in done.stderr
     assert header_source(home)[0] == SOURCE_SECRET_SERVICE
+
+
+def test_a_secret_service_that_hangs_is_one_line_not_a_hang(
+    home: Path, fake: FakeCoactive, bus: Bus
+) -> None:
+    login(fake)
+    assert run_cli("rekey", "--secret-service").returncode == 0
+    assert bus.keyring_pid is not None
+    os.kill(bus.keyring_pid, signal.SIGSTOP)  # the bus stays up; the service answers nothing
+    try:
+        started = time.monotonic()
+        done = run_cli("rekey", "--key-file", timeout=60)
+        assert time.monotonic() - started < 30
+    finally:
+        os.kill(bus.keyring_pid, signal.SIGCONT)
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "did not answer within 10 s" in done.stderr
+    assert header_source(home)[0] == SOURCE_SECRET_SERVICE  # unchanged

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 APPLICATION = "coactive-credd"
 LABEL = "coactive-credd vault key"
 BUS_NAME = "org.freedesktop.secrets"
+CALL_TIMEOUT = 10.0  # seconds for one D-Bus call
 
 State = Literal["unlocked", "locked", "missing"]
 
@@ -205,22 +206,32 @@ class SecretService(KeySource):
                 f"{self.vault_path} keeps its key in the Secret Service, but the D-Bus session "
                 f"(DBUS_SESSION_BUS_ADDRESS) cannot be reached: {fix}"
             ) from None
+        # Every call is bounded: a Secret Service that hangs is an error, not a hang.
+        unbounded = conn.send_and_get_reply
+
+        def bounded(message: Any, *, timeout: float = CALL_TIMEOUT) -> Any:
+            return unbounded(message, timeout=timeout)
+
+        conn.send_and_get_reply = bounded
+        stopped = (
+            f"{self.vault_path} keeps its key in the Secret Service, which stopped answering on "
+            f"this D-Bus session: start it again (GNOME Keyring: `gnome-keyring-daemon --start "
+            f"--components=secrets`)"
+        )
         try:
             if not secretstorage.check_service_availability(conn):
                 raise VaultKeyMissing(
                     f"{self.vault_path} keeps its key in the Secret Service, but none runs on "
                     f"this D-Bus session ({BUS_NAME} has no owner): start one (GNOME Keyring: "
                     f"`gnome-keyring-daemon --start --components=secrets`; or KWallet, "
-                    f"KeePassXC), or {fix.split(', or ')[-1]}"
+                    f"KeePassXC), or where one runs `coactive-credd rekey --key-file`"
                 )
-            try:
-                yield conn
-            except secretstorage.exceptions.SecretServiceNotAvailableException:
-                raise VaultKeyMissing(
-                    f"{self.vault_path} keeps its key in the Secret Service, which stopped "
-                    f"answering on this D-Bus session: start it again (GNOME Keyring: "
-                    f"`gnome-keyring-daemon --start --components=secrets`)"
-                ) from None
+            yield conn
+        except secretstorage.exceptions.SecretServiceNotAvailableException:
+            raise VaultKeyMissing(stopped) from None
+        except TimeoutError:
+            late = f"did not answer within {CALL_TIMEOUT:g} s"
+            raise VaultKeyMissing(stopped.replace("stopped answering", late)) from None
         finally:
             conn.close()
 
