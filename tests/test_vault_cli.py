@@ -53,6 +53,8 @@ def test_rekey_to_the_systemd_credential_and_back(
     try:
         status = run_cli("status")
         assert "systemd-credential" in status.stdout + status.stderr
+        doctor = run_cli("doctor", env=given)
+        assert "the vault's key source is systemd-credential" in doctor.stdout + doctor.stderr
         assert run_cli("token").returncode == 0
     finally:
         d.stop()
