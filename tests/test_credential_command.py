@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd import config
-from coactive_credd.credcommand import MAX_LINE, CommandFailed, run
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.core import config
+from coactive_credd.testing.fakeupstream import FakeCoactive
 from coactive_credd.vault import Vault
+from coactive_credd.vault.credcommand import MAX_LINE, CommandFailed, run
 
 from .conftest import PERSONAL_TOKEN, leaked, run_cli, start_daemon
 

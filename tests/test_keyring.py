@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 from coactive_credd.vault import SOURCE_SECRET_SERVICE, Vault, key_id, parse
 
 from .conftest import PERSONAL_TOKEN, leaked, login, run_cli, start_daemon

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 from coactive_credd.vault import SOURCE_KEY_FILE, SOURCE_SYSTEMD, Vault, parse
 
 from .conftest import PERSONAL_TOKEN, login, run_cli, start_daemon

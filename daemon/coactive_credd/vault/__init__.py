@@ -15,8 +15,8 @@ Every name other modules use is exported here.
 
 from __future__ import annotations
 
-from .. import fsutil
-from .errors import (
+from coactive_credd.core import fsutil
+from coactive_credd.vault.errors import (
     VaultCorrupt,
     VaultError,
     VaultInsecure,
@@ -27,7 +27,7 @@ from .errors import (
     _insecure_as_vault_error,
     _Undecryptable,
 )
-from .format import (
+from coactive_credd.vault.format import (
     FORMAT_VERSION,
     KEY_ID_SIZE,
     KEY_SIZE,
@@ -48,11 +48,11 @@ from .format import (
     seal,
     unseal,
 )
-from .keychain import KEYCHAIN_SERVICE, Keychain
-from .passphrase import SALT_SIZE, SCRYPT_COST, ScryptParams, derive_key
-from .source import KeySource, NewKey
-from .store import Vault
-from .systemd import SYSTEMD_CREDENTIAL
+from coactive_credd.vault.keychain import KEYCHAIN_SERVICE, Keychain
+from coactive_credd.vault.passphrase import SALT_SIZE, SCRYPT_COST, ScryptParams, derive_key
+from coactive_credd.vault.source import KeySource, NewKey
+from coactive_credd.vault.store import Vault
+from coactive_credd.vault.systemd import SYSTEMD_CREDENTIAL
 
 __all__ = [
     "FORMAT_VERSION",

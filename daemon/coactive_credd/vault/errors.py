@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import fsutil
+from coactive_credd.core import fsutil
 
 
 class VaultError(Exception):

@@ -31,7 +31,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import VaultVersionError, _Undecryptable
+from coactive_credd.vault.errors import VaultVersionError, _Undecryptable
 
 MAGIC = b"CCDV"
 FORMAT_VERSION = 1

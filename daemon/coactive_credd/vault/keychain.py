@@ -10,9 +10,9 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import VaultError, VaultKeyMissing, set_aside
-from .format import KEY_SIZE, SOURCE_KEYCHAIN, key_id, new_key
-from .source import KeySource, NewKey
+from coactive_credd.vault.errors import VaultError, VaultKeyMissing, set_aside
+from coactive_credd.vault.format import KEY_SIZE, SOURCE_KEYCHAIN, key_id, new_key
+from coactive_credd.vault.source import KeySource, NewKey
 
 KEYCHAIN_SERVICE = "coactive-credd"
 

@@ -12,10 +12,10 @@ import contextlib
 import os
 from pathlib import Path
 
-from .. import fsutil
-from .errors import VaultKeyMissing, set_aside
-from .format import KEY_SIZE, SOURCE_KEY_FILE, key_id, new_key
-from .source import KeySource, NewKey
+from coactive_credd.core import fsutil
+from coactive_credd.vault.errors import VaultKeyMissing, set_aside
+from coactive_credd.vault.format import KEY_SIZE, SOURCE_KEY_FILE, key_id, new_key
+from coactive_credd.vault.source import KeySource, NewKey
 
 
 class KeyFile(KeySource):

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ..shield import ShieldedKey
-from .errors import VaultError, VaultLocked, _Undecryptable
-from .format import KEY_SIZE, SOURCE_PASSPHRASE
-from .source import KeySource, NewKey
+from coactive_credd.vault.errors import VaultError, VaultLocked, _Undecryptable
+from coactive_credd.vault.format import KEY_SIZE, SOURCE_PASSPHRASE
+from coactive_credd.vault.shield import ShieldedKey
+from coactive_credd.vault.source import KeySource, NewKey
 
 SALT_SIZE = 16
 # scrypt cost (log2 n, r, p): n = 2**17, r = 8, p = 1 is OWASP's recommended minimum and takes

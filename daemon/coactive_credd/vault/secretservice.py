@@ -5,7 +5,7 @@ The item sits in the default collection (the login keyring), with the attributes
 ``application=coactive-credd`` and ``key-id=<16 hex digits>`` (the header's key id) and the
 key as 64 hex digits; ``secret-tool search application coactive-credd`` lists it. Nothing is
 written beside the vault. A locked collection is :class:`VaultLocked` (the daemon's watcher,
-:mod:`coactive_credd.keywatch`, notices an unlock by itself); no D-Bus session, no Secret
+:mod:`coactive_credd.server.keywatch`, notices an unlock by itself); no D-Bus session, no Secret
 Service on it, or no such item is :class:`VaultKeyMissing` with the fix — never a quiet
 fallback to a key file.
 
@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..shield import ShieldedKey
-from .errors import VaultError, VaultKeyMissing, VaultLocked, set_aside
-from .format import KEY_SIZE, SOURCE_SECRET_SERVICE, key_id, new_key
-from .source import KeySource, NewKey
+from coactive_credd.vault.errors import VaultError, VaultKeyMissing, VaultLocked, set_aside
+from coactive_credd.vault.format import KEY_SIZE, SOURCE_SECRET_SERVICE, key_id, new_key
+from coactive_credd.vault.shield import ShieldedKey
+from coactive_credd.vault.source import KeySource, NewKey
 
 if TYPE_CHECKING:
     import secretstorage
@@ -50,7 +50,7 @@ class SecretService(KeySource):
 
     def __init__(self, vault_path: Path) -> None:
         self.vault_path = vault_path
-        # The daemon, whose watcher (:mod:`coactive_credd.keywatch`) follows the lock state,
+        # The daemon, whose watcher (:mod:`coactive_credd.server.keywatch`) follows the lock state,
         # sets `remember`: the key is then kept shielded in memory (like an unlocked
         # passphrase's) until :meth:`forget`, so reloads and writes need no D-Bus call.
         self.remember = False

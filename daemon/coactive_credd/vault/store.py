@@ -14,16 +14,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import fsutil
-from ..shield import ShieldedKey
-from .errors import (
+from coactive_credd.core import fsutil
+from coactive_credd.vault.errors import (
     VaultCorrupt,
     VaultError,
     WrongPassphrase,
     _insecure_as_vault_error,
     _Undecryptable,
 )
-from .format import (
+from coactive_credd.vault.format import (
     NONCE_SIZE,
     SOURCE_KEY_FILE,
     SOURCE_NAMES,
@@ -35,12 +34,13 @@ from .format import (
     seal,
     unseal,
 )
-from .keychain import Keychain, KeychainSource
-from .keyfile import KeyFile
-from .passphrase import SCRYPT_COST, Passphrase, ScryptParams, derive_key
-from .secretservice import SecretService
-from .source import KeySource, NewKey
-from .systemd import SystemdCredential
+from coactive_credd.vault.keychain import Keychain, KeychainSource
+from coactive_credd.vault.keyfile import KeyFile
+from coactive_credd.vault.passphrase import SCRYPT_COST, Passphrase, ScryptParams, derive_key
+from coactive_credd.vault.secretservice import SecretService
+from coactive_credd.vault.shield import ShieldedKey
+from coactive_credd.vault.source import KeySource, NewKey
+from coactive_credd.vault.systemd import SystemdCredential
 
 
 @dataclass

@@ -13,9 +13,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from .errors import VaultKeyMissing
-from .format import KEY_SIZE, SOURCE_SYSTEMD, key_id
-from .source import KeySource, NewKey
+from coactive_credd.vault.errors import VaultKeyMissing
+from coactive_credd.vault.format import KEY_SIZE, SOURCE_SYSTEMD, key_id
+from coactive_credd.vault.source import KeySource, NewKey
 
 SYSTEMD_CREDENTIAL = "coactive-credd.key"
 
