@@ -71,6 +71,60 @@ def _files(found: list[Finding]) -> None:
         found.append(Finding("config", "problem", str(exc), f"edit {paths.config_file}"))
 
 
+def _key_source(found: list[Finding]) -> None:
+    """Name the vault's key source (from its header: no secret is read); for the Secret
+    Service, check that it answers and that the vault's item is there and unlocked."""
+    from coactive_credd.core import fsutil
+    from coactive_credd.vault import SOURCE_NAMES, SOURCE_SECRET_SERVICE, Vault, VaultError
+
+    paths = resolve_paths()
+    vault = Vault(paths.vault_file, paths.key_file, paths.lock_file)
+    try:
+        header = vault.header()
+    except (VaultError, fsutil.InsecurePathError, OSError):
+        return  # the files check reports it
+    if header is None:
+        return
+    name = SOURCE_NAMES[header.source]
+    if header.source != SOURCE_SECRET_SERVICE:
+        found.append(Finding("vault key", "ok", f"the vault's key source is {name}"))
+        return
+    try:
+        state = vault.secret_service.state(header.params)
+    except VaultError as exc:
+        found.append(
+            Finding("vault key", "problem", f"the vault's key source is secret-service: {exc}")
+        )
+        return
+    if state == "missing":
+        found.append(
+            Finding(
+                "vault key",
+                "problem",
+                f"the vault's key source is secret-service, but its item is not in the Secret "
+                f"Service (application=coactive-credd key-id={header.params.hex()})",
+                "restore the login keyring, or set the vault aside and `coactive-credd login`",
+            )
+        )
+    elif state == "locked":
+        found.append(
+            Finding(
+                "vault key",
+                "problem",
+                "the vault's key source is secret-service, and its collection is locked",
+                "unlock the login keyring (log in to the desktop); the daemon serves again by itself",
+            )
+        )
+    else:
+        found.append(
+            Finding(
+                "vault key",
+                "ok",
+                "the vault's key source is secret-service: it answers and holds the vault's item",
+            )
+        )
+
+
 def _socket(found: list[Finding]) -> tuple[str, bool]:
     """Checks the socket file; answers (path, whether a socket is there)."""
     sock = str(resolve_paths().socket)
@@ -308,6 +362,7 @@ def _git(found: list[Finding]) -> None:
 def diagnose() -> list[Finding]:
     found: list[Finding] = []
     _files(found)
+    _key_source(found)
     sock, present = _socket(found)
     service = _service(found)
     st = _daemon(found, sock, present, service)

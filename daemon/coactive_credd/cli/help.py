@@ -197,8 +197,13 @@ HELP: dict[str, tuple[list[str], str, list[str]]] = {
         ["COACTIVE_CREDD_HOME", "COACTIVE_CREDD_SOCKET"],
     ),
     "rekey": (
-        ["coactive-credd rekey --passphrase", "coactive-credd rekey --key-file"],
-        "0 re-encrypted, 2 usage, 7 wrong current passphrase",
+        [
+            "coactive-credd rekey --passphrase",
+            "coactive-credd rekey --secret-service",
+            "coactive-credd rekey --key-file",
+            "systemd-run --user --pipe -p LoadCredentialEncrypted=coactive-credd.key coactive-credd rekey --systemd-credential",
+        ],
+        "0 re-encrypted, 1 the new key source is not available, 2 usage, 7 wrong current passphrase or a locked keyring",
         ["COACTIVE_CREDD_HOME", "COACTIVE_CREDD_SOCKET"],
     ),
 }

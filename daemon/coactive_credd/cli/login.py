@@ -150,7 +150,8 @@ def open_writer(paths: Paths) -> _Writer:
     for d in paths.private_dirs:
         fsutil.ensure_private_dir(d)
     vault = open_vault(paths)
-    if not vault.locked:
+    # A locked Secret Service is no passphrase to ask for: writing says what to unlock.
+    if not vault.locked or vault.key_source != "passphrase":
         return _Writer(paths, vault, via_daemon=False)
     if _daemon_unlocked(paths):
         return _Writer(paths, vault, via_daemon=True)
@@ -194,7 +195,7 @@ def _auth_for(
     if args.personal_token_stdin:
         return "personal_token", None
     if old is not None and old.auth == "client_credentials":
-        client_id = writer.client_id(name)
+        client_id = writer.client_id(name) or old.client_id
         if client_id:
             return "client_credentials", client_id
         raise CommandError(
@@ -285,6 +286,8 @@ def cmd_login(args: argparse.Namespace) -> int:
     writer = open_writer(paths)
     auth, client_id = _auth_for(args, old, writer, name)
     created = _created(args, auth)
+    if getattr(args, "credential_command", None) is not None:
+        return _login_command(args, name, old, writer, base_url, ca_bundle, auth, client_id)
     if auth == "client_credentials":
         secret = read_secret("Client secret: ", args.client_secret_stdin, "--client-secret-stdin")
     else:
@@ -313,6 +316,84 @@ def cmd_login(args: argparse.Namespace) -> int:
     checked = "verified" if cached else "saved without verifying"
     tail = "the running daemon picked it up" if running else _start_tail()
     print(f"profile {name!r} ({kind}) at {base_url}: {checked}; {tail}", file=sys.stderr)
+    return 0
+
+
+def _login_command(
+    args: argparse.Namespace,
+    name: str,
+    old: ProfileConfig | None,
+    writer: _Writer,
+    base_url: str,
+    ca_bundle: str | None,
+    auth: str,
+    client_id: str | None,
+) -> int:
+    """``login --credential-command CMD``: the profile's credential comes from CMD (split like
+    a shell, kept in the config as a list); CMD runs once here and its credential is checked
+    with one exchange (unless --no-verify). Nothing of the credential is written."""
+    import dataclasses
+    import shlex
+
+    from coactive_credd.core import config, fsutil
+    from coactive_credd.vault import credcommand
+
+    paths = writer.paths
+    if args.personal_token_stdin or args.client_secret_stdin:
+        raise CommandError(
+            "--credential-command gives the credential; leave out --personal-token-stdin and "
+            "--client-secret-stdin",
+            EXIT_USAGE,
+        )
+    try:
+        argv = tuple(shlex.split(args.credential_command))
+    except ValueError as exc:
+        raise CommandError(
+            f"--credential-command cannot be split like a shell command ({exc}); quote it as "
+            f"you would in sh, e.g. --credential-command 'pass show coactive/token'",
+            EXIT_USAGE,
+        ) from None
+    if not argv:
+        raise CommandError(
+            "--credential-command is empty; e.g. --credential-command 'pass show coactive/token'",
+            EXIT_USAGE,
+        )
+    system = auth == "client_credentials"
+    base = old or config.ProfileConfig(name=name)
+    pc = dataclasses.replace(
+        base,
+        base_url=base_url,
+        auth="client_credentials" if system else "personal_token",
+        ca_bundle=ca_bundle,
+        client_id=client_id if system else None,
+        credential_file=None,
+        credential_command=argv,
+    )
+    pc, route = _with_proxy(args, pc)
+    checked, cached = "saved without verifying", None
+    if not args.no_verify:
+        progress(f"running `{credcommand.describe(argv)}`")
+        try:
+            secret = credcommand.run(argv)
+        except credcommand.CommandFailed as exc:
+            raise CommandError(f"{exc}; nothing was saved; fix it and log in again") from None
+        cached = _verify(pc, secret, client_id, name, route)
+        checked = "verified"
+    with fsutil.locked(paths.config_file.with_name("config.lock")):
+        config.update(paths.config_file, lambda c: config.with_profile(c, pc))
+    # A credential stored before is no longer the profile's: the vault keeps only its token
+    # (the daemon keeps later ones there too). Through the daemon, only the removal.
+    if not writer.via_daemon:
+        writer.put(name, credcommand.NO_SECRET, client_id, cached)
+    elif writer.vault.exists():
+        writer.remove([name])
+    running = notify_daemon(paths)
+    tail = "the running daemon picked it up" if running else _start_tail()
+    print(
+        f"profile {name!r} at {base_url}: credential from `{credcommand.describe(argv)}`, "
+        f"{checked}; {tail}",
+        file=sys.stderr,
+    )
     return 0
 
 

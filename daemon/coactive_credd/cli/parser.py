@@ -146,6 +146,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="read the client secret from one line of stdin",
     )
     p.add_argument(
+        "--credential-command",
+        metavar="CMD",
+        help="take the credential from this program's first line of output at each login "
+        "(e.g. 'pass show coactive/token'; split like a shell, run without one)",
+    )
+    p.add_argument(
         "--ca-bundle",
         metavar="PEM",
         help="trust this CA bundle for Coactive's TLS (a TLS-inspecting proxy); kept in the config",

@@ -59,8 +59,8 @@ def unlock_for_cli(vault: Vault, from_stdin: bool) -> None:
     """Open a passphrase vault in this process (for login, logout, rekey)."""
     from coactive_credd.vault import WrongPassphrase
 
-    if not vault.locked:
-        return
+    if not vault.locked or vault.key_source != "passphrase":
+        return  # a locked Secret Service: reading the vault says what to unlock
     if not from_stdin and not has_terminal():
         raise CommandError(
             "the vault is protected by a passphrase and there is no terminal to ask for it; "
@@ -120,11 +120,17 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     if args.keychain:
         if sys.platform != "darwin":
             raise CommandError(
-                "--keychain keeps the key in the macOS login Keychain; on this system use --passphrase-stdin or --key-file",
+                "--keychain keeps the key in the macOS login Keychain; on this system use --secret-service, --passphrase-stdin or --key-file",
                 EXIT_USAGE,
             )
         vault.rekey_to_keychain()
         what = "a key in the login Keychain"
+    elif args.secret_service:
+        vault.rekey_to_secret_service()
+        what = "a key in the Secret Service (login keyring); the key file is removed"
+    elif args.systemd_credential:
+        vault.rekey_to_systemd_credential()
+        what = "the systemd credential coactive-credd.key"
     elif not args.key_file:
         new = read_passphrase("New passphrase: ", args.passphrase_stdin, confirm=True)
         vault.rekey_to_passphrase(new)
@@ -151,7 +157,11 @@ def add_commands(add: Any) -> None:
     p.add_argument(
         "--passphrase-stdin", action="store_true", help="read the passphrase from one line of stdin"
     )
-    p = add("rekey", cmd_rekey, "re-encrypt the vault under a passphrase or a new key file")
+    p = add(
+        "rekey",
+        cmd_rekey,
+        "re-encrypt the vault under a new key: a key file, a passphrase, the Secret Service, the Keychain or a systemd credential",
+    )
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument(
         "--passphrase-stdin",
@@ -168,4 +178,14 @@ def add_commands(add: Any) -> None:
     )
     g.add_argument(
         "--keychain", action="store_true", help="macOS: keep the key in the login Keychain"
+    )
+    g.add_argument(
+        "--secret-service",
+        action="store_true",
+        help="Linux desktops: keep the key in the Secret Service (GNOME Keyring, KWallet, KeePassXC); removes the key file",
+    )
+    g.add_argument(
+        "--systemd-credential",
+        action="store_true",
+        help="use the systemd credential coactive-credd.key this process was given ($CREDENTIALS_DIRECTORY)",
     )

@@ -17,6 +17,7 @@ the defaults below. The file holds nothing secret; secrets live in the vault.
     # credential_created = 2026-09-01  # when the personal token was made (`login --created`)
     # credential_file = "/var/run/secrets/coactive/secret"  # instead of the vault (containers)
     # client_id = "..."                # with credential_file, for client credentials
+    # credential_command = ["pass", "show", "coactive/token"]  # the secret from a program
     # token_file = "/var/run/coactive/token"  # the daemon keeps the current token here
     # token_file_mode = "0640"         # default 0600
 
@@ -82,6 +83,8 @@ class ProfileConfig:
     # Containers and long-running programs (see :mod:`containers`):
     client_id: str | None = None  # with credential_file and client_credentials
     credential_file: str | None = None  # the secret is read from here, not from the vault
+    # the secret is the first line this program prints (see :mod:`credcommand`); argv, no shell
+    credential_command: tuple[str, ...] | None = None
     token_file: str | None = None  # the current token is kept here
     token_file_mode: int = 0o600
 
@@ -159,9 +162,42 @@ def parse(text: str, source: str = "config.toml") -> Config:
             ca_bundle=ca_bundle,
             proxy=parse_proxy(p.get("proxy"), where),
             credential_created=_date(p.get("credential_created"), where),
+            credential_command=parse_credential_command(p.get("credential_command"), where),
             **_container_keys(p, cast(Auth, auth), where),
         )
+        if profiles[name].credential_command and profiles[name].credential_file:
+            raise ConfigError(
+                f"{where}: credential_command and credential_file both give the credential; "
+                f"keep one"
+            )
+        if (
+            profiles[name].credential_command
+            and auth == "client_credentials"
+            and profiles[name].client_id is None
+        ):
+            raise ConfigError(
+                f"{where}: a client_credentials profile with credential_command needs "
+                f'client_id = "..."'
+            )
     return Config(daemon=daemon, profiles=profiles)
+
+
+def parse_credential_command(value: object, where: str) -> tuple[str, ...] | None:
+    """``credential_command``: a non-empty list of strings (a program and its arguments,
+    run without a shell), e.g. ``["pass", "show", "coactive/token"]``."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(a, str) and "\0" not in a for a in value)
+        or not value[0]
+    ):
+        raise ConfigError(
+            f"{where}: credential_command must be a list of strings, the program first, "
+            f'e.g. ["pass", "show", "coactive/token"]'
+        )
+    return tuple(value)
 
 
 def parse_proxy(value: object, where: str) -> str | None:
@@ -301,6 +337,8 @@ def render(cfg: Config) -> str:
         for key in ("client_id", "credential_file", "token_file"):
             if getattr(p, key):
                 lines.append(f"{key} = {_toml_value(getattr(p, key))}")
+        if p.credential_command:
+            lines.append(f"credential_command = {json.dumps(list(p.credential_command))}")
         if p.token_file_mode != 0o600:
             lines.append(f'token_file_mode = "{p.token_file_mode:04o}"')
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from coactive_credd.core.request import BadQuery, parse_min_ttl, parse_query, wa
 from coactive_credd.server import admin, audit, events
 from coactive_credd.server.errors import ApiError
 from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra, token_tail
-from coactive_credd.vault import VaultError, WrongPassphrase
+from coactive_credd.vault import VaultError, WrongPassphrase, unlock_hint
 
 log = logging.getLogger("coactive_credd")
 
@@ -195,7 +195,7 @@ class Api:
                 f"run `coactive-credd login --profile {name}`",
             )
         if self.d.locked:
-            raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
+            raise ApiError(423, "locked", "the vault is locked", unlock_hint(self.d.key_source))
         return p
 
     def connected(self, uid: int, pid: int | None) -> audit.Client:
@@ -297,7 +297,7 @@ class Api:
                 "`coactive-credd status` lists the profiles and their base URLs",
             )
         if self.d.locked:
-            raise ApiError(423, "locked", "the vault is locked", "run `coactive-credd unlock`")
+            raise ApiError(423, "locked", "the vault is locked", unlock_hint(self.d.key_source))
         p = self.d.profiles[name]
         resp = await self._serve(request, p)
         tok = p.rt.token  # the one just rendered: nothing awaited since

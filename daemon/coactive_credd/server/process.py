@@ -22,7 +22,7 @@ from coactive_credd import __version__
 from coactive_credd.core import config, fsutil, harden, pidfile, request
 from coactive_credd.core.errors import CreddError
 from coactive_credd.core.paths import Paths
-from coactive_credd.server import containers, fastpath, logguard, service
+from coactive_credd.server import containers, fastpath, keywatch, logguard, service
 from coactive_credd.server.api import Api
 from coactive_credd.server.fastpath import FastSite
 from coactive_credd.server.httpserver import ProtocolServer
@@ -229,6 +229,7 @@ async def run(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     background = [asyncio.create_task(daemon.scheduler())]
+    background.append(asyncio.create_task(keywatch.watch(daemon)))
     background += [asyncio.create_task(c) for c in extra_tasks]
     interval = daemon.notifier.watchdog_interval()
     if interval:

@@ -39,6 +39,7 @@ from coactive_credd.vault import (
     VaultError,
     VaultLocked,
     WrongPassphrase,
+    credcommand,
     credfile,
 )
 from coactive_credd.vault.shield import Shielded
@@ -195,7 +196,13 @@ class Daemon:
         fresh: dict[str, Profile] = {}
         for name, pc in cfg.profiles.items():
             sec, problem = credfile.secrets(pc, data.profiles.get(name))
+            kept = None
+            if pc.credential_command is not None:  # run when a login needs it (credcommand)
+                sec, problem = None, None
+                kept = credcommand.kept_token(data.profiles.get(name))
             fp = fingerprint(sec.secret, sec.client_id) if sec else None
+            if pc.credential_command is not None:  # the token-only entry: tokens persist
+                fp = fingerprint(credcommand.NO_SECRET, pc.client_id)
             old = self.profiles.get(name)
             if old is not None and old.cfg == pc and old.fp == fp and not self.locked:
                 p = old
@@ -212,7 +219,13 @@ class Daemon:
                 p.rt.on_rejected(problem)
             if sec is not None and sec.token is not None:
                 self._adopt(p, sec.token, now, self.boot_clock())
-            if p.secret is not None and p.rt.token is None and p.rt.refresh_at is None:
+            if kept is not None:
+                self._adopt(p, kept, now, self.boot_clock())
+            if pc.credential_command is not None and p.rt.reauth:
+                p.rt.on_new_credentials()  # a reload runs a failed command again, once
+                p.rt.refresh_at = None
+            has_secret = p.secret is not None or pc.credential_command is not None
+            if has_secret and p.rt.token is None and p.rt.refresh_at is None:
                 p.rt.refresh_at = now  # log in now, before the first caller asks
             fresh[name] = p
         self.profiles = fresh
@@ -249,6 +262,8 @@ class Daemon:
     async def _refresh(self, p: Profile) -> None:
         name = p.cfg.name
         try:
+            if p.cfg.credential_command is not None and not await fetch_from_command(p):
+                return
             if p.secret is None:
                 p.rt.on_rejected("no credentials stored")
                 return
@@ -492,3 +507,27 @@ class Daemon:
                 watcher()
             except Exception:  # a watcher's failure must not stop a refresh or a reload
                 log.exception("a watcher failed")
+
+
+async def fetch_from_command(p: Profile) -> bool:
+    """Run `p`'s credential_command off the event loop and keep its answer (shielded) as
+    the profile's secret. False, with the profile in reauth_required and the reason logged,
+    when it fails; the scheduler does not retry a profile in reauth_required, so the
+    command runs again only after ``coactive-credd refresh`` or a reload."""
+    argv = p.cfg.credential_command
+    assert argv is not None
+    try:
+        secret = await credcommand.in_thread(argv)
+    except credcommand.CommandFailed as exc:
+        p.secret = None
+        p.rt.on_rejected(str(exc))
+        log.error(
+            "profile=%s %s; fix it, then `coactive-credd refresh --profile %s`",
+            p.cfg.name,
+            exc,
+            p.cfg.name,
+        )
+        return False
+    p.secret = Shielded(secret)
+    p.client_id = p.cfg.client_id
+    return True
