@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -52,6 +50,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import config, engine
+from .proxyrules import PREFIX, end_to_end, host_of, is_local_host, target_problem
 from .refresh import Profile, proxy_url
 from .upstream import UpstreamError, _reason
 
@@ -61,7 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK",
-    "HOP_BY_HOP",
     "PROFILE_HEADER",
     "REPLAY_MAX",
     "ApiProxy",
@@ -71,8 +69,6 @@ __all__ = [
 log = logging.getLogger("coactive_credd.apiproxy")
 
 PROFILE_HEADER = "Coactive-Profile"
-PREFIX = "/api/"
-LOGIN_PATH = "/api/v0/login"
 CHUNK = 64 * 1024  # bytes read and written at a time, each way
 REPLAY_MAX = 1024 * 1024  # a request body up to this is held, so a 401 can be replayed
 HELD_401_MAX = 64 * 1024  # a 401's body held while deciding to replay (larger: passed through)
@@ -81,24 +77,9 @@ READ_TIMEOUT = 300.0  # seconds Coactive may stay silent, before its head or wit
 SEND_TIMEOUT = 60.0  # seconds a caller may leave a chunk of the answer unread
 BODY_IDLE = 60.0  # seconds a caller may leave its request body unsent
 REPORT_INTERVAL = 10.0  # a token replaced after a proxied 401 is not replaced again sooner
-# RFC 9110 §7.6.1, plus the ones this hop sets itself (Host, Authorization, our header).
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_NOT_FORWARDED = HOP_BY_HOP | {"host", "authorization", "expect", PROFILE_HEADER.lower()}
-_NOT_PASSED_BACK = HOP_BY_HOP | {"content-length"}
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$|\?)", re.IGNORECASE)
+# Besides the hop-by-hop ones, this hop sets Host and Authorization itself, answers Expect,
+# and reads Coactive-Profile.
+_NOT_FORWARDED = ("host", "authorization", "expect", PROFILE_HEADER)
 
 
 def is_proxied(request: web.BaseRequest) -> bool:
@@ -111,18 +92,9 @@ def is_proxied(request: web.BaseRequest) -> bool:
     )
 
 
-def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
-    """The field names a Connection header lists (RFC 9110 §7.6.1), lower case."""
-    named: set[str] = set()
-    for value in headers.getall("Connection", ()):
-        named.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return named
-
-
 def forwarded_headers(headers: CIMultiDictProxy[str], token: str) -> CIMultiDict[str]:
     """The end-to-end request headers, with ``Authorization: Bearer <token>``."""
-    drop = _NOT_FORWARDED | _connection_named(headers)
-    out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    out = CIMultiDict(end_to_end(headers.items(), _NOT_FORWARDED))
     out["Authorization"] = f"Bearer {token}"
     return out
 
@@ -130,25 +102,7 @@ def forwarded_headers(headers: CIMultiDictProxy[str], token: str) -> CIMultiDict
 def passed_back_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """Coactive's answer headers without the hop-by-hop ones (and Content-Length, which the
     answer sets itself)."""
-    drop = _NOT_PASSED_BACK | _connection_named(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
-
-
-def _host_only(value: str) -> str:
-    """The host of a Host header value, lower case, without port or brackets."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-
-
-def _local(host: str) -> bool:
-    if host in _LOCAL_HOSTS or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return CIMultiDict(end_to_end(headers.items(), ("content-length",)))
 
 
 @dataclass
@@ -205,28 +159,27 @@ class ApiProxy:
     def _check_target(self, request: web.BaseRequest) -> None:
         from .api import ApiError
 
-        raw = request.raw_path
-        if request.method == "CONNECT" or not raw.startswith("/"):
+        problem = target_problem(request.method, request.raw_path)
+        if problem == "login":
             raise ApiError(
-                400,
-                "bad_request",
-                "the API proxy forwards only to the profile's base URL: no CONNECT and no "
-                "absolute-form target",
-                "send the path alone, like GET /api/v1/datasets, with Coactive-Profile: NAME",
+                404,
+                "not_found",
+                "the API proxy does not forward logins: the daemon logs in itself",
+                "call the API directly; `coactive-credd token` gives a token if you need one",
             )
-        path = raw.split("?", 1)[0]
-        if not path.startswith(PREFIX) or _DOT_SEGMENT.search(path) or "#" in raw or "\\" in path:
+        if problem is not None:
             raise ApiError(
                 400,
                 "bad_request",
-                "malformed API target: it must be a path under /api/ without . or .. segments",
-                "send a path like /api/v1/datasets",
+                problem,
+                "send the path alone, like GET /api/v1/datasets, with Coactive-Profile: NAME",
             )
         hosts = request.headers.getall("Host", ())
         if len(hosts) > 1:
             raise ApiError(400, "bad_request", "more than one Host header", "send one Host")
-        host = _host_only(hosts[0]) if hosts else ""
-        if host and not _local(host) and "%2f" not in host:
+        host = host_of(hosts[0]) if hosts else ""
+        # "%2f": a socket path as the host, as requests-unixsocket and its kin send it.
+        if host and not is_local_host(host) and "%2f" not in host:
             name = request.headers.get(PROFILE_HEADER) or "default"
             p = self.d.profiles.get(name)
             if p is None or URL(p.cfg.base_url).host != host:
@@ -237,13 +190,6 @@ class ApiProxy:
                     "profile's base URL",
                     "send Host: localhost (or none)",
                 )
-        if path.rstrip("/").lower() == LOGIN_PATH:
-            raise ApiError(
-                404,
-                "not_found",
-                "the API proxy does not forward logins: the daemon logs in itself",
-                "call the API directly; `coactive-credd token` gives a token if you need one",
-            )
 
     def _profile(self, request: web.BaseRequest) -> Profile:
         from .api import ApiError

@@ -23,6 +23,7 @@ fake issued>`` (else 401), and::
     GET  /api/v1/stall          the head after an hour (a Coactive that stalls)
     GET  /api/v1/reset?bytes=N  N bytes of a longer announced body, then a reset
     GET  /api/v1/datasets       an empty page of datasets, the shape Coactive's SDK reads
+    ANY  /api/v1/datasets/ID    the echo (what the SDK's dataset.delete reads as it is)
 
 ``api_401`` (an attribute, or ``{"api_401": K}`` to ``/_fake/control``) makes the next K API
 requests answer 401 whatever their token; ``api_requests`` records each one.
@@ -396,7 +397,7 @@ class FakeCoactive:
         self, request: web.Request, record: RecordedRequest
     ) -> web.StreamResponse:
         tail = request.match_info["tail"]
-        if tail.startswith("echo"):
+        if tail.startswith(("echo", "datasets/")):
             digest, size, kept = hashlib.sha256(), 0, bytearray()
             while chunk := await request.content.read(64 * 1024):
                 digest.update(chunk)
