@@ -135,6 +135,8 @@ def _print_offline(off: dict[str, Any]) -> None:
     rows += [(p["name"], p["auth"], p["base_url"]) for p in off["profiles"]]
     _table(rows)
     for p in off["profiles"]:
+        if p.get("api_proxy"):
+            print(f"{p['name']}: API proxy: {_proxy_figures(p['api_proxy'])}")
         if p.get("credential_warning"):
             print(f"warning: {p['credential_warning']}")
 
@@ -186,6 +188,15 @@ def _print_status(st: dict[str, Any]) -> None:
             print(f"warning: {p['credential_warning']}")
         if p["state"] == "reauth_required":
             print(f"{p['name']}: log in again: {_login_hint(p)}")
+
+
+def _proxy_figures(px: dict[str, Any]) -> str:
+    """One line of the API proxy's figures for a profile (``api_proxy`` in its status)."""
+    return (
+        f"{px.get('requests', 0)} requests, {px.get('errors', 0)} errors (5xx or none), "
+        f"{px.get('replays', 0)} replayed after a 401, last status {px.get('last_status')}, "
+        f"mean {float(px.get('mean_seconds') or 0) * 1000:.1f} ms"
+    )
 
 
 def _login_hint(p: dict[str, Any]) -> str:
