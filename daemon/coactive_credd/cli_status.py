@@ -135,8 +135,6 @@ def _print_offline(off: dict[str, Any]) -> None:
     rows += [(p["name"], p["auth"], p["base_url"]) for p in off["profiles"]]
     _table(rows)
     for p in off["profiles"]:
-        if p.get("api_proxy"):
-            print(f"{p['name']}: API proxy: {_proxy_figures(p['api_proxy'])}")
         if p.get("credential_warning"):
             print(f"warning: {p['credential_warning']}")
 
@@ -184,6 +182,8 @@ def _print_status(st: dict[str, Any]) -> None:
             print(f"{p['name']}: last error: {p['last_error']}")
         if p.get("proxy"):
             print(f"{p['name']}: via proxy {p.get('proxy_route') or p['proxy']}")
+        if p.get("api_proxy"):
+            print(f"{p['name']}: API proxy: {_proxy_figures(p['api_proxy'])}")
         if p.get("credential_warning"):
             print(f"warning: {p['credential_warning']}")
         if p["state"] == "reauth_required":

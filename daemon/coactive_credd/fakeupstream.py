@@ -409,7 +409,7 @@ class FakeCoactive:
                 {
                     "method": request.method,
                     "path": request.path,
-                    "query": request.query_string,
+                    "query": request.raw_path.partition("?")[2],  # as sent, undecoded
                     "headers": [[k, v] for k, v in request.headers.items()],
                     "body_bytes": size,
                     "body_sha256": digest.hexdigest(),
