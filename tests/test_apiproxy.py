@@ -58,7 +58,7 @@ def rss_kib(pid: int) -> int:
 def test_a_request_reaches_coactive_with_the_current_token_and_end_to_end_headers_only(
     daemon: Daemon, fake: FakeCoactive
 ) -> None:
-    status, headers, body = curl(
+    status, _headers, body = curl(
         daemon.socket,
         "-X",
         "PATCH",
@@ -124,7 +124,7 @@ def test_a_request_reaches_coactive_with_the_current_token_and_end_to_end_header
 def test_what_is_not_an_api_call_reaches_nothing(
     daemon: Daemon, fake: FakeCoactive, args: list[str], status: int, code: str
 ) -> None:
-    got, headers, body = curl(daemon.socket, *args)
+    got, _headers, body = curl(daemon.socket, *args)
     assert (got, json.loads(body)["error"]["code"]) == (status, code)
     assert fake.api_requests == []
     assert [r.path for r in fake.requests] == ["/api/v0/login"]  # the daemon's own, at login
