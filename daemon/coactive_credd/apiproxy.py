@@ -52,7 +52,7 @@ from yarl import URL
 from . import config, engine
 from .proxyrules import PREFIX, end_to_end, host_of, is_local_host, target_problem
 from .refresh import Profile, proxy_url
-from .upstream import UpstreamError, _reason
+from .upstream import UpstreamError
 
 if TYPE_CHECKING:
     from .api import Api
@@ -332,11 +332,11 @@ class ApiProxy:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             why = f"no answer within {self.read_timeout:g} s"
         except aiohttp.ClientConnectorError as exc:
-            why = f"cannot connect to {exc.host}:{exc.port} ({_reason(exc)})"
+            why = f"cannot connect to {exc.host}:{exc.port} ({_why(exc)})"
         except aiohttp.ServerDisconnectedError:
             why = "the connection closed before an answer came"
         except (aiohttp.ClientError, OSError) as exc:
-            why = f"connection failed ({_reason(exc)})"
+            why = f"connection failed ({_why(exc)})"
         log.warning("profile=%s %s /api/... not forwarded: %s", pc.name, request.method, why)
         raise ApiError(
             502,
@@ -444,9 +444,16 @@ class ApiProxy:
 
 
 def _why(exc: BaseException) -> str:
+    """A short reason for a network error that repeats none of Coactive's bytes (aiohttp's
+    parse errors quote them): the OS error's text, or the exception's type."""
     if isinstance(exc, TimeoutError):
         return "timeout"
-    return _reason(exc)
+    os_error = getattr(exc, "os_error", exc)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return str(os_error.strerror)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: a malformed answer"
+    return type(exc).__name__
 
 
 @dataclass

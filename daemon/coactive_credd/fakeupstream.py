@@ -427,7 +427,7 @@ class FakeCoactive:
             elif request.query.get("chunked") != "1":
                 resp.content_length = size
             await resp.prepare(request)
-            sent = 0
+            sent = 0 if request.method != "HEAD" else size  # a HEAD: the head alone
             while sent < size:
                 n = min(64 * 1024, size - sent)
                 await resp.write(pattern(sent, n))
