@@ -209,3 +209,13 @@ async def test_a_coactive_401_storm_costs_one_login_per_interval(px: Proxied) ->
         status, _ = await px.call("GET", "/api/v1/echo")
         assert status == 401
     assert px.fake.logins == logins + 1
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 12, 40])
+def test_the_scrubber_masks_a_secret_however_the_chunks_cut_it(cut: int) -> None:
+    from coactive_credd.proxyrules import Scrubber
+
+    text = b'{"a": "cat_SECRET", "b": "cat_SECRET!", "c": "cat_SECRE"}'
+    s = Scrubber(["cat_SECRET"])
+    out = b"".join(s.feed(text[i : i + cut]) for i in range(0, len(text), cut)) + s.end()
+    assert out == text.replace(b"cat_SECRET", b"**********") and len(out) == len(text)

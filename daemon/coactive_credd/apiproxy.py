@@ -50,7 +50,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import config, engine
-from .proxyrules import PREFIX, end_to_end, host_of, is_local_host, target_problem
+from .proxyrules import (
+    PREFIX,
+    WITHHOLD_HEADER,
+    Scrubber,
+    end_to_end,
+    host_of,
+    is_local_host,
+    target_problem,
+)
 from .refresh import Profile, proxy_url
 from .upstream import UpstreamError
 
@@ -79,7 +87,7 @@ BODY_IDLE = 60.0  # seconds a caller may leave its request body unsent
 REPORT_INTERVAL = 10.0  # a token replaced after a proxied 401 is not replaced again sooner
 # Besides the hop-by-hop ones, this hop sets Host and Authorization itself, answers Expect,
 # and reads Coactive-Profile.
-_NOT_FORWARDED = ("host", "authorization", "expect", PROFILE_HEADER)
+_NOT_FORWARDED = ("host", "authorization", "expect", PROFILE_HEADER, WITHHOLD_HEADER)
 
 
 def is_proxied(request: web.BaseRequest) -> bool:
@@ -243,7 +251,10 @@ class ApiProxy:
         resp: aiohttp.ClientResponse | _Canned = await self._send(request, p, token, held)
         if resp.status == 401 and isinstance(resp, aiohttp.ClientResponse):
             resp = await self._after_401(request, p, token, held, resp)
-        return await self._pass_back(request, p, resp)
+        scrub = None
+        if WITHHOLD_HEADER in request.headers:  # exec --proxy: the token never reaches CMD
+            scrub = Scrubber([token, p.rt.token.access_token if p.rt.token else ""])
+        return await self._pass_back(request, p, resp, scrub)
 
     async def _hold(self, request: web.BaseRequest) -> _Held:
         """The request body: read whole when it is at most :data:`REPLAY_MAX` bytes (a 401
@@ -395,15 +406,23 @@ class ApiProxy:
     # ---- the answer ---------------------------------------------------------------------
 
     async def _pass_back(
-        self, request: web.BaseRequest, p: Profile, resp: aiohttp.ClientResponse | _Canned
+        self,
+        request: web.BaseRequest,
+        p: Profile,
+        resp: aiohttp.ClientResponse | _Canned,
+        scrub: Scrubber | None = None,
     ) -> web.StreamResponse:
-        out = web.StreamResponse(
-            status=resp.status, reason=resp.reason, headers=passed_back_headers(resp.headers)
-        )
+        headers = passed_back_headers(resp.headers)
+        if scrub is not None:
+            headers = CIMultiDict(
+                (k, scrub.mask(v.encode("latin-1", "replace")).decode("latin-1"))
+                for k, v in headers.items()
+            )
+        out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
         if isinstance(resp, _Canned):
             out.content_length = len(resp.body)
             await out.prepare(request)
-            await out.write(resp.body)
+            await out.write(resp.body if scrub is None else scrub.mask(resp.body))
             await out.write_eof()
             return out
         length = resp.headers.get("Content-Length")
@@ -421,7 +440,11 @@ class ApiProxy:
                     self._cut(request, p, f"Coactive's answer broke off ({_why(exc)})")
                     return out
                 if not chunk:
+                    if scrub is not None and (tail := scrub.end()):
+                        await asyncio.wait_for(out.write(tail), self.send_timeout)
                     break
+                if scrub is not None:
+                    chunk = scrub.feed(chunk)
                 try:
                     await asyncio.wait_for(out.write(chunk), self.send_timeout)
                 except TimeoutError:

@@ -16,7 +16,9 @@ route (:mod:`apiproxy`, which sets the real token) only when it carries
 ``Authorization: Bearer <placeholder>`` (compared in constant time, ``hmac.compare_digest``),
 names this listener in its Host (no DNS-rebound page of a browser gets through), and targets
 a path under ``/api/`` (:func:`proxyrules.target_problem`); anything else is answered here
-(401, 400 or 404, the socket protocol's error body) and forwarded nowhere. Bodies stream both
+(401, 400 or 404, the socket protocol's error body) and forwarded nowhere. It asks the daemon
+(:data:`proxyrules.WITHHOLD_HEADER`) to mask the token wherever Coactive's answer repeats it,
+and asks Coactive for an uncompressed answer, so that the mask can be applied. Bodies stream both
 ways with backpressure, as on the socket.
 
 It runs aiohttp on an event loop in a thread of its own, so the process's main thread keeps
@@ -39,7 +41,7 @@ from typing import Any
 import coactive_token
 
 from . import execrun
-from .proxyrules import end_to_end, target_problem
+from .proxyrules import WITHHOLD_HEADER, end_to_end, target_problem
 
 __all__ = ["PLACEHOLDER_PREFIX", "Listener", "run"]
 
@@ -47,7 +49,16 @@ PLACEHOLDER_PREFIX = "ccdp_"  # so a placeholder seen in a log or a bug report i
 CHUNK = 64 * 1024
 # Never handed to CMD in proxy mode: each would lead it to the real token.
 WITHHELD = ("COACTIVE_ACCESS_TOKEN_FILE", "COACTIVE_TOKEN_EXPIRES_AT", "COACTIVE_CREDD_SOCKET")
-_NOT_FORWARDED = ("host", "authorization", "coactive-profile", "expect")
+# Accept-Encoding too: the daemon masks the token in the answer, which it can only do in
+# bytes it can read.
+_NOT_FORWARDED = (
+    "host",
+    "authorization",
+    "coactive-profile",
+    "expect",
+    "accept-encoding",
+    WITHHOLD_HEADER,
+)
 
 
 def _error(status: int, code: str, message: str, hint: str, **headers: str) -> Any:
@@ -167,6 +178,7 @@ class Listener(threading.Thread):
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         headers = end_to_end(request.headers.items(), _NOT_FORWARDED)
         headers.append(("Coactive-Profile", self.profile))
+        headers.append((WITHHOLD_HEADER, "1"))
         body = _stream(request) if request.body_exists else None
         import aiohttp
 

@@ -16,6 +16,8 @@ __all__ = [
     "HOP_BY_HOP",
     "LOGIN_PATH",
     "PREFIX",
+    "WITHHOLD_HEADER",
+    "Scrubber",
     "end_to_end",
     "host_of",
     "is_local_host",
@@ -23,6 +25,9 @@ __all__ = [
 ]
 
 PREFIX = "/api/"
+# Sent by exec --proxy's listener to the socket (never on to Coactive): the answer must not
+# carry the token, so the daemon masks it wherever Coactive repeats it (headers and body).
+WITHHOLD_HEADER = "Coactive-Withhold-Token"
 LOGIN_PATH = "/api/v0/login"
 # RFC 9110 §7.6.1 (and Proxy-Connection, which some clients still send).
 HOP_BY_HOP = frozenset(
@@ -91,3 +96,33 @@ def is_local_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class Scrubber:
+    """Masks every occurrence of some secrets in a stream of chunks, with a same-length run of
+    ``*`` (so a Content-Length stays true), however the chunks cut them. Holds back at most
+    the longest secret's length less one byte between chunks."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
+        self._keep = max((len(s) for s in self._secrets), default=1) - 1
+        self._carry = b""
+
+    def mask(self, data: bytes) -> bytes:
+        for secret in self._secrets:
+            data = data.replace(secret, b"*" * len(secret))
+        return data
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes of ``chunk`` (after what was held back) that can go out now, masked."""
+        buf = self.mask(self._carry + chunk)
+        if self._keep <= 0:
+            self._carry = b""
+            return buf
+        self._carry = buf[-self._keep :]
+        return buf[: -self._keep]
+
+    def end(self) -> bytes:
+        """What was held back, at the end of the stream."""
+        tail, self._carry = self._carry, b""
+        return tail
