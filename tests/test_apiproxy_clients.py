@@ -276,3 +276,14 @@ def test_exec_proxy_for_an_unknown_profile_runs_nothing(daemon: Daemon, tmp_path
     proc = exec_proxy(daemon, f"open({str(marker)!r}, 'w')", "--profile", "nope")
     assert proc.returncode == 4 and not marker.exists()
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_demo_shows_one_proxied_call() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "coactive_credd", "demo", "--duration", "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "GET /api/v1/datasets through the daemon (no token held): HTTP 200" in out.stdout
