@@ -219,3 +219,17 @@ def test_the_scrubber_masks_a_secret_however_the_chunks_cut_it(cut: int) -> None
     s = Scrubber(["cat_SECRET"])
     out = b"".join(s.feed(text[i : i + cut]) for i in range(0, len(text), cut)) + s.end()
     assert out == text.replace(b"cat_SECRET", b"**********") and len(out) == len(text)
+
+
+async def test_a_caller_hanging_up_mid_answer_costs_one_quiet_line(
+    px: Proxied, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(px.socket))
+    writer.write(b"GET /api/v1/stream?bytes=52428800 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    await writer.drain()
+    await reader.read(100000)
+    writer.transport.abort()
+    await asyncio.sleep(1.0)
+    status, _ = await px.call("GET", "/api/v1/echo")
+    assert status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

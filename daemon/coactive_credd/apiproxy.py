@@ -439,18 +439,22 @@ class ApiProxy:
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     self._cut(request, p, f"Coactive's answer broke off ({_why(exc)})")
                     return out
-                if not chunk:
-                    if scrub is not None and (tail := scrub.end()):
-                        await asyncio.wait_for(out.write(tail), self.send_timeout)
-                    break
+                last = not chunk
                 if scrub is not None:
-                    chunk = scrub.feed(chunk)
+                    chunk = scrub.end() if last else scrub.feed(chunk)
                 try:
-                    await asyncio.wait_for(out.write(chunk), self.send_timeout)
+                    if chunk:
+                        await asyncio.wait_for(out.write(chunk), self.send_timeout)
+                    if last:
+                        await out.write_eof()
                 except TimeoutError:
                     self._cut(request, p, f"the caller read nothing for {self.send_timeout:g} s")
                     return out
-            await out.write_eof()
+                except ConnectionError:  # the caller hung up: nobody to finish the answer for
+                    log.debug("profile=%s the caller left mid-answer", p.cfg.name)
+                    return out
+                if last:
+                    break
         finally:
             resp.release()  # back to the pool when read to its end; closed otherwise
         return out
