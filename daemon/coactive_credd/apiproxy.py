@@ -133,13 +133,15 @@ class ApiProxy:
         self.read_timeout = READ_TIMEOUT
         self.send_timeout = SEND_TIMEOUT
         self.body_idle = BODY_IDLE
-        self._sessions: dict[str, tuple[tuple[str, str | None], aiohttp.ClientSession]] = {}
+        self._sessions: dict[
+            str, tuple[tuple[str, str | None, str], aiohttp.ClientSession, str | None, Any]
+        ] = {}
         self._replaced_at: dict[str, tuple[str, float]] = {}  # profile -> (token, loop time)
 
     async def close(self) -> None:
         """Close every profile's connection pool."""
         sessions, self._sessions = self._sessions, {}
-        for _, session in sessions.values():
+        for _, session, _, _ in sessions.values():
             await session.close()
 
     # ---- the request --------------------------------------------------------------------
@@ -291,12 +293,19 @@ class ApiProxy:
         while chunk := await self._read_body(request, CHUNK):
             yield chunk
 
-    def _session(self, p: Profile) -> aiohttp.ClientSession:
-        """The profile's connection pool; a new one when its base URL or proxy changed."""
-        key = (p.cfg.base_url, p.cfg.ca_bundle)
-        known = self._sessions.get(p.cfg.name)
+    def _session(self, p: Profile) -> tuple[aiohttp.ClientSession, str | None, Any]:
+        """The profile's connection pool, its proxy (None: direct) and TLS setting, made once
+        for its base URL, proxy and ca_bundle (again when a reload changes them). Raises
+        UpstreamError for a malformed proxy variable or a ca_bundle that does not load."""
+        pc = p.cfg
+        key = (pc.base_url, pc.ca_bundle, repr(pc.proxy))
+        known = self._sessions.get(pc.name)
         if known is not None and known[0] == key and not known[1].closed:
-            return known[1]
+            return known[1], known[2], known[3]
+        proxy = proxy_url(pc)
+        ssl_arg = (
+            self.d.upstream._ssl_for(pc.ca_bundle) if pc.base_url.startswith("https:") else True
+        )
         if known is not None:
             asyncio.get_running_loop().create_task(known[1].close())  # its answers finish first
         session = aiohttp.ClientSession(
@@ -308,8 +317,8 @@ class ApiProxy:
             auto_decompress=False,  # Content-Encoding passes through as Coactive sent it
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
-        self._sessions[p.cfg.name] = (key, session)
-        return session
+        self._sessions[pc.name] = (key, session, proxy, ssl_arg)
+        return session, proxy, ssl_arg
 
     async def _send(
         self, request: web.BaseRequest, p: Profile, token: str, held: _Held
@@ -324,12 +333,11 @@ class ApiProxy:
             headers["Content-Length"] = str(len(held.body))
         data: Any = held.body if held.stream is None else held.stream
         try:
-            proxy = proxy_url(pc)
-            ssl_arg = self.d.upstream._ssl_for(pc.ca_bundle) if url.scheme == "https" else True
+            session, proxy, ssl_arg = self._session(p)
         except UpstreamError as exc:
             raise ApiError(502, "bad_gateway", exc.detail, "fix the setting it names") from None
         try:
-            return await self._session(p).request(
+            return await session.request(
                 request.method,
                 url,
                 headers=headers,
@@ -433,28 +441,33 @@ class ApiProxy:
             if request.method == "HEAD" or resp.status in (204, 304):
                 await out.write_eof()
                 return out
-            while True:
-                try:
-                    chunk = await resp.content.readany()
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    self._cut(request, p, f"Coactive's answer broke off ({_why(exc)})")
-                    return out
-                last = not chunk
-                if scrub is not None:
-                    chunk = scrub.end() if last else scrub.feed(chunk)
-                try:
-                    if chunk:
-                        await asyncio.wait_for(out.write(chunk), self.send_timeout)
+            loop = asyncio.get_running_loop()
+            # One deadline, moved for each write (not a task per chunk, as wait_for makes):
+            # a caller may leave a chunk unread for send_timeout seconds, no longer.
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    try:
+                        chunk = await resp.content.readany()
+                    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                        self._cut(request, p, f"Coactive's answer broke off ({_why(exc)})")
+                        return out
+                    last = not chunk
+                    if scrub is not None:
+                        chunk = scrub.end() if last else scrub.feed(chunk)
+                    deadline.reschedule(loop.time() + self.send_timeout)
+                    try:
+                        if chunk:
+                            await out.write(chunk)
+                        if last:
+                            await out.write_eof()
+                    except ConnectionError:  # the caller hung up: nobody to finish it for
+                        log.debug("profile=%s the caller left mid-answer", p.cfg.name)
+                        return out
+                    deadline.reschedule(None)
                     if last:
-                        await out.write_eof()
-                except TimeoutError:
-                    self._cut(request, p, f"the caller read nothing for {self.send_timeout:g} s")
-                    return out
-                except ConnectionError:  # the caller hung up: nobody to finish the answer for
-                    log.debug("profile=%s the caller left mid-answer", p.cfg.name)
-                    return out
-                if last:
-                    break
+                        break
+        except TimeoutError:
+            self._cut(request, p, f"the caller read nothing for {self.send_timeout:g} s")
         finally:
             resp.release()  # back to the pool when read to its end; closed otherwise
         return out
