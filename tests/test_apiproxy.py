@@ -289,3 +289,42 @@ def test_metrics_status_and_audit_count_proxied_requests_and_logs_carry_none_of_
     log = daemon.log_text()
     for secret in ("XYZZY", "PLUGH", *fake.issued):
         assert secret not in log
+
+
+def test_the_proxy_trusts_the_profiles_ca_bundle_as_its_logins_do(
+    home: Path, tls_files: tuple[Path, Path]
+) -> None:
+    import ssl
+
+    from coactive_credd.fakeupstream import FakeCoactiveThread
+
+    from .conftest import PERSONAL_TOKEN, run_cli, start_daemon
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*tls_files)
+    with FakeCoactiveThread(ssl_context=context) as tls:
+        tls.add_personal_token(PERSONAL_TOKEN)
+        args = ["login", "--base-url", tls.base_url, "--personal-token-stdin"]
+        proc = run_cli(*args, "--ca-bundle", str(tls_files[0]), input=PERSONAL_TOKEN + "\n")
+        assert proc.returncode == 0, proc.stderr
+        d = start_daemon(home)
+        try:
+            status, _, body = curl(d.socket, "http://localhost/api/v1/echo")
+            assert status == 200, body
+            assert echoed(body)["path"] == "/api/v1/echo"
+        finally:
+            d.stop()
+        # and without the bundle, Coactive's certificate is refused: a 502 that says why
+        config = home / "config.toml"
+        config.write_text(
+            "\n".join(
+                ln for ln in config.read_text().splitlines() if not ln.startswith("ca_bundle")
+            )
+            + "\n"
+        )
+        d = start_daemon(home)
+        try:
+            status, _, body = curl(d.socket, "http://localhost/api/v1/echo")
+            assert status == 502 and json.loads(body)["error"]["code"] == "bad_gateway"
+        finally:
+            d.stop()
