@@ -180,7 +180,7 @@ def main() -> int:
         ["gcc", "-O2", "-pthread", "-o", str(exe), str(ROOT / "bench" / "loadgen.c")], check=True
     )
     fake = subprocess.Popen(
-        [sys.executable, "-m", "coactive_credd.fakeupstream", "--personal-token", PT],
+        [sys.executable, "-m", "coactive_credd.testing.fakeupstream", "--personal-token", PT],
         env=_env(work),
         stdout=subprocess.PIPE,
         text=True,

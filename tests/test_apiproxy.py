@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, pattern
+from coactive_credd.testing.fakeupstream import FakeCoactive, pattern
 
 from .conftest import Daemon
 from .test_peer import as_nobody
@@ -296,7 +296,7 @@ def test_the_proxy_trusts_the_profiles_ca_bundle_as_its_logins_do(
 ) -> None:
     import ssl
 
-    from coactive_credd.fakeupstream import FakeCoactiveThread
+    from coactive_credd.testing.fakeupstream import FakeCoactiveThread
 
     from .conftest import PERSONAL_TOKEN, run_cli, start_daemon
 

@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, run_cli
 

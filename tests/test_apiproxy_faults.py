@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, FakeClock, leaked, logged_in
 
@@ -50,7 +50,9 @@ async def px(
     """The fake Coactive and a daemon in this event loop, served as production serves
     (fast path in front of aiohttp), with its :class:`apiproxy.ApiProxy` at hand."""
     caplog.set_level(logging.DEBUG)
-    from coactive_credd import api, paths, refresh, server
+    from coactive_credd.core import paths
+    from coactive_credd.server import api, refresh
+    from coactive_credd.server import process as server
 
     f = FakeCoactive(expires_in=3600)
     f.add_personal_token(PERSONAL_TOKEN)
@@ -213,7 +215,7 @@ async def test_a_coactive_401_storm_costs_one_login_per_interval(px: Proxied) ->
 
 @pytest.mark.parametrize("cut", [1, 3, 7, 12, 40])
 def test_the_scrubber_masks_a_secret_however_the_chunks_cut_it(cut: int) -> None:
-    from coactive_credd.proxyrules import Scrubber
+    from coactive_credd.core.proxyrules import Scrubber
 
     text = b'{"a": "cat_SECRET", "b": "cat_SECRET!", "c": "cat_SECRE"}'
     s = Scrubber(["cat_SECRET"])
