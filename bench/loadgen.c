@@ -33,6 +33,9 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +52,9 @@ static long per_client = 0;        /* each client makes exactly this many when >
 static double warmup_s = 0;
 static int timeout_s = 30;
 static int preconnect = 0;         /* keepalive: connect before the clients are released */
+static const char *tcp_target;     /* --tcp 127.0.0.1:PORT: TCP instead of the Unix socket */
+static const char *extra_header;   /* --header "Name: value", added to each request */
+static char host_header[128] = "localhost";
 
 static char request_buf[1024];
 static size_t request_len;
@@ -95,7 +101,41 @@ static void record(struct client *c, uint64_t ns) {
     c->lat[c->n++] = ns;
 }
 
+static int connect_tcp(void) {
+    char host[64];
+    const char *colon = strrchr(tcp_target, ':');
+    size_t n = colon ? (size_t)(colon - tcp_target) : 0;
+    if (!colon || n >= sizeof host) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(host, tcp_target, n);
+    host[n] = 0;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = timeout_s, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 static int connect_unix(void) {
+    if (tcp_target)
+        return connect_tcp();
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
@@ -460,6 +500,7 @@ static void usage(void) {
             "               (--duration S | --requests N | --per-client N) [--warmup S]\n"
             "               [--path /v1/token?profile=default] [--git-host HOST] [--timeout S]\n"
             "               [--preconnect 1]   (keepalive: connect before the start)\n"
+            "               [--tcp 127.0.0.1:PORT] [--header 'Name: value']   (keepalive)\n"
             "       loadgen --serve PATH [--duration S]   (trivial canned server)\n");
     exit(2);
 }
@@ -503,12 +544,19 @@ int main(int argc, char **argv) {
             timeout_s = atoi(v);
         else if (!strcmp(a, "--preconnect"))
             preconnect = atoi(v);
+        else if (!strcmp(a, "--tcp")) {
+            tcp_target = v;
+            snprintf(host_header, sizeof host_header, "%s", v);
+        } else if (!strcmp(a, "--header"))
+            extra_header = v;
         else
             usage();
     }
     signal(SIGPIPE, SIG_IGN);
     if (serve_path)
         return serve(serve_path, duration_s > 0 ? duration_s : 600);
+    if (tcp_target && !sock_path)
+        sock_path = tcp_target;
     if (!sock_path || nclients < 1 || (duration_s <= 0 && total_requests <= 0 && per_client <= 0))
         usage();
     /* Bounded by construction: a duration, a shared request budget or a per-client count. */
@@ -518,7 +566,9 @@ int main(int argc, char **argv) {
     switch (mode) {
     case MODE_KEEPALIVE:
         request_len = (size_t)snprintf(request_buf, sizeof request_buf,
-                                       "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n", req_path);
+                                       "GET %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n", req_path,
+                                       host_header, extra_header ? extra_header : "",
+                                       extra_header ? "\r\n" : "");
         break;
     case MODE_CONN:
         request_len = (size_t)snprintf(request_buf, sizeof request_buf,

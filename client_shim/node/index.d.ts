@@ -98,6 +98,27 @@ export declare function coactiveFetch(
   options?: FetchOptions,
 ): Promise<Response>;
 
+/** Options of socketFetch. */
+export interface SocketFetchOptions {
+  /** The profile whose token the daemon adds; default $COACTIVE_PROFILE, else "default". */
+  profile?: string;
+  /** The daemon's socket; default as defaultSocketPath(). */
+  socketPath?: string;
+  /** An http.Agent to keep connections alive; default none (one connection a request). */
+  agent?: import('http').Agent;
+}
+
+/**
+ * fetch() through the daemon's API proxy (the socket's /api/ route adds the token, so the
+ * program never holds one). Only the path and query of `input` are used. Resolves to a
+ * Response whose body streams; rejects with DaemonUnreachable when the socket cannot be used.
+ */
+export declare function socketFetch(
+  input: string | URL | { url: string },
+  init?: { method?: string; headers?: Record<string, string> | Headers; body?: string | Uint8Array | AsyncIterable<Uint8Array | string> | NodeJS.ReadableStream },
+  options?: SocketFetchOptions,
+): Promise<Response>;
+
 /** One change of a profile's token or state, from GET /v1/events; never the token. */
 export interface CredddEvent {
   profile: string;

@@ -549,6 +549,61 @@ async function coactiveFetch(input, init = {}, options = {}) {
 }
 
 /**
+ * fetch() through the daemon's API proxy: the request goes over the socket to its /api/
+ * route, which forwards it to the profile's Coactive with the current token, so this
+ * program never holds one. `input` is a path under /api/ or any URL (only its path and query
+ * are used); `init` is fetch's (method, headers, body: a string, Buffer, Uint8Array, or an
+ * async iterable / Node stream of them, sent as it comes). The profile is options.profile,
+ * else $COACTIVE_PROFILE, else "default". Resolves to a fetch Response whose body streams;
+ * redirects come back as they are. Rejects with DaemonUnreachable (UntrustedDaemon: nothing
+ * sent) when the socket cannot be used.
+ */
+function socketFetch(input, init = {}, options = {}) {
+  const sock = options.socketPath || defaultSocketPath();
+  try {
+    verifyDaemon(sock);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const text = typeof input === 'string' ? input : String(input.url || input);
+  const target = text.startsWith('/') ? text : (() => {
+    const u = new URL(text);
+    return u.pathname + u.search;
+  })();
+  const headers = {};
+  new Headers(init.headers || {}).forEach((v, k) => {
+    if (k !== 'authorization' && k !== 'host') headers[k] = v;
+  });
+  headers.host = 'localhost';
+  if (!headers['coactive-profile']) headers['coactive-profile'] = options.profile || defaultProfile();
+  const body = init.body;
+  if (typeof body === 'string' || body instanceof Uint8Array) {
+    headers['content-length'] = String(Buffer.byteLength(body));
+  }
+  const { Readable } = require('stream');
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { socketPath: sock, path: target, method: (init.method || 'GET').toUpperCase(), headers, agent: options.agent || false },
+      (res) => {
+        const out = new Headers();
+        for (let i = 0; i < res.rawHeaders.length; i += 2) out.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
+        const empty = [101, 204, 205, 304].includes(res.statusCode) || req.method === 'HEAD';
+        if (empty) res.resume();
+        resolve(new Response(empty ? null : Readable.toWeb(res), { status: res.statusCode, statusText: res.statusMessage, headers: out }));
+      },
+    );
+    req.on('error', (e) => reject(unreachable(sock, e)));
+    if (body === undefined || body === null) {
+      req.end();
+    } else if (typeof body === 'string' || body instanceof Uint8Array) {
+      req.end(body);
+    } else {
+      Readable.from(body).on('error', (e) => req.destroy(e)).pipe(req);
+    }
+  });
+}
+
+/**
  * Follows the daemon's GET /v1/events: one event per change of a profile's token or state,
  * {profile, state, expires_at, token_sha256} (never the token: fetch it when token_sha256
  * changes). The first events give each profile's current state.
@@ -674,5 +729,6 @@ module.exports = {
   status,
   request,
   coactiveFetch,
+  socketFetch,
   watch,
 };

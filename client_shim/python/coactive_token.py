@@ -75,7 +75,12 @@ __all__ = [
     "fetch_token",
     "format_token",
     "get_token",
+    "httpx_client",
+    "httpx_transport",
     "main",
+    "proxy_socket",
+    "requests_adapter",
+    "requests_session",
     "start_daemon",
     "verify_daemon",
     "watch",
@@ -1497,6 +1502,142 @@ def _httpx_replayable(request: Any) -> bool:
 
 
 PROG = "coactive-token-py"  # the name pip installs this CLI as ([project.scripts])
+
+# --------------------------------------------------------------------------- the API proxy
+#
+# The daemon forwards any request whose path starts with /api/ to the profile's Coactive,
+# with the current token (docs/PROTOCOL.md, "The API proxy"): these send requests there, so
+# a program never holds a token at all.  ``requests`` and ``httpx`` are imported only when
+# one of these is called.
+
+PROXY_BASE_URL = "http://localhost"  # the URL prefix the transports below send over the socket
+PROFILE_HEADER = "Coactive-Profile"
+
+
+def proxy_socket(socket_path: str | None = None, timeout: float | None = 60.0) -> socket.socket:
+    """A socket connected to the daemon, checked as every call of this module is (the
+    folder's owner and mode, then the uid answering).  Raises :class:`DaemonUnreachable`
+    (:class:`UntrustedDaemon` for a daemon this user does not trust); nothing is sent."""
+    path = socket_path or default_socket_path()
+    _verify_folder(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            raise _unreachable(path, exc) from None
+        _verify_peer(sock, path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def requests_adapter(socket_path: str | None = None) -> Any:
+    """A ``requests`` transport adapter that sends every request over the daemon's socket
+    (mount it on :data:`PROXY_BASE_URL`, as :func:`requests_session` does)."""
+    import requests.adapters
+    import urllib3.connection
+    import urllib3.connectionpool
+
+    class _Connection(urllib3.connection.HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            timeout = self.timeout if isinstance(self.timeout, int | float) else None
+            return proxy_socket(socket_path, timeout)
+
+    class _Pool(urllib3.connectionpool.HTTPConnectionPool):
+        ConnectionCls = _Connection
+
+    class _Adapter(requests.adapters.HTTPAdapter):
+        def __init__(self) -> None:
+            super().__init__()
+            self._socket_pool = _Pool("localhost", 80, maxsize=10)
+
+        def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+            return self._socket_pool
+
+        def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+            return self._socket_pool
+
+        def close(self) -> None:
+            self._socket_pool.close()
+            super().close()
+
+    return _Adapter()
+
+
+def requests_session(profile: str | None = None, *, socket_path: str | None = None) -> Any:
+    """A ``requests.Session`` for Coactive's API through the daemon: ask for
+    ``PROXY_BASE_URL + "/api/..."`` and the daemon adds the token of ``profile`` (default
+    :func:`default_profile`)::
+
+        s = coactive_token.requests_session()
+        s.get(coactive_token.PROXY_BASE_URL + "/api/v1/datasets").json()
+    """
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # no HTTP(S)_PROXY, no .netrc: the socket is the only way out
+    session.mount(PROXY_BASE_URL + "/", requests_adapter(socket_path))
+    session.headers[PROFILE_HEADER] = check_profile_name(profile or default_profile())
+    return session
+
+
+def httpx_transport(profile: str | None = None, *, socket_path: str | None = None) -> Any:
+    """An ``httpx`` transport that sends every request over the daemon's socket, with the
+    ``Coactive-Profile`` header of ``profile`` (default :func:`default_profile`) unless the
+    request has one; each connection is checked as :func:`proxy_socket` checks it."""
+    import httpcore
+    import httpx
+
+    path = socket_path or default_socket_path()
+    name = check_profile_name(profile or default_profile())
+    _verify_folder(path)
+
+    class _Backend(httpcore.SyncBackend):
+        def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                stream = super().connect_unix_socket(*args, **kwargs)
+            except OSError as exc:
+                raise _unreachable(path, exc) from None
+            try:
+                _verify_peer(stream.get_extra_info("socket"), path)
+            except BaseException:
+                stream.close()
+                raise
+            return stream
+
+    inner = httpx.HTTPTransport(uds=path)
+    inner._pool._network_backend = _Backend()  # httpx passes no backend of its own through
+
+    class _Transport(httpx.BaseTransport):
+        def handle_request(self, request: Any) -> Any:
+            if PROFILE_HEADER not in request.headers:
+                request.headers[PROFILE_HEADER] = name
+            return inner.handle_request(request)
+
+        def close(self) -> None:
+            inner.close()
+
+    return _Transport()
+
+
+def httpx_client(
+    profile: str | None = None, *, socket_path: str | None = None, **kwargs: Any
+) -> Any:
+    """An ``httpx.Client`` for Coactive's API through the daemon (``base_url`` is
+    :data:`PROXY_BASE_URL`, so ``client.get("/api/v1/datasets")`` works); ``kwargs`` go to
+    ``httpx.Client``."""
+    import httpx
+
+    return httpx.Client(
+        transport=httpx_transport(profile, socket_path=socket_path),
+        base_url=PROXY_BASE_URL,
+        trust_env=False,
+        **kwargs,
+    )
+
 
 HELP = """\
 usage: {prog} [--profile P] [--min-ttl SECONDS] [--json | --header]

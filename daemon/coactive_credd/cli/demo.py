@@ -2,7 +2,8 @@
 
 A temporary home, a fake Coactive issuing 20-second tokens, ``coactive-credd login`` and
 ``coactive-credd serve`` run as real processes, and a timeline: tokens fetched with ``curl``
-and with the Python client, refreshes as the daemon makes them, an upstream outage ridden out
+and with the Python client, one API call through the daemon's API proxy, refreshes as the
+daemon makes them, an upstream outage ridden out
 on the still-valid token, then recovery. Nothing is left behind.
 """
 
@@ -76,6 +77,32 @@ def _curl(sock: Path) -> str:
         if status == "200"
         else f"HTTP {status}: {token[:120]}"
     )
+
+
+def _proxied(sock: Path) -> str:
+    """One Coactive API call through the daemon's API proxy: the caller holds no token."""
+    if shutil.which("curl") is None:
+        return "curl is not installed; skipped"
+    out = subprocess.run(
+        [
+            "curl",
+            "-q",
+            "-s",
+            "--noproxy",
+            "*",
+            "--unix-socket",
+            str(sock),
+            "-w",
+            "\n%{http_code}",
+            "http://localhost/api/v1/datasets",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout
+    body, _, status = out.rpartition("\n")
+    return f"GET /api/v1/datasets through the daemon (no token held): HTTP {status} {body[:60]}"
 
 
 # Settings of the user's own that would point the demo elsewhere: it owns its environment.
@@ -158,7 +185,9 @@ def main(duration: float = 60.0) -> int:
             end = time.monotonic() + duration
             step = 0
             while time.monotonic() < end:
-                if step % 2 == 0:
+                if step == 2:
+                    tl.say("curl", _proxied(sock))
+                elif step % 2 == 0:
                     tl.say("curl", _curl(sock))
                 else:
                     try:

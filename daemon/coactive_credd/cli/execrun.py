@@ -201,6 +201,9 @@ def _wait(pid: int) -> int:
             os.kill(pid, info.si_signo)
 
 
+wait = _wait  # for exec --proxy (execproxy), which relays signals the same way
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """``coactive-credd watch``: one line per token rotation or state change, for a person
     (``--json``: the event objects, one per line, for a script). Exit 3 when the daemon

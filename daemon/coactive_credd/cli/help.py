@@ -122,6 +122,7 @@ HELP: dict[str, tuple[list[str], str, list[str]]] = {
         [
             "coactive-credd exec -- python my_script.py",
             "coactive-credd exec --profile prod -- ./job.sh",
+            "coactive-credd exec --proxy -- ./agent.sh   # a placeholder, never the token",
         ],
         CLIENT_CODES + " (before CMD runs); then CMD's own, 126/127 when it cannot run",
         [

@@ -42,6 +42,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if not command:
         raise CommandError("exec needs a command: coactive-credd exec -- CMD [ARGS...]", EXIT_USAGE)
     sock = coactive_token.default_socket_path()
+    if getattr(args, "proxy", False):  # the placeholder and a listener instead of the token
+        from coactive_credd.cli import execproxy
+
+        if args.token_file:
+            raise CommandError(
+                "exec --proxy gives the command no token file: drop --token-file", EXIT_USAGE
+            )
+        return execproxy.run(sock, profile_name(args), args.min_ttl, command)
     return execrun.run(sock, profile_name(args), args.min_ttl, command, args.token_file)
 
 

@@ -268,6 +268,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         metavar="PATH",
         help="keep the current token in PATH while the command runs (default: a private temporary file)",
     )
+    p.add_argument(
+        "--proxy",
+        action="store_true",
+        help="give the command no token: COACTIVE_BASE_URL is a local listener that adds it, "
+        "COACTIVE_ACCESS_TOKEN a placeholder only that listener accepts",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     add(

@@ -182,10 +182,21 @@ def _print_status(st: dict[str, Any]) -> None:
             print(f"{p['name']}: last error: {p['last_error']}")
         if p.get("proxy"):
             print(f"{p['name']}: via proxy {p.get('proxy_route') or p['proxy']}")
+        if p.get("api_proxy"):
+            print(f"{p['name']}: API proxy: {_proxy_figures(p['api_proxy'])}")
         if p.get("credential_warning"):
             print(f"warning: {p['credential_warning']}")
         if p["state"] == "reauth_required":
             print(f"{p['name']}: log in again: {_login_hint(p)}")
+
+
+def _proxy_figures(px: dict[str, Any]) -> str:
+    """One line of the API proxy's figures for a profile (``api_proxy`` in its status)."""
+    return (
+        f"{px.get('requests', 0)} requests, {px.get('errors', 0)} errors (5xx or none), "
+        f"{px.get('replays', 0)} replayed after a 401, last status {px.get('last_status')}, "
+        f"mean {float(px.get('mean_seconds') or 0) * 1000:.1f} ms"
+    )
 
 
 def _login_hint(p: dict[str, Any]) -> str:

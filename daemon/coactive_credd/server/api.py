@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -26,9 +25,9 @@ from coactive_credd import __version__
 from coactive_credd.core import config, credage, engine, gitcred
 from coactive_credd.core import proxy_choice as proxy
 from coactive_credd.core.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
-from coactive_credd.server import admin, audit, events
+from coactive_credd.server import admin, apiproxy, audit, events
 from coactive_credd.server.errors import ApiError
-from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra, token_tail
+from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra
 from coactive_credd.vault import VaultError, WrongPassphrase, unlock_hint
 
 log = logging.getLogger("coactive_credd")
@@ -87,6 +86,7 @@ class Api:
         )
         self.audit = audit.Audit(daemon.clock)
         self._clients: weakref.WeakKeyDictionary[Any, audit.Client] = weakref.WeakKeyDictionary()
+        self.proxy = apiproxy.ApiProxy(self.d, self._failure)
         self._routes: dict[
             tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
         ] = {
@@ -147,6 +147,8 @@ class Api:
                     "only the daemon's own user may lock, unlock or reload it",
                     "run the command as the user who runs coactive-credd",
                 )
+            if apiproxy.is_proxied(request):  # the API proxy: /api/... to Coactive
+                return await self.proxy.handle(request, self._client(request))
             route = self._routes.get((request.method, request.path))
             if route is None:
                 if any(path == request.path for _, path in self._routes):
@@ -362,29 +364,21 @@ class Api:
                     "rejected_token_sha256 must be 64 hex digits",
                     "send the SHA-256 of the rejected token, in hex",
                 )
-        tok = p.rt.token
-        stale = rejected is None or (
-            tok is not None
-            and hashlib.sha256(tok.access_token.encode()).hexdigest() == rejected.lower()
-        )
-        if stale or tok is None:
-            now = self.d.clock()
-            if rejected is None and p.inflight is None:
-                p.rt.on_explicit_refresh()  # the user's own refresh tries rejected credentials again
-            if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now, self.d.boot_clock())):
-                # No login in reauth_required, nor inside a backoff or Retry-After window,
-                # whoever asks: the answer says so (and, when the current token is still
-                # served, for how long), rather than passing the old token off as new.
-                raise self._failure(p, now)
-            if p.inflight is None and rejected is not None:
-                log.info(
-                    "profile=%s token %s reported rejected; replacing it",
-                    p.cfg.name,
-                    token_tail(tok.access_token) if tok else "",
-                )
-            await asyncio.shield(self.d.start_refresh(p))
-            if p.rt.reauth or p.rt.failures:  # the caller asked for a new token and got none
+        if rejected is not None:
+            # One rule for every report (the API proxy's 401s too): no login in
+            # reauth_required, nor inside a backoff or Retry-After window, whoever asks; the
+            # answer says so rather than passing the old token off as new.
+            if not await self.d.replace_rejected(p, rejected.lower()):
                 raise self._failure(p, self.d.clock())
+            return self._after_refresh(request, p, 0)
+        now = self.d.clock()
+        if p.inflight is None:
+            p.rt.on_explicit_refresh()  # the user's own refresh tries rejected credentials again
+        if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now, self.d.boot_clock())):
+            raise self._failure(p, now)  # and, when the token is still served, for how long
+        await asyncio.shield(self.d.start_refresh(p))
+        if p.rt.reauth or p.rt.failures:  # the caller asked for a new token and got none
+            raise self._failure(p, self.d.clock())
         return self._after_refresh(request, p, 0)
 
     async def _json_body(self, request: web.BaseRequest, shape: str) -> dict[str, Any] | None:
@@ -476,6 +470,7 @@ class Api:
                     **status_extra(p, self.d.policy, now, boot),
                     **_route_fields(p.cfg),
                     **credage.status_fields(p.cfg, now),
+                    **self.d.stats.proxy.status_fields(name),
                 }
             )
         body = {

@@ -72,6 +72,7 @@ class Client:
     connections: int = 0
     fast: dict[str, int] = field(default_factory=dict)  # profile -> tokens served (hot path)
     slow: Counter[str] = field(default_factory=Counter)
+    proxied: Counter[str] = field(default_factory=Counter)  # profile -> API proxy requests
     _looked: int = 0  # tokens() when last looked at, to move last_seen on for busy clients
     _logged: int = -1  # tokens() at the last log line
 
@@ -95,6 +96,7 @@ class Client:
             "connections": self.connections,
             "tokens": sum(profiles.values()),
             "profiles": dict(sorted(profiles.items())),
+            "proxied": dict(sorted(self.proxied.items())),
         }
 
 
@@ -132,7 +134,7 @@ class Audit:
         """A client busy on one long keep-alive connection counts as seen when it took tokens
         since the last look (per-request time stamps would cost the hot path)."""
         for key, entry in list(self._clients.items()):
-            total = entry.tokens()
+            total = entry.tokens() + sum(entry.proxied.values())
             if total != entry._looked:
                 entry._looked, entry.last_seen = total, now
                 self._clients.move_to_end(key)
@@ -154,16 +156,18 @@ class Audit:
         """One INFO line per client whose count changed since its last line."""
         for entry in self.clients():
             total = entry.tokens()
-            if total == entry._logged:
+            proxied = sum(entry.proxied.values())
+            if total + proxied == entry._logged:
                 continue
-            entry._logged = total
+            entry._logged = total + proxied
             profiles = ",".join(f"{n}:{c}" for n, c in sorted(entry.profiles().items()))
             log.info(
-                "audit: uid=%d pid=%s exe=%s connections=%d tokens=%d profiles=%s",
+                "audit: uid=%d pid=%s exe=%s connections=%d tokens=%d profiles=%s proxied=%d",
                 entry.uid,
                 entry.pid,
                 entry.exe,
                 entry.connections,
                 total,
                 profiles or "-",
+                proxied,
             )

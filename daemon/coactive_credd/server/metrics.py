@@ -26,6 +26,10 @@ coactive_credd_connections_total                       counter
 coactive_credd_requests_refused_total                  counter    reason (the error code)
 coactive_credd_vault_locked                            gauge
 coactive_credd_build_info                              gauge      version
+coactive_credd_proxy_requests_total                    counter    profile, method, status_class
+coactive_credd_proxy_request_duration_seconds          histogram  profile
+coactive_credd_proxy_replays_total                     counter    profile
+coactive_credd_proxy_answers_cut_total                 counter    profile
 =====================================================  =========  ==========================
 """
 
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from coactive_credd import __version__
 from coactive_credd.core import credage, engine
 from coactive_credd.core.errors import CreddError
-from coactive_credd.server.stats import LOGIN_BUCKETS
+from coactive_credd.server.stats import LOGIN_BUCKETS, PROXY_BUCKETS
 
 if TYPE_CHECKING:
     from coactive_credd.server.audit import Audit
@@ -180,11 +184,60 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
     yield GaugeMetricFamily(
         "coactive_credd_vault_locked", "1 while the vault is locked.", value=float(d.locked)
     )
+    yield from _proxy_families(d)
     info = GaugeMetricFamily(
         "coactive_credd_build_info", "The daemon's version; always 1.", labels=["version"]
     )
     info.add_metric([__version__], 1.0)
     yield info
+
+
+def _proxy_families(d: Daemon) -> Iterator[Any]:
+    """The API proxy's (:mod:`apiproxy`): requests, their latency, replays, cut answers."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    px = d.stats.proxy
+    requests = CounterMetricFamily(
+        "coactive_credd_proxy_requests",
+        "Requests forwarded to Coactive by the API proxy (/api/ on the socket), by profile, "
+        "method (other: any but the usual seven) and status class of the answer (1xx..5xx; "
+        "error: none was sent).",
+        labels=["profile", "method", "status_class"],
+    )
+    for (profile, method, klass), n in sorted(px.requests.items()):
+        requests.add_metric([profile, method, klass], n)
+    yield requests
+    duration = HistogramMetricFamily(
+        "coactive_credd_proxy_request_duration_seconds",
+        "How long proxied requests took, from their arrival to the end of the answer.",
+        labels=["profile"],
+    )
+    for profile in sorted(px.count):
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, n in zip(PROXY_BUCKETS, px.buckets.get(profile, []), strict=False):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", px.count[profile]))
+        duration.add_metric([profile], buckets, px.seconds.get(profile, 0.0))
+    yield duration
+    replays = CounterMetricFamily(
+        "coactive_credd_proxy_replays",
+        "Proxied requests sent again with a new token after Coactive answered 401.",
+        labels=["profile"],
+    )
+    for profile, n in sorted(px.replays.items()):
+        replays.add_metric([profile], n)
+    yield replays
+    cut = CounterMetricFamily(
+        "coactive_credd_proxy_answers_cut",
+        "Proxied answers cut off mid-body: Coactive broke off or stalled, or the caller "
+        "stopped reading.",
+        labels=["profile"],
+    )
+    for profile, n in sorted(px.cut.items()):
+        cut.add_metric([profile], n)
+    yield cut
 
 
 def render(d: Daemon, audit: Audit) -> tuple[bytes, str]:

@@ -265,6 +265,7 @@ async def run(
                 await t
         await extras.close()
         await runner.cleanup()
+        await api.proxy.close()
         await daemon.flush()
         await daemon.upstream.close()
         if own_socket and _same_socket(paths.socket, inode):

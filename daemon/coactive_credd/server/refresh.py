@@ -358,6 +358,29 @@ class Daemon:
             self._wake.set()
             self._notify_status()
 
+    async def replace_rejected(self, p: Profile, rejected_sha256: str) -> bool:
+        """A report that the token whose SHA-256 is ``rejected_sha256`` (lower-case hex) was
+        rejected: replace it if it is still ``p``'s current one, one login for every report
+        of it (coalesced). True when ``p`` has another token now; False when none could be
+        had: ``reauth_required``, a backoff or Retry-After window (no login then, whoever
+        reports), or a login that failed."""
+        tok = p.rt.token
+        if (
+            tok is not None
+            and hashlib.sha256(tok.access_token.encode()).hexdigest() != rejected_sha256
+        ):
+            return True  # already replaced
+        if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(self.clock(), self.boot_clock())):
+            return False
+        if p.inflight is None:
+            log.info(
+                "profile=%s token %s reported rejected; replacing it",
+                p.cfg.name,
+                token_tail(tok.access_token) if tok else "",
+            )
+        await asyncio.shield(self.start_refresh(p))
+        return not (p.rt.reauth or p.rt.failures)
+
     def _queue_persist(self, p: Profile, tok: engine.Token) -> None:
         """Keep the new token in the vault (encrypted) so a restart needs no login.
 

@@ -13,13 +13,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["LOGIN_BUCKETS", "Stats", "failure_kind"]
+__all__ = ["LOGIN_BUCKETS", "PROXY_BUCKETS", "ProxyStats", "Stats", "failure_kind"]
 
 T = TypeVar("T")
 
 # Login latency buckets, seconds: a healthy login is tens of milliseconds, a struggling one
 # seconds; the client's own timeout is 20 s.
 LOGIN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+# Proxied request latency buckets, seconds: from the answer's head, or an error, to the end
+# of its body, so large transfers land in the top buckets.
+PROXY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def failure_kind(exc: BaseException) -> str:
@@ -56,6 +59,56 @@ def failure_kind(exc: BaseException) -> str:
     return "network"
 
 
+class ProxyStats:
+    """The API proxy's counters (:mod:`apiproxy`); read by :mod:`metrics` and ``status``."""
+
+    def __init__(self) -> None:
+        # (profile, method, status class "2xx".."5xx", or "error" when no answer went out)
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.buckets: dict[str, list[int]] = {}  # profile -> non-cumulative bucket counts
+        self.count: Counter[str] = Counter()  # profile -> requests (the +Inf bucket)
+        self.seconds: dict[str, float] = {}  # profile -> summed latency, seconds
+        self.replays: Counter[str] = Counter()  # profile -> requests replayed after a 401
+        self.cut: Counter[str] = Counter()  # profile -> answers cut off mid-body
+        self.last_status: dict[str, int] = {}  # profile -> status of the latest request
+
+    def observe(self, profile: str, method: str, status: int, seconds: float) -> None:
+        """Count one proxied request answered ``status`` (0: none) after ``seconds``."""
+        known = method if method in _METHODS else "other"
+        klass = f"{status // 100}xx" if 100 <= status <= 599 else "error"
+        self.requests[(profile, known, klass)] += 1
+        self.count[profile] += 1
+        self.seconds[profile] = self.seconds.get(profile, 0.0) + seconds
+        self.last_status[profile] = status
+        buckets = self.buckets.setdefault(profile, [0] * len(PROXY_BUCKETS))
+        for i, bound in enumerate(PROXY_BUCKETS):
+            if seconds <= bound:
+                buckets[i] += 1
+                break
+
+    def status_fields(self, profile: str) -> dict[str, object]:
+        """``api_proxy`` in a profile's status: ``{"requests", "errors" (5xx or none sent),
+        "replays", "last_status", "mean_seconds"}``; null before the first request."""
+        n = self.count[profile]
+        if not n:
+            return {"api_proxy": None}
+        errors = sum(
+            c for (p, _m, k), c in self.requests.items() if p == profile and k in ("5xx", "error")
+        )
+        return {
+            "api_proxy": {
+                "requests": n,
+                "errors": errors,
+                "replays": self.replays[profile],
+                "last_status": self.last_status.get(profile),
+                "mean_seconds": round(self.seconds.get(profile, 0.0) / n, 6),
+            }
+        }
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Stats:
     """Counters of one daemon process. Attributes are read by :mod:`metrics`."""
 
@@ -72,6 +125,7 @@ class Stats:
         self.connections = 0
         # Set by the server: how many connections are open right now.
         self.open_connections: Callable[[], int] = lambda: 0
+        self.proxy = ProxyStats()
 
     def observe_login(self, profile: str, seconds: float, exc: BaseException | None) -> None:
         """Count one login exchange that took ``seconds`` and failed with ``exc`` (None: ok)."""

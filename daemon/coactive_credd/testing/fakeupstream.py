@@ -11,6 +11,23 @@ or over HTTP by processes that cannot reach the object::
     GET  /_fake/ledger    {"issued": [{"access_token", "credential", "issued_at", "expires_in",
                                        "requested_at"}]}
 
+It also serves an API surface under ``/api/v1/`` (see :meth:`FakeCoactive._api`), for the
+daemon's API proxy: every request there must carry ``Authorization: Bearer <a token this
+fake issued>`` (else 401), and::
+
+    ANY  /api/v1/echo...        {"method", "path", "query", "headers", "body_bytes",
+                                 "body_sha256", "body" (text, when at most 64 KiB)}
+    GET  /api/v1/stream?bytes=N N bytes (a repeating pattern), streamed 64 KiB at a time,
+                                 with Content-Length unless &chunked=1
+    GET  /api/v1/redirect       302 to https://elsewhere.invalid/
+    GET  /api/v1/stall          the head after an hour (a Coactive that stalls)
+    GET  /api/v1/reset?bytes=N  N bytes of a longer announced body, then a reset
+    GET  /api/v1/datasets       an empty page of datasets, the shape Coactive's SDK reads
+    ANY  /api/v1/datasets/ID    the echo (what the SDK's dataset.delete reads as it is)
+
+``api_401`` (an attribute, or ``{"api_401": K}`` to ``/_fake/control``) makes the next K API
+requests answer 401 whatever their token; ``api_requests`` records each one.
+
 The ledger (``FakeCoactive.ledger``) is what a soak checks answers against: every token the
 fake issued, for which credential (:func:`credential_id`), when (epoch seconds, the fake's
 wall clock) and for how long (seconds).
@@ -157,6 +174,8 @@ class FakeCoactive:
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self._stopping: asyncio.Event | None = None
+        self.api_401 = 0  # the next this many API requests answer 401
+        self.api_requests: list[RecordedRequest] = []
 
     def add_personal_token(self, token: str) -> None:
         with self._lock:
@@ -187,6 +206,7 @@ class FakeCoactive:
         app.router.add_post("/_fake/control", self._control)
         app.router.add_get("/_fake/stats", self._stats)
         app.router.add_get("/_fake/ledger", self._ledger)
+        app.router.add_route("*", "/api/v1/{tail:.*}", self._api)
         app.router.add_route("*", "/{tail:.*}", self._login)
         # handler_cancellation: a client that hangs up stops its handler (the "timeout" fault).
         runner = web.AppRunner(
@@ -249,7 +269,7 @@ class FakeCoactive:
         )
 
     def _apply(self, settings: dict[str, Any]) -> None:
-        unknown = set(settings) - {"fault", "delay", "expires_in", "retry_after"}
+        unknown = set(settings) - {"fault", "delay", "expires_in", "retry_after", "api_401"}
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
         fault = settings.get("fault", self.fault)
@@ -264,6 +284,10 @@ class FakeCoactive:
         retry_after = settings.get("retry_after", self.retry_after)
         if retry_after is not None and not isinstance(retry_after, str):
             raise ValueError("retry_after must be a string or null")
+        api_401 = settings.get("api_401", self.api_401)
+        if isinstance(api_401, bool) or not isinstance(api_401, int) or api_401 < 0:
+            raise ValueError("api_401 must be an integer >= 0")
+        self.api_401 = api_401
         self.fault, self.delay = fault, float(delay)
         self.expires_in, self.retry_after = expires_in, retry_after
 
@@ -341,6 +365,89 @@ class FakeCoactive:
             {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
         )
 
+    # ---- the API surface (for the daemon's API proxy) ------------------------------------
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization", "")
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path_qs,
+            headers=dict(request.headers),
+            body=None,
+            auth=authorization.split(" ", 1)[0].lower() or None,
+            peer=_peer(request),
+        )
+        with self._lock:
+            self.api_requests.append(record)
+            del self.api_requests[:-1000]
+            refuse = self.api_401 > 0
+            if refuse:
+                self.api_401 -= 1
+            scheme, _, token = authorization.partition(" ")
+            known = scheme.lower() == "bearer" and token in self.issued
+        if refuse or not known:
+            record.status = 401
+            record.detail = "api_401 switch" if refuse else "bearer is not a token this fake issued"
+            return web.json_response({"detail": "Invalid or expired token"}, status=401)
+        resp = await self._api_answer(request, record)
+        record.status = resp.status
+        return resp
+
+    async def _api_answer(
+        self, request: web.Request, record: RecordedRequest
+    ) -> web.StreamResponse:
+        tail = request.match_info["tail"]
+        if tail.startswith(("echo", "datasets/")):
+            digest, size, kept = hashlib.sha256(), 0, bytearray()
+            while chunk := await request.content.read(64 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
+                if len(kept) <= 64 * 1024:
+                    kept += chunk
+            record.body = size
+            return web.json_response(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": request.raw_path.partition("?")[2],  # as sent, undecoded
+                    "headers": [[k, v] for k, v in request.headers.items()],
+                    "body_bytes": size,
+                    "body_sha256": digest.hexdigest(),
+                    "body": kept.decode("utf-8", "replace") if size <= 64 * 1024 else None,
+                }
+            )
+        if tail == "stream" or tail == "reset":
+            try:
+                size = int(request.query.get("bytes", "0"))
+            except ValueError:
+                return web.json_response({"detail": "bytes must be an integer"}, status=400)
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            if tail == "reset":
+                resp.content_length = size + 1024 * 1024
+            elif request.query.get("chunked") != "1":
+                resp.content_length = size
+            await resp.prepare(request)
+            sent = 0 if request.method != "HEAD" else size  # a HEAD: the head alone
+            while sent < size:
+                n = min(64 * 1024, size - sent)
+                await resp.write(pattern(sent, n))
+                sent += n
+            if tail == "reset":
+                _abort(request, reset=True)
+                return resp
+            await resp.write_eof()
+            return resp
+        if tail == "redirect":
+            return web.Response(status=302, headers={"Location": "https://elsewhere.invalid/"})
+        if tail == "stall":
+            await self._sleep(HANG_SECONDS)
+            return web.json_response({"detail": "stalled"})
+        if tail.rstrip("/") == "datasets":
+            return web.json_response(
+                {"meta": {"links": {}, "page": {"currentPage": 1, "lastPage": 1}}, "data": []}
+            )
+        return web.json_response({"detail": f"no API route {request.path}"}, status=404)
+
     def _check_shape(
         self, request: web.Request, record: RecordedRequest, raw: bytes
     ) -> tuple[str, str, str | None]:
@@ -414,6 +521,18 @@ class FakeCoactive:
         elif fault == "missing_expires_in":
             del answer["expires_in"]
         return web.json_response(answer)
+
+
+_PATTERN = bytes(range(256)) * 256  # 64 KiB
+
+
+def pattern(offset: int, n: int) -> bytes:
+    """``n`` bytes of the stream endpoint's body from ``offset``: byte i is ``i % 256``."""
+    start = offset % 256
+    out = _PATTERN[start : start + n]
+    while len(out) < n:
+        out += _PATTERN[: n - len(out)]
+    return out
 
 
 def _peer(request: web.Request) -> tuple[str, int] | None:
