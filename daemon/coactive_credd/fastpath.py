@@ -30,7 +30,7 @@ from .request import (
     MAX_HEADERS,
     MAX_LINE,
     BadQuery,
-    bare_lf,
+    could_become_head,
     parse_head,
     parse_min_ttl,
     parse_query,
@@ -142,8 +142,11 @@ class FastConnection(asyncio.Protocol):
         while self.transport is not None and not self.writing_paused:
             end = buf.find(b"\r\n\r\n", pos, pos + MAX_HEAD + 4)
             if end < 0:
-                # Too long for us, or lines ended by a bare LF (aiohttp refuses those at once).
-                if len(buf) - pos > MAX_HEAD or bare_lf(buf, pos):
+                # A head still arriving that can no longer become one answered here (a bare
+                # CR or LF, a byte no narrow head holds, too long...): aiohttp decides on
+                # these bytes now, as it would without the fast path, not after an end
+                # that may never come.
+                if pos < len(buf) and not could_become_head(buf, pos):
                     self.buf = buf[pos:]
                     self.hand_over()
                     return
