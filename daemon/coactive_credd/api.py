@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from . import __version__, admin, audit, config, credage, engine, events, gitcred, proxy
+from . import __version__, admin, audit, config, credage, engine, events, gitcred, logguard, proxy
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from .vault import VaultError, WrongPassphrase
@@ -30,6 +30,7 @@ from .vault import VaultError, WrongPassphrase
 log = logging.getLogger("coactive_credd")
 
 MAX_BODY = 4096
+EVENT_STREAMS_PER_UID = 32  # /v1/events streams one uid may hold open at once
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -96,6 +97,7 @@ class Api:
             weakref.WeakKeyDictionary()
         )
         self.audit = audit.Audit(daemon.clock)
+        self._streams: dict[int, int] = {}  # open /v1/events streams per uid
         self._clients: weakref.WeakKeyDictionary[Any, audit.Client] = weakref.WeakKeyDictionary()
         self._routes: dict[
             tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -105,7 +107,7 @@ class Api:
             ("POST", "/v1/token/refresh"): self.post_refresh,
             ("GET", "/v1/status"): self.get_status,
             ("GET", "/healthz"): self.get_healthz,
-            ("GET", "/v1/events"): self.events.handle,
+            ("GET", "/v1/events"): self.get_events,
             ("POST", "/v1/admin/reload"): self.post_reload,
             ("POST", "/v1/admin/lock"): self.post_lock,
             ("POST", "/v1/admin/unlock"): self.post_unlock,
@@ -138,8 +140,11 @@ class Api:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             uid, pid = self._peer(request)
-            if not self.peer_allowed(uid):
-                log.warning(
+            if not self.peer_allowed(
+                uid
+            ):  # the fast path refuses these first; allowed_uids reloaded
+                logguard.refusals.warn(
+                    "forbidden",
                     "refused a request from uid %d (pid %s): not the daemon's uid nor in allowed_uids",
                     uid,
                     pid,
@@ -379,8 +384,10 @@ class Api:
         )
         if stale or tok is None:
             now = self.d.clock()
-            if rejected is None and p.inflight is None:
-                p.rt.on_explicit_refresh()  # the user's own refresh tries rejected credentials again
+            if rejected is None and p.inflight is None and self._peer(request)[0] == self.uid:
+                # The owner's own refresh tries rejected credentials again; an allowed
+                # uid's never does (it cannot fix them, and each try is a failed login).
+                p.rt.on_explicit_refresh()
             if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now, self.d.boot_clock())):
                 # No login in reauth_required, nor inside a backoff or Retry-After window,
                 # whoever asks: the answer says so (and, when the current token is still
@@ -526,6 +533,29 @@ class Api:
             "clients": [c.as_dict() for c in self.audit.clients()],
         }
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+    async def get_events(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``/v1/events``, at most :data:`EVENT_STREAMS_PER_UID` open per uid (429 beyond):
+        a program that leaks streams (a dead one lingers until its next heartbeat fails)
+        uses up its own streams, not the connections the other uids need."""
+        uid, _ = self._peer(request)
+        held = self._streams.get(uid, 0)
+        if held >= EVENT_STREAMS_PER_UID:
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"uid {uid} already holds {held} event streams, the most one uid may",
+                "close the event streams this user no longer reads",
+            )
+        self._streams[uid] = held + 1
+        try:
+            return await self.events.handle(request)
+        finally:
+            left = self._streams[uid] - 1
+            if left:
+                self._streams[uid] = left
+            else:
+                del self._streams[uid]
 
     async def get_healthz(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text="ok")

@@ -31,7 +31,7 @@ from . import (
     testhooks,
 )
 from .api import Api
-from .fastpath import FastSite
+from .fastpath import FastSite, Shares
 from .httpserver import ProtocolServer
 from .paths import Paths
 from .refresh import Daemon
@@ -159,8 +159,17 @@ async def start_sites(
     (``fast=False``: handed to aiohttp at once), at most ``max_connections`` open at once
     (0: no cap; see :class:`fastpath.FastSite`)."""
     sites: list[FastSite] = []
+    shares = Shares()  # one uid's share counts its connections on every socket
     for s in sockets:
-        site = FastSite(runner, s, api, fast=fast, max_connections=max_connections, backlog=1024)
+        site = FastSite(
+            runner,
+            s,
+            api,
+            fast=fast,
+            max_connections=max_connections,
+            shares=shares,
+            backlog=1024,
+        )
         await site.start()
         sites.append(site)
     server = runner.server
