@@ -23,6 +23,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from . import __version__, admin, audit, config, credage, engine, events, gitcred, logguard, proxy
+from .escape import escape
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from .vault import VaultError, WrongPassphrase
@@ -168,13 +169,13 @@ class Api:
                     raise ApiError(
                         405,
                         "bad_request",
-                        f"{request.method} is not allowed on {request.path}",
+                        f"{escape(request.method, 20)} is not allowed on {escape(request.path, 120)}",
                         "see docs/PROTOCOL.md",
                     )
                 raise ApiError(
                     404,
                     "not_found",
-                    f"no such path: {request.path}",
+                    f"no such path: {escape(request.path, 120)}",
                     "the API is GET /v1/token, POST /v1/token/refresh, GET /v1/status, GET /healthz",
                 )
             return await route(request)

@@ -30,6 +30,7 @@ import sys
 import time
 
 from . import service
+from .escape import controls
 
 LOG_MAX_BYTES_ENV = "COACTIVE_CREDD_LOG_MAX_BYTES"
 LOG_LEVEL_ENV = "COACTIVE_CREDD_LOG_LEVEL"
@@ -45,7 +46,17 @@ _SYSLOG_LEVEL = {
 }
 
 
-class _JournalFormatter(logging.Formatter):
+class _OneLine(logging.Formatter):
+    """Each record's message on one line: what cannot be shown there (a newline, a control
+    character, a byte that was not UTF-8) escaped by :func:`escape.controls`, so no text
+    another program controls forges a record; a traceback after it stays as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = controls(record.message)
+        return super().formatMessage(record)
+
+
+class _JournalFormatter(_OneLine):
     def format(self, record: logging.LogRecord) -> str:
         # Every line of a multi-line record (a traceback) keeps the record's severity.
         prefix = f"<{_SYSLOG_LEVEL.get(record.levelno, 6)}>"
@@ -128,7 +139,7 @@ def configure(level: str = "info") -> None:
     """Send the root logger where the module docstring says, at ``level``."""
     handler: logging.Handler
     formatter: logging.Formatter
-    timestamped = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    timestamped = _OneLine("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
     timestamped.converter = time.gmtime
     formatter = timestamped
     if service.journal_logging_wanted():
