@@ -222,9 +222,11 @@ class Api:
 
     def handed_over(self, transport: Any, entry: audit.Client) -> None:
         """A connection the fast path recorded (:meth:`connected`) goes to aiohttp: its
-        handlers count on the same entry. Only hand-overs pay for the weak reference."""
+        handlers count on the same entry, and its peer, read once when it connected, is not
+        asked of the kernel again. Only hand-overs pay for the weak references."""
         with contextlib.suppress(TypeError):  # a transport that takes no weak reference
             self._clients[transport] = entry
+            self._peers[transport] = (entry.uid, entry.pid)
 
     def _client(self, request: web.BaseRequest) -> audit.Client:
         transport = request.transport

@@ -25,6 +25,7 @@ from . import (
     fsutil,
     harden,
     logguard,
+    logsetup,
     pidfile,
     request,
     service,
@@ -235,7 +236,7 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
     cap = connection_cap()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    loop.add_signal_handler(signal.SIGHUP, _reload, daemon)
     background = [asyncio.create_task(daemon.scheduler())]
     background += [asyncio.create_task(c) for c in testhooks.background(daemon)]
     interval = daemon.notifier.watchdog_interval()
@@ -279,6 +280,13 @@ async def run(paths: Paths, *, ready: Callable[[Daemon], None] | None = None) ->
         if startup_lock is not None:
             os.close(startup_lock)
         logging.getLogger("aiohttp.server").removeFilter(malformed)
+
+
+def _reload(daemon: Daemon) -> None:
+    """SIGHUP: reopen a log file renamed since (logrotate), then reload the config, vault
+    and CA bundles."""
+    logsetup.reopen()
+    daemon.reload()
 
 
 async def _audit_log(api: Api, interval: float = 60.0) -> None:
