@@ -172,6 +172,13 @@ async def test_a_refused_flood_is_one_log_line(
             h.close()
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings[:5]]
+    # nor in the audit trail: its entries would push the allowed uids' out of the table
+    reader, writer = await asyncio.open_unix_connection(str(capped))
+    writer.write(b"GET /v1/audit HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    clients = json.loads(raw.split(b"\r\n\r\n", 1)[1])["clients"]
+    assert clients and REFUSED not in {c["uid"] for c in clients}, clients
     assert warnings[0].getMessage().startswith(f"refused a request from uid {REFUSED} (pid ")
     assert inproc.daemon.stats.refused["forbidden"] == 41
 

@@ -176,16 +176,15 @@ class FastConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = self.transport.get_extra_info("socket")
         uid, pid = peer_credentials(sock) if sock is not None else (-1, None)
-        # The audit trail looks at each connection once, here; a token served adds one to
-        # its client's count (answer), nothing more per request.
-        self.client = self.api.connected(uid, pid)
-        self.tokens = self.client.fast
         self.uid = uid
         if not self.api.peer_allowed(uid):
             # Refused here, for every path: its 403 once its head is in (or after
             # REFUSED_WAIT), then closed. It is never counted against the cap nor any share,
             # so a uid the daemon refuses costs the allowed uids nothing.
+            # Not in the audit trail either: a refused uid's executables never push the
+            # allowed uids' entries out of its bounded table.
             self.refused = True
+            self.api.d.stats.connections += 1
             self.api.d.stats.refused["forbidden"] += 1
             logguard.refusals.warn(
                 "forbidden",
@@ -228,6 +227,10 @@ class FastConnection(asyncio.Protocol):
                 )
                 self.live.discard(idle)
                 idle.close()
+        # The audit trail looks at each connection once, here; a token served adds one to
+        # its client's count (answer), nothing more per request.
+        self.client = self.api.connected(uid, pid)
+        self.tokens = self.client.fast
         self.shares.add(uid)
         self.counted = True
         self.live.add(self)
