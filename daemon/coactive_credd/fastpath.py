@@ -88,6 +88,9 @@ class Shares:
 
     def __init__(self) -> None:
         self._held: dict[int, int] = {}
+        self._for: frozenset[int] | None = None  # the allowed_uids _share was worked out for
+        self._cap = 0
+        self._share = 0
 
     def held(self, uid: int) -> int:
         return self._held.get(uid, 0)
@@ -102,12 +105,15 @@ class Shares:
         else:
             self._held.pop(uid, None)
 
-    @staticmethod
-    def share(api: Api, cap: int) -> int:
+    def share(self, api: Api, cap: int) -> int:
         """Connections one uid may hold: the cap over the number of uids let in (the
-        daemon's own and ``allowed_uids``, as configured now)."""
-        others = len(api.d.cfg.daemon.allowed_uids - {api.uid})
-        return max(1, cap // (others + 1))
+        daemon's own and ``allowed_uids``, as configured now; worked out again only when a
+        reload changed them)."""
+        allowed = api.d.cfg.daemon.allowed_uids
+        if allowed is not self._for or cap != self._cap:
+            self._for, self._cap = allowed, cap
+            self._share = max(1, cap // (len(allowed - {api.uid}) + 1))
+        return self._share
 
 
 class _Counted(asyncio.Protocol):
