@@ -30,7 +30,7 @@ import pytest
 from coactive_credd import config, proxy, redact, upstream
 from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
 
-from .conftest import PERSONAL_TOKEN, run_cli, start_daemon
+from .conftest import PERSONAL_TOKEN, InProc, run_cli, start_daemon
 from .test_metrics import scrape
 from .test_proxy import PROXY_VARS, _login
 
@@ -421,3 +421,23 @@ def test_logrotate_rename_then_hup_moves_the_log_to_the_new_file(
         assert "reloaded" not in before
     finally:
         d.stop()
+
+
+@pytest.mark.parametrize("password", ["s3cr/etPW9", "s3cr#etPW9", "s3cr?etPW9"])
+async def test_a_bad_proxy_key_on_reload_shows_no_part_of_its_password(
+    inproc: InProc, home: Path, password: str
+) -> None:
+    """Issue 23: a profile's proxy key carried a piece of its password into
+    last_reload_error (Python's "Port could not be cast ... as 's3cr'")."""
+    conf = home / "config.toml"
+    conf.write_text(
+        conf.read_text() + f'\n[profiles.other]\nproxy = "http://alice:{password}@127.0.0.1:x"\n'
+    )
+    inproc.daemon.reload()
+    status, body = await inproc.get("/v1/status")
+    assert status == 200
+    error = str(body["last_reload_error"])
+    assert "proxy" in error and "port must be a number" in error, error
+    bare = error.replace("127.0.0.1", "")
+    assert not {p for p in _pieces(password) if p in bare}, error
+    assert not {p for p in _pieces(password) if p in str(body)}, body
