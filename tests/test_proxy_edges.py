@@ -441,3 +441,25 @@ async def test_a_bad_proxy_key_on_reload_shows_no_part_of_its_password(
     bare = error.replace("127.0.0.1", "")
     assert not {p for p in _pieces(password) if p in bare}, error
     assert not {p for p in _pieces(password) if p in str(body)}, body
+
+
+def test_a_407_echo_reaches_neither_status_nor_the_log_of_the_daemon(
+    home: Path, no_proxy_env: None, raw_proxy: type[RawProxy], tls_fake: FakeCoactive,
+    tls_files: tuple[Path, Path],
+) -> None:  # fmt: skip
+    p = raw_proxy("echo407")
+    _login(tls_fake, tls_files[0])  # direct: the vault holds a token
+    url = p.url.replace("http://", "http://alice:s3cr/etPW9@")
+    d = start_daemon(home, env={"HTTPS_PROXY": url})
+    try:
+        assert d.post("/v1/token/refresh")[0] == 503
+        status, body = d.get("/v1/status")
+        assert status == 200
+        error = str(body["profiles"][0]["last_error"])
+        assert "HTTP 407" in error and redact.PROXY_WITHHELD in error, error
+    finally:
+        d.stop()
+    b64 = base64.b64encode(b"alice:s3cr/etPW9").decode()
+    for text in (str(body), d.log_text()):
+        for piece in ("s3cr", "etPW9", b64[:8], b64[8:16], b64[-8:]):
+            assert piece not in text, (piece, text[-2000:])
