@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from coactive_credd.escape import controls, escape
+from coactive_credd.core.escape import controls, escape
 
 from .conftest import Daemon, run_cli
 

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from coactive_credd import api, logguard, server
+from coactive_credd.server import api, logguard
+from coactive_credd.server import process as server
 
 from .conftest import InProc
 

@@ -27,8 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd import config, proxy, redact, upstream
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.core import config
+from coactive_credd.core import proxy_choice as proxy
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.upstream import exchange as upstream
+from coactive_credd.upstream import redact
 
 from .conftest import PERSONAL_TOKEN, InProc, run_cli, start_daemon
 from .test_metrics import scrape
@@ -369,7 +372,8 @@ def test_a_reload_reads_a_replaced_ca_bundle(tmp_path: Path) -> None:
 
 
 def test_sighup_forgets_the_ca_bundles(home: Path, fake: FakeCoactive) -> None:
-    from coactive_credd import paths, refresh
+    from coactive_credd.core import paths
+    from coactive_credd.server import refresh
 
     proc = run_cli("login", "--base-url", fake.base_url, "--personal-token-stdin",
                    input=PERSONAL_TOKEN + "\n")  # fmt: skip
