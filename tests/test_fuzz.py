@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,123 @@ def test_fast_path_and_aiohttp_answer_every_request_alike(
             tok = served.daemon.profiles["default"].rt.token
             assert doc["access_token"] == tok.access_token
             assert doc["expires_in"] > served.daemon.policy.skew
+
+
+# ---- bytes mutated: a head that can no longer become one the fast path answers -----------
+
+MUTATIONS = int(os.environ.get("COACTIVE_CREDD_FUZZ_MUTATIONS", str(max(60, EXAMPLES // 3))))
+QUIET = 0.3  # seconds of silence after which an answer is taken as not coming
+ODD_BYTES = [b"\r", b"\n", b"\x00", b":", b" ", b"\x80", b"\xfa", b"\xff", b"\t"]
+VALID = [
+    b"GET /v1/token HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v1/token?min_ttl=60 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v1/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+]
+
+
+def send_quiet(
+    path: Path, chunks: list[bytes], quiet: float
+) -> tuple[list[tuple[int, bytes]], bool]:
+    """The answers to ``chunks`` on one connection, read until the daemon closed it or said
+    nothing for ``quiet`` seconds; and whether it closed."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(quiet)
+    s.connect(str(path))
+    raw, closed = b"", False
+    try:
+        for i, chunk in enumerate(chunks):
+            if i:
+                time.sleep(0.001)
+            try:
+                s.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        while True:
+            got = s.recv(65536)
+            if not got:
+                closed = True
+                break
+            raw += got
+    except ConnectionResetError:
+        closed = True
+    except TimeoutError:
+        pass
+    finally:
+        s.close()
+    return parse_answers(raw), closed
+
+
+def both_alike(served: Served, chunks: list[bytes]) -> None:
+    """Both sockets give the same answers and both close (or both stay open); a difference
+    is looked at again with a long wait, so a slow moment on a loaded machine is no failure."""
+    for quiet in (QUIET, READ_TIMEOUT * 2):
+        with ThreadPoolExecutor(2) as pool:  # both at once: a wait costs QUIET once
+            answers = {
+                k: pool.submit(send_quiet, p, chunks, quiet)
+                for k, p in (("fast", served.fast), ("slow", served.slow))
+            }
+            got = {k: f.result() for k, f in answers.items()}
+        if got["fast"] == got["slow"]:
+            break
+    data = b"".join(chunks)
+    assert got["fast"] == got["slow"], (
+        f"{data!r}: fast path {got['fast']!r} != aiohttp {got['slow']!r}"
+    )
+    for status, body in got["fast"][0]:
+        assert status < 500, f"{data!r}: {status} {body!r}"
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> list[bytes]:
+    """Valid requests pipelined (joined), then bytes inserted, deleted or replaced among CR,
+    LF, NUL, ':', space, tab and high bytes, then cut into reads (split)."""
+    data = bytearray(b"".join(draw(st.lists(st.sampled_from(VALID), min_size=1, max_size=3))))
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data) - 1))
+        op = draw(st.sampled_from(["insert", "delete", "replace"]))
+        byte = draw(st.sampled_from(ODD_BYTES))
+        if op == "insert":
+            data[at:at] = byte
+        elif op == "delete" and len(data) > 1:
+            del data[at]
+        else:
+            data[at : at + 1] = byte
+    raw = bytes(data)
+    cuts = sorted(draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=3, unique=True)))
+    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True) if raw[a:b]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /v1/token HTTP/1.0\r\r\n",  # issue 23: a bare CR, then a CRLF
+        b"GET\xfa /healthz HTTP/1.0\r\n\r",  # issue 23: a high byte in the method
+        b"GET /v1/token HTTP/1.1\r\nHost: x\r\nX\x00: y\r\n",
+        b"GET /v1/token HTTP/1.1\r\nHo st: x\r\n",
+        b"GET /v1/to\x80ken HTTP/1.1\r\n",
+    ],
+)
+def test_a_head_that_cannot_end_well_is_answered_at_once(served: Served, raw: bytes) -> None:
+    """aiohttp answers these 400 as soon as it has them; so must the daemon as shipped."""
+    fast = send_quiet(served.fast, [raw], READ_TIMEOUT)
+    slow = send_quiet(served.slow, [raw], READ_TIMEOUT)
+    assert fast == slow and [s for s, _ in fast[0]] == [400], (fast, slow)
+
+
+@pytest.mark.timeout(max(120, MUTATIONS))
+@settings(
+    max_examples=MUTATIONS,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(chunks=mutated())
+@example(chunks=[b"GET /v1/token HTTP/1.1\r\r\nHost: x\r\n\r\n"])
+@example(chunks=[b"GET /v1/token HTTP/1.1\r\nHost: x\r\n\r\nGET\xfa /healthz HTTP/1.1\r\n\r"])
+def test_bytes_mutated_are_answered_alike_on_both_paths(
+    served: Served, chunks: list[bytes]
+) -> None:
+    RAN["examples"] += 1
+    both_alike(served, chunks)

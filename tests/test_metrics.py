@@ -73,7 +73,8 @@ def test_a_scrape_counts_what_happened(daemon: Daemon, fake: FakeCoactive) -> No
     assert m[("coactive_credd_connections_open", ())] >= 1  # this scrape's own
     assert m[("coactive_credd_vault_locked", ())] == 0
     # login recorded today: 3 months left, give or take the month lengths
-    assert 88 < m[("coactive_credd_personal_token_days_left", (("profile", "default"),))] <= 92
+    left = m[("coactive_credd_personal_token_seconds_left", (("profile", "default"),))]
+    assert 88 * 86400 < left <= 92 * 86400  # base units: seconds (promtool's rule)
     assert (
         "coactive_credd_personal_token_expiry_timestamp_seconds",
         (("profile", "default"),),
@@ -92,7 +93,7 @@ def test_system_credentials_have_no_age_metric(home: Path, fake: FakeCoactive) -
     d = start_daemon(home)
     try:
         names = {name for name, _ in scrape(d)}
-        assert "coactive_credd_personal_token_days_left" not in names
+        assert "coactive_credd_personal_token_seconds_left" not in names
         assert "coactive_credd_token_serving_deadline_seconds" in names
     finally:
         d.stop()

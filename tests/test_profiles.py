@@ -300,8 +300,13 @@ async def test_a_profiles_ca_bundle_is_what_its_login_trusts(
         await tls.stop()
 
 
-async def test_a_profiles_proxy_is_the_only_way_its_logins_go(inproc: InProc, home: Path) -> None:
-    """A profile set to log in through a proxy that is down makes no login around it."""
+async def test_a_profiles_proxy_is_not_used_for_a_plain_text_base_url(
+    inproc: InProc, home: Path
+) -> None:
+    """An http:// base URL (loopback only) always goes direct, even with the profile's proxy
+    key set (SPEC: a credential never crosses a network in clear). That an https profile's
+    proxy is the only way its logins go is tests/test_proxy.py's
+    test_a_refusing_proxy_is_a_transient_error_and_the_token_stays_served."""
     with socket.socket() as s:  # a port nothing listens on, for the proxy that is down
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -309,7 +314,7 @@ async def test_a_profiles_proxy_is_the_only_way_its_logins_go(inproc: InProc, ho
     add_profile(home, dataclasses.replace(pc, proxy=f"http://127.0.0.1:{port}"))
     inproc.daemon.reload()
     await inproc.settle()
-    logins = inproc.fake.logins
-    status, body = await inproc.get("/v1/token?min_ttl=3590")
-    assert status == 503 and body["error"]["code"] == "upstream_unavailable"
-    assert inproc.fake.logins == logins
+    status, body = await inproc.post("/v1/token/refresh")  # a login: direct, not refused
+    assert status == 200 and body["access_token"] == inproc.fake.issued[-1], body
+    _, st = await inproc.get("/v1/status")
+    assert st["profiles"][0]["proxy_route"] == "direct (an http:// base URL always goes direct)"

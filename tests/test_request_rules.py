@@ -77,7 +77,7 @@ def test_the_head_shape_fails_in_linear_time() -> None:
         b"GET / HTTP/1.1\r\nHost: x\r\n" + b"x-a: " + b"a" * 3900 + b"\x7f",
     ]
     code = (
-        "import sys\nfrom coactive_credd import request\n"
+        "import sys\nfrom coactive_credd.core import request\n"
         f"for h in {heads!r}:\n    assert request.parse_head(h) is None\n"
     )
     # Bounded by a subprocess timeout, not a stopwatch: the linear parser takes microseconds.

@@ -369,7 +369,7 @@ def test_journal_logging_is_wanted_only_when_stderr_is_the_journal(
             [
                 sys.executable,
                 "-c",
-                "from coactive_credd import service as s;print(s.journal_logging_wanted())",
+                "from coactive_credd.server import service as s;print(s.journal_logging_wanted())",
             ],
             env={**os.environ, "JOURNAL_STREAM": stream},
             stderr=f,

@@ -11,6 +11,15 @@ import json
 import time
 from datetime import UTC, datetime
 
+from coactive_credd.core.escape import escape, is_escaped
+
+
+def _cell(value: object) -> str:
+    """A table cell: the daemon escaped what it got from other programs; anything it did not
+    (an older daemon) is escaped here, so nothing reaches the terminal raw."""
+    text = str(value)
+    return text if is_escaped(text) else escape(text)
+
 
 def _when(t: object, now: float) -> str:
     if not isinstance(t, int | float):
@@ -47,12 +56,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         profiles = ",".join(f"{n}:{k}" for n, k in c.get("profiles", {}).items()) or "-"
         rows.append(
             (
-                str(c.get("uid")),
-                str(c.get("pid")),
-                str(c.get("exe")),
-                str(c.get("connections")),
-                str(c.get("tokens")),
-                profiles,
+                _cell(c.get("uid")),
+                _cell(c.get("pid")),
+                _cell(c.get("exe")),
+                _cell(c.get("connections")),
+                _cell(c.get("tokens")),
+                _cell(profiles),
                 _when(c.get("first_seen"), now),
                 _when(c.get("last_seen"), now),
             )

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_MIN_TTL",
     "BadQuery",
     "bare_lf",
+    "could_become_head",
     "parse_head",
     "parse_min_ttl",
     "parse_query",
@@ -49,6 +50,15 @@ MAX_MIN_TTL = 86400  # seconds: the largest min_ttl a caller may ask for
 _HEAD = re.compile(
     rb"GET (/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]++|%[0-9A-Fa-f]{2})*+) HTTP/1\.1"
     rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e]*+)*+"
+)
+# The same shapes, for a head still arriving (could_become_head): a complete request line, a
+# complete field line, and what can start either of them.
+_TARGET = rb"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]++|%[0-9A-Fa-f]{2})*+"
+_REQUEST_LINE = re.compile(rb"GET " + _TARGET + rb" HTTP/1\.1")
+_FIELD_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e]*+")
+_TARGET_START = re.compile(_TARGET + rb"(?:%[0-9A-Fa-f]?)?")
+_FIELD_START = re.compile(
+    rb"[!#$%&'*+.^_`|~0-9A-Za-z-]*+|[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e]*+"
 )
 _DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() also takes '²' and '٣'
 
@@ -130,23 +140,59 @@ def bare_lf(data: bytes, start: int) -> bool:
     return data.count(b"\n", start) != data.count(b"\r\n", start)
 
 
-def parse_head(head: bytes) -> tuple[bytes, bool] | None:
-    """``(target, close)`` for a head (without its final CRLF CRLF) the fast path may answer.
+def _request_line_start(part: bytes) -> bool:
+    """Whether ``part`` (no CR or LF in it) can still grow into ``GET <target> HTTP/1.1``."""
+    if len(part) <= 5:
+        return b"GET /".startswith(part)
+    if not part.startswith(b"GET /"):
+        return False
+    target, space, version = part[4:].partition(b" ")
+    if _TARGET_START.fullmatch(target) is None:
+        return False
+    return not space or b"HTTP/1.1".startswith(version)
 
-    ``target`` is the origin-form request target of a ``GET``; ``close`` whether the caller
-    sent ``Connection: close``. None when the head is anything else or anything unusual: the
-    request then goes to aiohttp, which answers it (a 400 when it is malformed). A head
-    longer than :data:`MAX_LINE` bytes is handed over whole, so no line of one read here can
-    be over aiohttp's limit.
 
-    One regular expression checks the whole shape (request line, field names, field values)
-    and a second one finds the few fields that matter; the lines are not split one by one.
-    """
-    if len(head) > MAX_LINE or head.count(b"\r\n") > MAX_HEADERS:
-        return None
-    shape = _HEAD.fullmatch(head)
-    if shape is None:
-        return None
+def could_become_head(data: bytes, start: int = 0) -> bool:
+    """Whether ``data[start:]``, a head still arriving (no CRLF CRLF in it yet), can still
+    become one :func:`parse_head` takes.
+
+    False as soon as the bytes rule that out: a byte no narrow head holds (a bare CR or LF,
+    NUL, a byte above 0x7e, a space in a field name), a request line other than
+    ``GET <origin-form> HTTP/1.1``, more bytes or lines than the limits, or a field line
+    that already settles the answer is aiohttp's (``Transfer-Encoding``, a second ``Host``,
+    ``Content-Length`` other than 0...). The fast path then hands the bytes to aiohttp at
+    once, which answers them (a 400 for a malformed head) as it would have without the fast
+    path, rather than waiting for an end that would change nothing."""
+    size = len(data) - start
+    if size > MAX_LINE + 3:  # the head (MAX_LINE at most) and three bytes of CRLF CRLF
+        return False
+    if not size:
+        return True
+    body = data[start:] if start else data
+    lines = body.split(b"\r\n")
+    if len(lines) > MAX_HEADERS + 2:
+        return False
+    last = lines.pop()
+    if last.endswith(b"\r"):  # a line whose LF has not come yet: it must be complete
+        lines.append(last[:-1])
+        last = b""
+    if not lines:
+        return _request_line_start(last)
+    if _REQUEST_LINE.fullmatch(lines[0]) is None:
+        return False
+    if lines[-1] == b"" and len(lines) > 1:  # CRLF CR: the head ends with the next byte
+        lines.pop()
+    for line in lines[1:]:
+        if _FIELD_LINE.fullmatch(line) is None:
+            return False
+    if last and _FIELD_START.fullmatch(last) is None:
+        return False
+    return _judge_fields(b"\r\n".join(lines)) is not None
+
+
+def _judge_fields(head: bytes) -> tuple[bool, int] | None:
+    """``(close, seen)`` for the fields in ``head`` the fast path judges, None when one of
+    them makes the request aiohttp's; ``seen`` has bit ``1 << kind`` for each kind found."""
     close = False
     seen = 0
     for name, value in _MEANINGFUL.findall(head):
@@ -165,6 +211,30 @@ def parse_head(head: bytes) -> tuple[bytes, bool] | None:
                 return None
         elif kind == _ACCEPT and b"text/plain" in value:
             return None  # the token alone: aiohttp's handler writes that answer
+    return close, seen
+
+
+def parse_head(head: bytes) -> tuple[bytes, bool] | None:
+    """``(target, close)`` for a head (without its final CRLF CRLF) the fast path may answer.
+
+    ``target`` is the origin-form request target of a ``GET``; ``close`` whether the caller
+    sent ``Connection: close``. None when the head is anything else or anything unusual: the
+    request then goes to aiohttp, which answers it (a 400 when it is malformed). A head
+    longer than :data:`MAX_LINE` bytes is handed over whole, so no line of one read here can
+    be over aiohttp's limit.
+
+    One regular expression checks the whole shape (request line, field names, field values)
+    and a second one finds the few fields that matter; the lines are not split one by one.
+    """
+    if len(head) > MAX_LINE or head.count(b"\r\n") > MAX_HEADERS:
+        return None
+    shape = _HEAD.fullmatch(head)
+    if shape is None:
+        return None
+    judged = _judge_fields(head)
+    if judged is None:
+        return None
+    close, seen = judged
     if not seen & (1 << _HOST):  # HTTP/1.1 requires one; aiohttp says so with a 400
         return None
     return shape.group(1), close

@@ -24,8 +24,9 @@ from aiohttp import web
 from coactive_credd import __version__
 from coactive_credd.core import config, credage, engine, gitcred
 from coactive_credd.core import proxy_choice as proxy
+from coactive_credd.core.escape import escape
 from coactive_credd.core.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
-from coactive_credd.server import admin, apiproxy, audit, events
+from coactive_credd.server import admin, apiproxy, audit, events, logguard
 from coactive_credd.server.errors import ApiError
 from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra
 from coactive_credd.vault import VaultError, WrongPassphrase, unlock_hint
@@ -33,6 +34,7 @@ from coactive_credd.vault import VaultError, WrongPassphrase, unlock_hint
 log = logging.getLogger("coactive_credd")
 
 MAX_BODY = 4096
+EVENT_STREAMS_PER_UID = 32  # /v1/events streams one uid may hold open at once
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -85,6 +87,7 @@ class Api:
             weakref.WeakKeyDictionary()
         )
         self.audit = audit.Audit(daemon.clock)
+        self._streams: dict[int, int] = {}  # open /v1/events streams per uid
         self._clients: weakref.WeakKeyDictionary[Any, audit.Client] = weakref.WeakKeyDictionary()
         self.proxy = apiproxy.ApiProxy(self.d, self._failure)
         self._routes: dict[
@@ -95,7 +98,7 @@ class Api:
             ("POST", "/v1/token/refresh"): self.post_refresh,
             ("GET", "/v1/status"): self.get_status,
             ("GET", "/healthz"): self.get_healthz,
-            ("GET", "/v1/events"): self.events.handle,
+            ("GET", "/v1/events"): self.get_events,
             ("POST", "/v1/admin/reload"): self.post_reload,
             ("POST", "/v1/admin/lock"): self.post_lock,
             ("POST", "/v1/admin/unlock"): self.post_unlock,
@@ -128,8 +131,11 @@ class Api:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             uid, pid = self._peer(request)
-            if not self.peer_allowed(uid):
-                log.warning(
+            if not self.peer_allowed(
+                uid
+            ):  # the fast path refuses these first; allowed_uids reloaded
+                logguard.refusals.warn(
+                    "forbidden",
                     "refused a request from uid %d (pid %s): not the daemon's uid nor in allowed_uids",
                     uid,
                     pid,
@@ -155,13 +161,13 @@ class Api:
                     raise ApiError(
                         405,
                         "bad_request",
-                        f"{request.method} is not allowed on {request.path}",
+                        f"{escape(request.method, 20)} is not allowed on {escape(request.path, 120)}",
                         "see docs/PROTOCOL.md",
                     )
                 raise ApiError(
                     404,
                     "not_found",
-                    f"no such path: {request.path}",
+                    f"no such path: {escape(request.path, 120)}",
                     "the API is GET /v1/token, POST /v1/token/refresh, GET /v1/status, GET /healthz",
                 )
             return await route(request)
@@ -208,9 +214,11 @@ class Api:
 
     def handed_over(self, transport: Any, entry: audit.Client) -> None:
         """A connection the fast path recorded (:meth:`connected`) goes to aiohttp: its
-        handlers count on the same entry. Only hand-overs pay for the weak reference."""
+        handlers count on the same entry, and its peer, read once when it connected, is not
+        asked of the kernel again. Only hand-overs pay for the weak references."""
         with contextlib.suppress(TypeError):  # a transport that takes no weak reference
             self._clients[transport] = entry
+            self._peers[transport] = (entry.uid, entry.pid)
 
     def _client(self, request: web.BaseRequest) -> audit.Client:
         transport = request.transport
@@ -372,8 +380,10 @@ class Api:
                 raise self._failure(p, self.d.clock())
             return self._after_refresh(request, p, 0)
         now = self.d.clock()
-        if p.inflight is None:
-            p.rt.on_explicit_refresh()  # the user's own refresh tries rejected credentials again
+        if p.inflight is None and self._peer(request)[0] == self.uid:
+            # The owner's own refresh tries rejected credentials again; an allowed uid's never
+            # does (it cannot fix them, and each try is a failed login).
+            p.rt.on_explicit_refresh()
         if p.inflight is None and (p.rt.reauth or p.rt.in_backoff(now, self.d.boot_clock())):
             raise self._failure(p, now)  # and, when the token is still served, for how long
         await asyncio.shield(self.d.start_refresh(p))
@@ -511,6 +521,29 @@ class Api:
             "clients": [c.as_dict() for c in self.audit.clients()],
         }
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+    async def get_events(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``/v1/events``, at most :data:`EVENT_STREAMS_PER_UID` open per uid (429 beyond):
+        a program that leaks streams (a dead one lingers until its next heartbeat fails)
+        uses up its own streams, not the connections the other uids need."""
+        uid, _ = self._peer(request)
+        held = self._streams.get(uid, 0)
+        if held >= EVENT_STREAMS_PER_UID:
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"uid {uid} already holds {held} event streams, the most one uid may",
+                "close the event streams this user no longer reads",
+            )
+        self._streams[uid] = held + 1
+        try:
+            return await self.events.handle(request)
+        finally:
+            left = self._streams[uid] - 1
+            if left:
+                self._streams[uid] = left
+            else:
+                del self._streams[uid]
 
     async def get_healthz(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text="ok")

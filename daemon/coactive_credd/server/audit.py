@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coactive_credd.core.escape import escape
+
 __all__ = ["MAX_CLIENTS", "Audit", "Client", "executable"]
 
 log = logging.getLogger("coactive_credd.server.audit")
@@ -32,16 +34,17 @@ UNKNOWN = "(unknown)"
 
 
 def executable(pid: int | None) -> str:
-    """The executable of process ``pid`` (an absolute path), or ``(unknown)`` when the kernel
-    will not say (another pid namespace, a process already gone, no permission)."""
+    """The executable of process ``pid`` (an absolute path, escaped once here with
+    :func:`escape.escape`: the log, the table and JSON show this form), or ``(unknown)`` when
+    the kernel will not say (another pid namespace, a process already gone, no permission)."""
     if not pid or pid <= 0:
         return UNKNOWN
     if sys.platform.startswith("linux"):
         try:
-            path = os.readlink(f"/proc/{pid}/exe")
+            path = os.readlink(f"/proc/{pid}/exe".encode())
         except OSError:
             return UNKNOWN
-        return path
+        return escape(path)
     if sys.platform == "darwin":  # pragma: no cover - exercised on macOS only
         return _proc_pidpath(pid)
     return UNKNOWN
@@ -57,7 +60,7 @@ def _proc_pidpath(pid: int) -> str:  # pragma: no cover - macOS only
         n = lib.proc_pidpath(pid, buf, ctypes.sizeof(buf))
     except (OSError, AttributeError):
         return UNKNOWN
-    return buf.value[:n].decode(errors="replace") if n > 0 else UNKNOWN
+    return escape(buf.value[:n]) if n > 0 else UNKNOWN
 
 
 @dataclass

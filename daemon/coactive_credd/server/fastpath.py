@@ -29,7 +29,7 @@ from coactive_credd.core.request import (
     MAX_HEADERS,
     MAX_LINE,
     BadQuery,
-    bare_lf,
+    could_become_head,
     parse_head,
     parse_min_ttl,
     parse_query,
@@ -37,7 +37,15 @@ from coactive_credd.core.request import (
 from coactive_credd.server import audit, logguard
 from coactive_credd.server.api import Api, peer_credentials
 
-__all__ = ["IDLE", "MAX_HEADERS", "MAX_LINE", "FastConnection", "FastSite"]
+__all__ = [
+    "IDLE",
+    "MAX_HEADERS",
+    "MAX_LINE",
+    "REFUSED_WAIT",
+    "FastConnection",
+    "FastSite",
+    "Shares",
+]
 
 log = logging.getLogger("coactive_credd")
 
@@ -48,6 +56,18 @@ IDLE = 60.0  # seconds an idle keep-alive connection is kept, as aiohttp's keepa
 WRITE_HIGH = 16 * 1024
 WRITE_LOW = 4 * 1024
 KERNEL_SNDBUF = 32 * 1024  # SO_SNDBUF of each connection (Linux doubles it for bookkeeping)
+_CAP = "%d connections are open, the most this daemon keeps"
+_SHARE = "uid %d holds %d connections, its share of the %d this daemon keeps"
+_WHY = "; some local program opens connections without closing them"
+REFUSED_WAIT = 1.0  # seconds a refused peer has to send its head before its 403 comes anyway
+_FORBIDDEN_BODY = (
+    b'{"error": {"code": "forbidden", "message": "only the daemon\'s own user may use this '
+    b'socket", "hint": "connect as the user who runs coactive-credd"}}'
+)
+_FORBIDDEN = (
+    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_FORBIDDEN_BODY), _FORBIDDEN_BODY)
+)
 _OK_HEALTHZ = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
 )
@@ -59,6 +79,72 @@ def _eviction_order(conn: FastConnection) -> tuple[bool, float]:
     return (conn.answered > 0 and not conn.writing_paused, conn.active)
 
 
+class Shares:
+    """Open connections per uid, fast path and aiohttp's together, shared by every site.
+
+    Each uid the daemon lets in (its own and ``allowed_uids``) has an equal share of the
+    connection cap (:meth:`share`), so no uid, however many connections or event streams it
+    holds, can take the connections another allowed uid needs."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, int] = {}
+        self._for: frozenset[int] | None = None  # the allowed_uids _share was worked out for
+        self._cap = 0
+        self._share = 0
+
+    def held(self, uid: int) -> int:
+        return self._held.get(uid, 0)
+
+    def add(self, uid: int) -> None:
+        self._held[uid] = self._held.get(uid, 0) + 1
+
+    def release(self, uid: int) -> None:
+        left = self._held.get(uid, 0) - 1
+        if left > 0:
+            self._held[uid] = left
+        else:
+            self._held.pop(uid, None)
+
+    def share(self, api: Api, cap: int) -> int:
+        """Connections one uid may hold: the cap over the number of uids let in (the
+        daemon's own and ``allowed_uids``, as configured now; worked out again only when a
+        reload changed them)."""
+        allowed = api.d.cfg.daemon.allowed_uids
+        if allowed is not self._for or cap != self._cap:
+            self._for, self._cap = allowed, cap
+            self._share = max(1, cap // (len(allowed - {api.uid}) + 1))
+        return self._share
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler of a handed-over connection, with its place in :class:`Shares`
+    given back when the connection ends. Only handed-over connections pay for the call."""
+
+    def __init__(self, handler: asyncio.Protocol, shares: Shares, uid: int) -> None:
+        self.handler, self.shares, self.uid = handler, shares, uid
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self.handler.connection_lost(exc)
+        finally:
+            self.shares.release(self.uid)
+
+
 class FastConnection(asyncio.Protocol):
     def __init__(
         self,
@@ -67,7 +153,10 @@ class FastConnection(asyncio.Protocol):
         live: set[FastConnection],
         fast: bool,
         cap: int,
+        shares: Shares | None = None,
     ) -> None:
+        if shares is None:
+            shares = Shares()
         self.api = api
         self.fallback = fallback
         self.live = live
@@ -81,56 +170,98 @@ class FastConnection(asyncio.Protocol):
         self.writing_paused = False
         self.client: audit.Client | None = None  # its entry in the audit trail
         self.tokens: dict[str, int] = {}  # its audit entry's counts, once the peer is known
+        self.shares = shares
+        self.uid = -1
+        self.counted = False  # in shares (released when the connection ends)
+        self.refused = False
+        self._refuse_timer: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        if self.cap and len(self.live) + len(self.fallback.connections) >= self.cap:
-            # At the cap, a fast-path connection makes room (nginx does the same with idle
-            # keep-alive connections): one never answered or not reading its answers first,
-            # the longest idle first, so a program that opens connections and leaves them
-            # open cannot lock the others out, nor push out callers that use theirs. Only
-            # when every open connection is aiohttp's (each in a request) is the new one
-            # refused.
-            idle = min(self.live, key=_eviction_order, default=None)
-            if idle is None:
-                logguard.refusals.warn(
-                    "cap",
-                    "refusing connections: %d are open, the most this daemon keeps, all "
-                    "busy; some local program opens connections without closing them",
-                    self.cap,
-                )
-                self.transport.abort()
-                self.transport = None
-                return
+        sock = self.transport.get_extra_info("socket")
+        uid, pid = peer_credentials(sock) if sock is not None else (-1, None)
+        self.uid = uid
+        if not self.api.peer_allowed(uid):
+            # Refused here, for every path: its 403 once its head is in (or after
+            # REFUSED_WAIT), then closed. It is never counted against the cap nor any share,
+            # so a uid the daemon refuses costs the allowed uids nothing.
+            # Not in the audit trail either: a refused uid's executables never push the
+            # allowed uids' entries out of its bounded table.
+            self.refused = True
+            self.api.d.stats.connections += 1
+            self.api.d.stats.refused["forbidden"] += 1
             logguard.refusals.warn(
-                "evict",
-                "%d connections are open, the most this daemon keeps: closing an idle one "
-                "for each new one (never answered or not reading first, the longest idle "
-                "first); some local program opens connections without closing them",
-                self.cap,
+                "forbidden",
+                "refused a request from uid %d (pid %s): not the daemon's uid nor in allowed_uids",
+                uid,
+                pid,
             )
-            self.live.discard(idle)
-            idle.close()
+            self._refuse_timer = self.loop.call_later(REFUSED_WAIT, self._refuse)
+            return
+        if self.cap:
+            share = self.shares.share(self.api, self.cap)
+            mine = self.shares.held(uid) >= share
+            if mine or len(self.live) + len(self.fallback.connections) >= self.cap:
+                # At its uid's share (or the cap), a fast-path connection makes room (nginx
+                # does the same with idle keep-alive connections): one never answered or
+                # not reading its answers first, the longest idle first, so a program that
+                # opens connections and leaves them open cannot lock the others out, nor
+                # push out callers that use theirs. At its share, only one of the same
+                # uid's own connections makes room: one uid's connections never push out
+                # another's. When none can, the new one is refused.
+                pool = [c for c in self.live if c.uid == uid] if mine else self.live
+                idle = min(pool, key=_eviction_order, default=None)
+                args: tuple[int, ...]
+                if mine:
+                    what, args = _SHARE, (uid, self.shares.held(uid), self.cap)
+                else:
+                    what, args = _CAP, (self.cap,)
+                if idle is None:
+                    logguard.refusals.warn(
+                        "cap", "refusing connections: " + what + ", all busy" + _WHY, *args
+                    )
+                    self.transport.abort()
+                    self.transport = None
+                    return
+                logguard.refusals.warn(
+                    "evict",
+                    what + ": closing an idle one for each new one (never answered or not "
+                    "reading first, the longest idle first)" + _WHY,
+                    *args,
+                )
+                self.live.discard(idle)
+                idle.close()
+        # The audit trail looks at each connection once, here; a token served adds one to
+        # its client's count (answer), nothing more per request.
+        self.client = self.api.connected(uid, pid)
+        self.tokens = self.client.fast
+        self.shares.add(uid)
+        self.counted = True
         self.live.add(self)
         self.transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         if not self.fast:
             self.hand_over()  # the fast path switched off: aiohttp answers everything
             return
-        sock = self.transport.get_extra_info("socket")
-        uid, pid = peer_credentials(sock) if sock is not None else (-1, None)
-        # The audit trail looks at each connection once, here; a token served adds one to
-        # its client's count (answer), nothing more per request.
-        self.client = self.api.connected(uid, pid)
-        self.tokens = self.client.fast
-        if not self.api.peer_allowed(uid):
-            self.hand_over()  # aiohttp answers 403 and logs the pid
-            return
         self.active = self.loop.time()
+
+    def _refuse(self) -> None:
+        """A refused peer's answer (aiohttp's 403 for it, word for word), then the close."""
+        if self._refuse_timer is not None:
+            self._refuse_timer.cancel()
+            self._refuse_timer = None
+        transport, self.transport, self.buf = self.transport, None, b""
+        if transport is not None and not transport.is_closing():
+            transport.write(_FORBIDDEN)
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.buf = self.buf + data if self.buf else data
+        if self.refused:  # answered once its head is in: a client still writing gets no EPIPE
+            if b"\r\n\r\n" in self.buf or len(self.buf) > MAX_LINE:
+                self._refuse()
+            return
         self.active = self.loop.time()
         self._process()
 
@@ -142,8 +273,11 @@ class FastConnection(asyncio.Protocol):
         while self.transport is not None and not self.writing_paused:
             end = buf.find(b"\r\n\r\n", pos, pos + MAX_HEAD + 4)
             if end < 0:
-                # Too long for us, or lines ended by a bare LF (aiohttp refuses those at once).
-                if len(buf) - pos > MAX_HEAD or bare_lf(buf, pos):
+                # A head still arriving that can no longer become one answered here (a bare
+                # CR or LF, a byte no narrow head holds, too long...): aiohttp decides on
+                # these bytes now, as it would without the fast path, not after an end
+                # that may never come.
+                if pos < len(buf) and not could_become_head(buf, pos):
                     self.buf = buf[pos:]
                     self.hand_over()
                     return
@@ -174,6 +308,12 @@ class FastConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.live.discard(self)
         self.transport = None
+        if self._refuse_timer is not None:
+            self._refuse_timer.cancel()
+            self._refuse_timer = None
+        if self.counted:
+            self.counted = False
+            self.shares.release(self.uid)
 
     def pause_writing(self) -> None:
         # A caller that sends requests but does not read the answers: stop reading its
@@ -247,7 +387,8 @@ class FastConnection(asyncio.Protocol):
         if self.client is not None:
             self.api.handed_over(transport, self.client)
         handler = self.fallback()
-        transport.set_protocol(handler)
+        counted, self.counted = self.counted, False
+        transport.set_protocol(_Counted(handler, self.shares, self.uid) if counted else handler)
         handler.connection_made(transport)
         if self.writing_paused:
             handler.pause_writing()
@@ -297,9 +438,11 @@ class FastSite(web.SockSite):
         *,
         fast: bool,
         max_connections: int,
+        shares: Shares | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, sock, **kwargs)
+        self._shares = shares if shares is not None else Shares()
         self._api = api
         self._fast = fast
         self._cap = max_connections
@@ -321,7 +464,9 @@ class FastSite(web.SockSite):
         loop = asyncio.get_running_loop()
         self._sweeper = loop.call_later(IDLE / 4, self._sweep)
         self._server = await loop.create_server(
-            lambda: FastConnection(self._api, server, self._live, self._fast, self._cap),
+            lambda: FastConnection(
+                self._api, server, self._live, self._fast, self._cap, self._shares
+            ),
             sock=self._sock,
             backlog=self._backlog,
         )

@@ -11,7 +11,9 @@
   ``$COACTIVE_CREDD_LOG_MAX_BYTES`` (default 5 MiB; 0 never rotates) it becomes ``FILE.1``
   (then ``.2``, ``.3``; the oldest is dropped), every file mode 0600. After a rotation the
   process's stdout and stderr are pointed at the new file too, so nothing written outside
-  logging (a crash's traceback) lands in an old one.
+  logging (a crash's traceback) lands in an old one. SIGHUP reopens the file when it was
+  renamed or removed since (logrotate's rename + ``postrotate kill -HUP``); ``copytruncate``
+  needs nothing.
 - On a terminal or a pipe: stderr, with an RFC 3339 UTC timestamp and the level name.
 
 The level is ``--log-level``, else ``$COACTIVE_CREDD_LOG_LEVEL`` (debug, info, warning,
@@ -29,6 +31,7 @@ import stat
 import sys
 import time
 
+from coactive_credd.core.escape import controls
 from coactive_credd.server import service
 
 LOG_MAX_BYTES_ENV = "COACTIVE_CREDD_LOG_MAX_BYTES"
@@ -45,7 +48,17 @@ _SYSLOG_LEVEL = {
 }
 
 
-class _JournalFormatter(logging.Formatter):
+class _OneLine(logging.Formatter):
+    """Each record's message on one line: what cannot be shown there (a newline, a control
+    character, a byte that was not UTF-8) escaped by :func:`escape.controls`, so no text
+    another program controls forges a record; a traceback after it stays as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = controls(record.message)
+        return super().formatMessage(record)
+
+
+class _JournalFormatter(_OneLine):
     def format(self, record: logging.LogRecord) -> str:
         # Every line of a multi-line record (a traceback) keeps the record's severity.
         prefix = f"<{_SYSLOG_LEVEL.get(record.levelno, 6)}>"
@@ -68,11 +81,54 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def doRollover(self) -> None:
         super().doRollover()
+        self._follow()
+
+    def _follow(self) -> None:
         if self.follow_stdio and self.stream is not None:
             self.stream.flush()
             for fd in (1, 2):
                 with contextlib.suppress(OSError):
                     os.dup2(self.stream.fileno(), fd, inheritable=True)
+
+    def reopen(self) -> bool:
+        """Open the file at its name again when the open one was renamed or removed
+        (logrotate's default: rename, then ``postrotate kill -HUP``); True when it did.
+        A file still at its name (``copytruncate``) is kept."""
+        self.acquire()
+        try:
+            same: os.stat_result | None
+            held: os.stat_result | None
+            try:
+                same = os.stat(self.baseFilename, follow_symlinks=False)
+                held = os.fstat(self.stream.fileno()) if self.stream is not None else None
+            except OSError:
+                same = held = None
+            if (
+                same is not None
+                and held is not None
+                and (same.st_dev, same.st_ino)
+                == (
+                    held.st_dev,
+                    held.st_ino,
+                )
+            ):
+                return False
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+            self._follow()
+            return True
+        finally:
+            self.release()
+
+
+def reopen() -> None:
+    """Reopen the log file the daemon writes, if it was renamed since (SIGHUP calls this)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrivateRotatingFileHandler) and handler.reopen():
+            logging.getLogger("coactive_credd").info(
+                "log file %s reopened (it was renamed or removed)", handler.baseFilename
+            )
 
 
 def stderr_log_file() -> str | None:
@@ -128,17 +184,14 @@ def configure(level: str = "info") -> None:
     """Send the root logger where the module docstring says, at ``level``."""
     handler: logging.Handler
     formatter: logging.Formatter
-    timestamped = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    timestamped = _OneLine("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
     timestamped.converter = time.gmtime
     formatter = timestamped
     if service.journal_logging_wanted():
         handler = logging.StreamHandler(sys.stderr)
         formatter = _JournalFormatter("%(message)s")
-    elif (
-        not _under_service_manager()
-        and (max_bytes := _max_bytes()) > 0
-        and (path := stderr_log_file()) is not None
-    ):
+    elif not _under_service_manager() and (path := stderr_log_file()) is not None:
+        max_bytes = _max_bytes()  # 0: never rotated here (reopened on SIGHUP all the same)
         try:
             handler = PrivateRotatingFileHandler(path, max_bytes, follow_stdio=True)
         except OSError:

@@ -20,7 +20,7 @@ coactive_credd_backoff_seconds                         gauge      profile (0: no
 coactive_credd_token_serving_deadline_seconds          gauge      profile (no token: absent)
 coactive_credd_profile_state                           gauge      profile, state (1 = current)
 coactive_credd_personal_token_expiry_timestamp_seconds gauge      profile
-coactive_credd_personal_token_days_left                gauge      profile
+coactive_credd_personal_token_seconds_left             gauge      profile
 coactive_credd_connections_open                        gauge
 coactive_credd_connections_total                       counter
 coactive_credd_requests_refused_total                  counter    reason (the error code)
@@ -138,10 +138,10 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
         "made), epoch seconds; absent for system credentials or an unknown day.",
         labels=["profile"],
     )
-    days_left = GaugeMetricFamily(
-        "coactive_credd_personal_token_days_left",
-        "Days until the personal token's 3-month limit (fractional; the same as the "
-        "timestamp above, for dashboards).",
+    seconds_left = GaugeMetricFamily(  # base units (Prometheus): seconds, not days
+        "coactive_credd_personal_token_seconds_left",
+        "Seconds until the personal token's 3-month limit (the same as the timestamp "
+        "above, for dashboards: divide by 86400 for days).",
         labels=["profile"],
     )
     for name in sorted(d.profiles):
@@ -158,8 +158,8 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
         left = credage.days_left(p.cfg, now)
         if left is not None and p.cfg.credential_created is not None:
             expiry.add_metric([name], credage.expires_at(p.cfg.credential_created))
-            days_left.add_metric([name], left)
-    yield from (consecutive, backoff, deadline, state, expiry, days_left)
+            seconds_left.add_metric([name], left * credage.DAY)
+    yield from (consecutive, backoff, deadline, state, expiry, seconds_left)
 
     yield GaugeMetricFamily(
         "coactive_credd_connections_open",

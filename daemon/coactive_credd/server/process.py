@@ -22,9 +22,9 @@ from coactive_credd import __version__
 from coactive_credd.core import config, fsutil, harden, pidfile, request
 from coactive_credd.core.errors import CreddError
 from coactive_credd.core.paths import Paths
-from coactive_credd.server import containers, fastpath, keywatch, logguard, service
+from coactive_credd.server import containers, fastpath, keywatch, logguard, logsetup, service
 from coactive_credd.server.api import Api
-from coactive_credd.server.fastpath import FastSite
+from coactive_credd.server.fastpath import FastSite, Shares
 from coactive_credd.server.httpserver import ProtocolServer
 from coactive_credd.server.refresh import Daemon
 from coactive_credd.vault import VaultError
@@ -151,8 +151,17 @@ async def start_sites(
     (``fast=False``: handed to aiohttp at once), at most ``max_connections`` open at once
     (0: no cap; see :class:`fastpath.FastSite`)."""
     sites: list[FastSite] = []
+    shares = Shares()  # one uid's share counts its connections on every socket
     for s in sockets:
-        site = FastSite(runner, s, api, fast=fast, max_connections=max_connections, backlog=1024)
+        site = FastSite(
+            runner,
+            s,
+            api,
+            fast=fast,
+            max_connections=max_connections,
+            shares=shares,
+            backlog=1024,
+        )
         await site.start()
         sites.append(site)
     server = runner.server
@@ -227,7 +236,7 @@ async def run(
     cap = connection_cap()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    loop.add_signal_handler(signal.SIGHUP, _reload, daemon)
     background = [asyncio.create_task(daemon.scheduler())]
     background.append(asyncio.create_task(keywatch.watch(daemon)))
     background += [asyncio.create_task(c) for c in extra_tasks]
@@ -273,6 +282,13 @@ async def run(
         if startup_lock is not None:
             os.close(startup_lock)
         logging.getLogger("aiohttp.server").removeFilter(malformed)
+
+
+def _reload(daemon: Daemon) -> None:
+    """SIGHUP: reopen a log file renamed since (logrotate), then reload the config, vault
+    and CA bundles."""
+    logsetup.reopen()
+    daemon.reload()
 
 
 async def _audit_log(api: Api, interval: float = 60.0) -> None:

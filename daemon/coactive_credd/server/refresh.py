@@ -27,6 +27,7 @@ from coactive_credd.server.stats import Stats
 from coactive_credd.upstream.exchange import (
     Credential,
     CredentialsRejected,
+    Grant,
     Upstream,
     UpstreamError,
     UpstreamUnavailable,
@@ -89,7 +90,7 @@ def proxy_url(pc: ProfileConfig) -> str | None:
     try:
         return proxy.choose(pc.base_url, pc.proxy).url
     except ValueError as exc:
-        raise UpstreamUnavailable(f"{exc}; fix it and restart the daemon") from None
+        raise UpstreamUnavailable(f"{exc}; fix it and restart the daemon", kind="config") from None
 
 
 @dataclass
@@ -280,12 +281,7 @@ class Daemon:
                 )
                 return
             try:
-                grant = await self.stats.timed_login(
-                    name,
-                    self.upstream.login(
-                        p.cfg.base_url, cred, ca_bundle=p.cfg.ca_bundle, proxy=proxy_url(p.cfg)
-                    ),
-                )
+                grant = await self.stats.timed_login(name, self._login(p, cred))
             except CredentialsRejected as exc:
                 p.rt.on_rejected(exc.detail)
                 log.error(
@@ -495,8 +491,15 @@ class Daemon:
         log.info("vault unlocked: %d profile(s)", len(self.profiles))
         self._notify_status()
 
+    async def _login(self, p: Profile, cred: Credential) -> Grant:
+        # The proxy is chosen inside the timed login, so a bad proxy variable is counted.
+        return await self.upstream.login(
+            p.cfg.base_url, cred, ca_bundle=p.cfg.ca_bundle, proxy=proxy_url(p.cfg)
+        )
+
     def reload(self) -> None:
         self.notifier.reloading()
+        self.upstream.forget_certificates()  # a replaced ca_bundle is read again
         try:
             self.load()
             self.last_reload_error = None

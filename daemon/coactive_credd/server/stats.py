@@ -36,6 +36,8 @@ def failure_kind(exc: BaseException) -> str:
         return "rejected"
     if not isinstance(exc, upstream.UpstreamError):
         return "internal"
+    if getattr(exc, "kind", None) == "config":
+        return "config"  # the daemon's own settings: a bad proxy variable, a ca_bundle
     status = getattr(exc, "status", None)
     if status == 429:
         return "rate_limited"

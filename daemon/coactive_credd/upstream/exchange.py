@@ -35,6 +35,8 @@ import aiohttp
 
 from coactive_credd import __version__
 from coactive_credd.core.errors import EXIT_REJECTED, EXIT_UNAVAILABLE, CreddError
+from coactive_credd.core.escape import escape
+from coactive_credd.core.proxy_choice import credentials as proxy_credentials
 from coactive_credd.core.proxy_choice import redact as redact_proxy
 from coactive_credd.upstream import redact
 
@@ -56,7 +58,9 @@ LOGIN_PATH = "/api/v0/login"
 TOKEN_TYPE = "Bearer"  # noqa: S105 - the scheme's name, not a secret
 USER_AGENT = f"coactive-credd/{__version__}"
 # A longer lifetime than this is a broken answer, not a generous one.
-MAX_EXPIRES_IN = 365 * 24 * 3600
+MAX_EXPIRES_IN = (
+    24 * 3600
+)  # a day: a personal token is used at least daily (30 days unused ends it)
 # A login answer is a few hundred bytes; anything this large is not one.
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 200
@@ -92,11 +96,17 @@ class UpstreamUnavailable(UpstreamError):
     exit_code = EXIT_UNAVAILABLE
 
     def __init__(
-        self, detail: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.retry_after = retry_after
+        self.kind = kind  # "config": the daemon's own settings are wrong (a ca_bundle, a proxy)
 
 
 @dataclass(frozen=True)
@@ -312,11 +322,13 @@ def parse_login_answer(body: bytes) -> Grant:
     if expires_in <= 0:
         raise bad(f"expires_in is {expires_in}, not a positive number of seconds")
     if expires_in > MAX_EXPIRES_IN:
-        # Broken or generous, the daemon refreshes within a year all the same; say so.
+        # Broken or generous, the daemon refreshes within a day all the same, so a personal
+        # token is used at least daily and never lapses through the 30-days-unused rule.
         log.warning(
-            "Coactive's login answer says expires_in %d s, more than a year; "
-            "the token is treated as valid for a year",
+            "Coactive's login answer says expires_in %d s, more than a day; "
+            "the token is treated as valid for a day (%d s)",
             expires_in,
+            MAX_EXPIRES_IN,
         )
         expires_in = MAX_EXPIRES_IN
     return Grant(access_token=token, token_type=TOKEN_TYPE, expires_in=expires_in)
@@ -420,12 +432,22 @@ class Upstream:
                 context = ssl.create_default_context(cafile=ca_bundle)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise UpstreamUnavailable(
-                    f"cannot load the ca_bundle {ca_bundle!r} ({type(exc).__name__}: "
-                    f"{getattr(exc, 'strerror', None) or exc}): fix the ca_bundle setting"
+                    f"cannot load the ca_bundle {escape(ca_bundle, 200)!r} ({type(exc).__name__}: "
+                    f"{getattr(exc, 'strerror', None) or exc}): fix the ca_bundle setting",
+                    kind="config",
                 ) from exc
-            # Cached only once it loaded, so a corrected file is picked up on the next try.
+            # Cached only once it loaded, so a corrected file is picked up on the next try,
+            # and only until the next reload (forget_certificates): a CA that rotated is
+            # trusted from the SIGHUP on, not from the next restart.
             self._ssl_contexts[ca_bundle] = context
         return context
+
+    def forget_certificates(self) -> None:
+        """Read every ``ca_bundle`` again at its next use (the daemon's reload calls this).
+
+        aiohttp pools connections by SSL context, so no pooled connection made with the old
+        trust is used again after this."""
+        self._ssl_contexts.clear()
 
     async def login(
         self,
@@ -474,6 +496,9 @@ class Upstream:
         }
         ssl_arg = self._ssl_for(ca_bundle) if url.startswith("https:") else True
         session = self._get_session()
+        secrets = (cred.secret, authorization.split(" ", 1)[1])
+        via = f" (through the proxy {_proxy_shown(proxy)})" if proxy else ""
+        started = time.monotonic()
         try:
             async with session.post(
                 url,
@@ -497,9 +522,17 @@ class Upstream:
                 if exc.status in (401, 407)
                 else "the proxy setting (HTTPS_PROXY, NO_PROXY or the profile's proxy key)"
             )
+            # The proxy's reason phrase is its own text, like Coactive's: shown only when it
+            # repeats no credential, the proxy's nor Coactive's, in any form.
+            phrase = redact.server_text(
+                str(exc.message or ""),
+                (*secrets, *proxy_credentials(proxy or "")),
+                MAX_MESSAGE_CHARS,
+                withheld=redact.PROXY_WITHHELD,
+            )
             raise UpstreamUnavailable(
                 f"the proxy {_proxy_shown(proxy)} refused to connect to Coactive: HTTP "
-                f"{exc.status} {exc.message}; check {what}"
+                f"{exc.status}{' ' + phrase if phrase else ''}; check {what}"
             ) from exc
         except aiohttp.ClientProxyConnectionError as exc:
             raise UpstreamUnavailable(
@@ -519,14 +552,21 @@ class Upstream:
             ) from exc
         except aiohttp.ConnectionTimeoutError as exc:
             raise UpstreamUnavailable(
-                f"could not connect within {self._connect_timeout:g} s"
+                f"could not connect{via} within {self._connect_timeout:g} s"
             ) from exc
         except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
-            raise UpstreamUnavailable(
-                f"no answer within the read timeout ({self._read_timeout:g} s)"
-            ) from exc
+            # Which limit ran out: the read timeout (no byte for that long), or the total
+            # (bytes trickling in, or a proxy that accepted the tunnel and then stalled).
+            took = time.monotonic() - started
+            limit = (
+                f"the read timeout ({self._read_timeout:g} s)"
+                if isinstance(exc, aiohttp.SocketTimeoutError)
+                or took < self._connect_timeout + self._read_timeout - 0.5
+                else f"the whole call's limit ({self._connect_timeout + self._read_timeout:g} s)"
+            )
+            raise UpstreamUnavailable(f"no answer{via} within {limit}") from exc
         except aiohttp.ServerDisconnectedError as exc:
-            raise UpstreamUnavailable("connection closed before an answer came") from exc
+            raise UpstreamUnavailable(f"connection closed before an answer came{via}") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnavailable(
                 f"cannot connect to {exc.host}:{exc.port} ({_reason(exc)})"
@@ -536,7 +576,6 @@ class Upstream:
 
         if status == 200:
             return parse_login_answer(answer)
-        secrets = (cred.secret, authorization.split(" ", 1)[1])
         message = _server_message(answer, secrets)
         said = f": {message}" if message else ""
         if status in _REJECTED:

@@ -4,7 +4,7 @@ Coactive's error answers are shown to the user (``login``'s stderr, ``status``'s
 ``last_error``, the log) because they say what is wrong. A server, a proxy or a misconfigured
 gateway may echo the request back, and with it the credential: exactly, in another case,
 percent-encoded, split by spaces or line breaks, cut to a prefix, base64- or hex-encoded (a
-``Basic`` header is base64 of ``client_id:secret``). :func:`carries_secret` looks for every
+``Basic`` header is base64 of ``client_id:secret``), or reversed. :func:`carries_secret` looks for every
 one of those forms; :func:`server_text` turns Coactive's text into a bounded, single-line,
 printable message, or a fixed notice when it carries a secret.
 """
@@ -18,6 +18,7 @@ from urllib.parse import unquote_plus
 
 MIN_PIECE = 8  # a shared run of this many characters counts as a leak (a cut-off echo)
 WITHHELD = "(Coactive's message is not shown: it repeats the credential)"
+PROXY_WITHHELD = "(the proxy's reason phrase is not shown: it repeats a credential)"
 
 _ENCODED_RUN = re.compile(r"[A-Za-z0-9+/_=-]{12,}")
 _SPACE = re.compile(r"\s+")
@@ -40,6 +41,7 @@ def _views(text: str) -> list[str]:
     for view in list(views):
         for run in _ENCODED_RUN.findall(view):
             views += _decoded(run)
+    views += [v[::-1] for v in views]  # an echo written backwards
     return [v.casefold() for v in views]
 
 
@@ -69,12 +71,16 @@ def carries_secret(text: str, secret: str) -> bool:
     return any(p in view for view in _views(text) for p in pieces)
 
 
-def server_text(text: str, secrets: tuple[str, ...], limit: int) -> str:
-    """Coactive's ``text`` as one printable line of at most ``limit`` characters, or
-    :data:`WITHHELD` when it carries any of ``secrets`` (see :func:`carries_secret`)."""
+def server_text(
+    text: str, secrets: tuple[str, ...], limit: int, *, withheld: str = WITHHELD
+) -> str:
+    """Coactive's (or a proxy's) ``text`` as one printable line of at most ``limit``
+    characters, or ``withheld`` when it carries any of ``secrets`` (see
+    :func:`carries_secret`: an 8-character window of a secret in the text as it is, in any
+    case, percent-decoded, without whitespace, base64- or hex-decoded, or reversed)."""
     line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     line = line if len(line) <= limit else line[: limit - 1] + "…"
     # What would be shown is what is checked: a piece cut off by the limit is not shown.
     if any(carries_secret(line, s) for s in secrets if s):
-        return WITHHELD
+        return withheld
     return line
