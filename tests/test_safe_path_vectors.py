@@ -258,7 +258,9 @@ def test_the_vectors_name_every_situation_and_every_client() -> None:
     for case in VECTORS["cases"]:
         for client in case["expect"]:
             assert client == "all" or client in CLIENTS, (case["name"], client)
-        differs = {k for k, v in case["expect"].items() if k != "all" and v != case["expect"]["all"]}
+        differs = {
+            k for k, v in case["expect"].items() if k != "all" and v != case["expect"]["all"]
+        }
         if differs - {"credd-unlock"}:
             cannot = VECTORS["cannot"][case["cannot"]]
             assert differs - {"credd-unlock"} <= set(cannot["clients"]) and cannot["reason"]
