@@ -34,6 +34,17 @@ def test_a_stopped_daemon_is_named_quickly_and_stop_ends_it(daemon: Daemon) -> N
         assert f"pid {pid}" in out.stderr and "not answering" in out.stderr
         assert "coactive-credd stop" in out.stderr and "coactive-credd serve" not in out.stderr
         assert waited < 15, waited  # not the 30 s a token request may wait on Coactive
+        # A wedged daemon is its own class, and `token` never starts a second daemon beside it.
+        import coactive_token
+
+        with (
+            pytest.raises(coactive_token.DaemonNotAnswering),
+            coactive_token.Client(str(daemon.socket), timeout=3, autostart=False) as client,
+        ):
+            client.token()
+        started = run_cli("token", env={"COACTIVE_CREDD_AUTOSTART": "1"})
+        assert started.returncode == 3 and "not answering" in started.stderr, started.stderr
+        assert "starting one" not in started.stderr
         again = run_cli("serve")
         assert again.returncode == 1 and one_line(again.stderr)
         assert f"pid {pid}" in again.stderr and "coactive-credd stop" in again.stderr

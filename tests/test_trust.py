@@ -584,3 +584,46 @@ def test_a_symlinked_socket_folder_is_refused(
     finally:
         listener.proc.kill()
         listener.proc.wait()
+
+
+def test_a_sidecar_daemon_never_gets_a_passphrase_or_a_credential(
+    victim: Victim, disguised: Listener
+) -> None:
+    """COACTIVE_CREDD_DAEMON_UID trusts uid N for tokens, events and status only: `unlock`,
+    `login` and `rekey` refuse its daemon before reading a secret, and the client library
+    refuses to carry a passphrase to it on a connection that a token request opened."""
+    _, attacker = _uid_pair()
+    sidecar = {"COACTIVE_CREDD_DAEMON_UID": str(attacker)}
+    login = [
+        "login",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--no-verify",
+        "--personal-token-stdin",
+    ]
+    for argv, stdin in (
+        (["unlock", "--passphrase-stdin"], "pass\n"),
+        (login, PERSONAL_TOKEN + "\n"),
+        (["rekey", "--passphrase-stdin"], "old-pass\nnew-pass\n"),
+    ):
+        proc = victim.run(
+            [sys.executable, "-m", "coactive_credd", *argv], stdin, sidecar, packages=True
+        )
+        assert_refused(proc, disguised, f"uid {attacker} ({'COACTIVE_CREDD_DAEMON_UID'})")
+        assert PERSONAL_TOKEN not in proc.stderr and "pass" not in proc.stdout
+    script = (
+        "import sys, coactive_token\n"
+        "with coactive_token.Client(autostart=False) as c:\n"
+        "    print(c.token().access_token)\n"
+        "    try:\n"
+        "        c.request('POST', '/v1/admin/unlock', {'passphrase': 'pass'})\n"
+        "    except coactive_token.UntrustedDaemon as e:\n"
+        "        print(e, file=sys.stderr); sys.exit(e.exit_code)\n"
+    )
+    proc = victim.run(
+        [sys.executable, "-c", script], env={**sidecar, "PYTHONPATH": str(SHIM / "python")}
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.strip() == IMPOSTOR_TOKEN  # the token was read on that connection
+    assert disguised.received().startswith(b"GET /v1/token")
+    assert b"/v1/admin" not in disguised.received() and b"pass" not in disguised.received()

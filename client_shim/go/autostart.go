@@ -168,7 +168,7 @@ func StartDaemon(ctx context.Context, socketPath string) error {
 // privateFolder creates dir (and missing parents) 0700, or checks that it is ours and private,
 // as the daemon will: otherwise the log would be written where others can reach it.
 func privateFolder(dir string) error {
-	if bad, what := unsafeParent(dir); bad != "" {
+	if bad, what, _ := unsafeParent(dir); bad != "" {
 		return fmt.Errorf("%s is not safe (%s)", bad, what)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {

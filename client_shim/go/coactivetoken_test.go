@@ -162,3 +162,35 @@ func TestUnreachableKeepsItsCause(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestDaemonUIDAsTheVectorsSay: COACTIVE_CREDD_DAEMON_UID is parsed as every client parses
+// it (tests/vectors/safe_path.json, daemon_uid): ASCII digits only, else exit 2.
+func TestDaemonUIDAsTheVectorsSay(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "tests", "vectors", "safe_path.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vectors struct {
+		DaemonUID struct {
+			Valid   map[string]int64 `json:"valid"`
+			Invalid []string         `json:"invalid"`
+		} `json:"daemon_uid"`
+	}
+	if err := json.Unmarshal(raw, &vectors); err != nil {
+		t.Fatal(err)
+	}
+	for value, want := range vectors.DaemonUID.Valid {
+		t.Setenv("COACTIVE_CREDD_DAEMON_UID", value)
+		if got, err := daemonUID(); err != nil || got != want {
+			t.Errorf("%q: got %d, %v; want %d", value, got, err, want)
+		}
+	}
+	for _, value := range vectors.DaemonUID.Invalid {
+		t.Setenv("COACTIVE_CREDD_DAEMON_UID", value)
+		_, err := daemonUID()
+		var e *Error
+		if !errors.As(err, &e) || e.ExitCode != ExitUsage || strings.Contains(e.Error(), value) {
+			t.Errorf("%q: got %v; want a usage error that does not repeat it", value, err)
+		}
+	}
+}

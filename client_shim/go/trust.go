@@ -1,10 +1,15 @@
 package coactivetoken
 
-// Before a byte goes to the socket, the client checks whom it talks to (docs/SECURITY.md):
-// the socket's folder belongs to this user (or root) and nobody else can write to it, and the
-// process that answers runs as this user, as the kernel tells it (SO_PEERCRED on Linux,
-// LOCAL_PEERCRED on macOS). COACTIVE_CREDD_DAEMON_UID=N trusts uid N as well (an app
-// container beside a sidecar). The rule is the Python client's (coactive_token.path_problem).
+// Before a byte goes to the socket, the client checks whom it talks to: the one rule of
+// every client (docs/SECURITY.md; tests/vectors/safe_path.json lists its situations).
+// COACTIVE_CREDD_DAEMON_UID must be a uid in ASCII digits, and makes that uid trusted as well
+// (an app container beside a sidecar). The socket's folder, when it exists, is a real folder
+// (no symlink) of a trusted uid that nobody else can write to. Every folder above it, up to
+// the home folder or /, as written and with symlinks resolved, is one of theirs that nobody
+// else can write to (root-owned sticky folders such as /tmp excepted), unless
+// COACTIVE_CREDD_DAEMON_UID is set and the folder exists: the folders above a sidecar's are
+// the pod's (an emptyDir is 0777). The process that answers runs as a trusted uid, as the
+// kernel tells it (SO_PEERCRED on Linux, LOCAL_PEERCRED on macOS).
 
 import (
 	"errors"
@@ -22,22 +27,40 @@ import (
 // Nothing was sent. Its exit code is ExitUnreachable (3).
 const CodeUntrusted = "untrusted_daemon"
 
+const maxUID = 1<<32 - 2 // (uid_t)-1 is "no uid"
+
+// daemonUID is $COACTIVE_CREDD_DAEMON_UID: -1 when unset or empty; a bad_request Error
+// (exit 2) unless ASCII decimal digits without sign, space or leading zero, at most
+// 4294967294.
+func daemonUID() (int64, error) {
+	raw := os.Getenv("COACTIVE_CREDD_DAEMON_UID")
+	if raw == "" {
+		return -1, nil
+	}
+	ok := len(raw) <= 10 && (raw == "0" || raw[0] != '0')
+	for i := 0; ok && i < len(raw); i++ {
+		ok = raw[i] >= '0' && raw[i] <= '9'
+	}
+	var n uint64
+	if ok {
+		n, _ = strconv.ParseUint(raw, 10, 64)
+		ok = n <= maxUID
+	}
+	if !ok {
+		return -1, newError("bad_request", "COACTIVE_CREDD_DAEMON_UID is not a uid number",
+			"set it to the daemon's uid in ASCII digits, as `id -u` prints it, or unset COACTIVE_CREDD_DAEMON_UID", 0)
+	}
+	return int64(n), nil
+}
+
 // trusted says whether uid may own the socket's folder or run the daemon: this user, root,
 // or $COACTIVE_CREDD_DAEMON_UID.
 func trusted(uid uint32) (bool, error) {
 	if int(uid) == os.Geteuid() || uid == 0 {
 		return true, nil
 	}
-	extra := strings.TrimSpace(os.Getenv("COACTIVE_CREDD_DAEMON_UID"))
-	if extra == "" {
-		return false, nil
-	}
-	n, err := strconv.ParseUint(extra, 10, 32)
-	if err != nil {
-		return false, newError("bad_request", fmt.Sprintf("COACTIVE_CREDD_DAEMON_UID=%q is not a uid number", extra),
-			"set it to the daemon's numeric uid (id -u), or unset COACTIVE_CREDD_DAEMON_UID", 0)
-	}
-	return uint32(n) == uid, nil
+	extra, err := daemonUID()
+	return extra >= 0 && uint32(extra) == uid, err
 }
 
 func untrusted(socketPath, where, what, fix string) *Error {
@@ -46,15 +69,22 @@ func untrusted(socketPath, where, what, fix string) *Error {
 		"fix it with `"+fix+"`", 0)
 }
 
-// verifyFolder refuses a socket whose folder is not a folder of a trusted uid that nobody
-// else can write to. A folder that does not exist is no daemon (connect says so).
+// verifyFolder applies the rule to the socket's folder and the folders above it. A folder
+// that does not exist is no daemon (connect says so), once the folders above are safe.
 func verifyFolder(socketPath string) error {
-	dir := filepath.Dir(socketPath)
-	st, err := os.Lstat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	extra, err := daemonUID()
+	if err != nil {
+		return err
 	}
+	dir := filepath.Dir(socketPath)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	st, err := os.Lstat(dir)
 	if errors.Is(err, fs.ErrPermission) {
+		if bad, what, fix := unsafeParent(dir); bad != "" {
+			return untrusted(socketPath, bad, what, fix)
+		}
 		up := filepath.Dir(dir)
 		fix := "ls -ld " + up
 		if os.Getenv("XDG_RUNTIME_DIR") != "" {
@@ -62,29 +92,34 @@ func verifyFolder(socketPath string) error {
 		}
 		return untrusted(socketPath, up, "permission denied: it is another user's", fix)
 	}
-	if err != nil {
-		return nil // connect will say what is wrong
+	if err == nil {
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		if st.Mode()&fs.ModeSymlink != 0 {
+			return untrusted(socketPath, dir, "it is a symlink", "rm "+dir)
+		}
+		if !st.IsDir() {
+			return untrusted(socketPath, dir, "not a folder", "ls -ld "+dir)
+		}
+		ok, err = trusted(sys.Uid)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return untrusted(socketPath, dir, fmt.Sprintf("owner uid %d, not you (uid %d)", sys.Uid, os.Geteuid()),
+				fmt.Sprintf("sudo chown %d %s  # or remove it if you did not make it", os.Geteuid(), dir))
+		}
+		if sys.Mode&0o022 != 0 {
+			return untrusted(socketPath, dir, fmt.Sprintf("mode %04o, writable by others", sys.Mode&0o7777), "chmod go-w "+dir)
+		}
+		if extra >= 0 {
+			return nil // a sidecar's folder: the folders above are the pod's
+		}
 	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	if st.Mode()&fs.ModeSymlink != 0 {
-		return untrusted(socketPath, dir, "it is a symlink", "rm "+dir)
-	}
-	if !st.IsDir() {
-		return untrusted(socketPath, dir, "not a folder", "ls -ld "+dir)
-	}
-	ok, err = trusted(sys.Uid)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return untrusted(socketPath, dir, fmt.Sprintf("owner uid %d, not you (uid %d)", sys.Uid, os.Geteuid()),
-			fmt.Sprintf("sudo chown %d %s  # or remove it if you did not make it", os.Geteuid(), dir))
-	}
-	if sys.Mode&0o022 != 0 {
-		return untrusted(socketPath, dir, fmt.Sprintf("mode %04o, writable by others", sys.Mode&0o7777), "chmod go-w "+dir)
+	if bad, what, fix := unsafeParent(dir); bad != "" {
+		return untrusted(socketPath, bad, what, fix)
 	}
 	return nil
 }
@@ -125,37 +160,54 @@ func verifyPeer(conn net.Conn, socketPath string) error {
 }
 
 // unsafeParent: the first existing folder above path (up to the home folder, or /), as
-// written and with symlinks resolved, that breaks the rule; "" when there is none. Autostart
-// never starts a daemon, nor writes its log, below such a folder.
-func unsafeParent(path string) (string, string) {
+// written and with symlinks resolved, that breaks the rule, with what is wrong and the fix;
+// "" when there is none. Autostart never starts a daemon, nor writes its log, below such a
+// folder.
+func unsafeParent(path string) (string, string, string) {
 	home, _ := os.UserHomeDir()
+	homeReal, err := filepath.EvalSymlinks(home)
+	if err != nil {
+		homeReal = home
+	}
 	start := filepath.Dir(filepath.Clean(path))
+	existing := start
+	for {
+		if _, err := os.Stat(existing); err == nil || existing == filepath.Dir(existing) {
+			break
+		}
+		existing = filepath.Dir(existing)
+	}
 	chains := []string{start}
-	if real, err := filepath.EvalSymlinks(start); err == nil {
+	if real, err := filepath.EvalSymlinks(existing); err == nil {
 		chains = append(chains, real)
 	}
+	euid := os.Geteuid()
 	for _, d := range chains {
 		for {
-			if st, err := os.Stat(d); err == nil {
+			if st, err := os.Stat(d); err == nil { // a symlinked folder is judged by its target
 				if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-					mine := int(sys.Uid) == os.Geteuid() || sys.Uid == 0
-					sticky := sys.Uid == 0 && sys.Mode&syscall.S_ISVTX != 0
-					if !mine {
-						return d, fmt.Sprintf("owner uid %d, not you", sys.Uid)
+					mode := sys.Mode & 0o7777
+					if d == fmt.Sprintf("/tmp/runtime-%d", euid) && (int(sys.Uid) != euid || mode&0o077 != 0) {
+						return d, fmt.Sprintf("owner uid %d, mode %04o; it must be yours with mode 0700", sys.Uid, mode),
+							"sudo rm -rf " + d + "  # or set XDG_RUNTIME_DIR to a private folder of yours"
 					}
-					if sys.Mode&0o022 != 0 && !sticky {
-						return d, fmt.Sprintf("mode %04o, writable by others", sys.Mode&0o7777)
+					if ok, _ := trusted(sys.Uid); !ok {
+						fix := fmt.Sprintf("sudo chown %d %s  # or remove it if you did not make it", euid, d)
+						if rt := strings.TrimRight(os.Getenv("XDG_RUNTIME_DIR"), "/"); rt != "" && strings.HasPrefix(d+"/", rt+"/") {
+							fix = "unset XDG_RUNTIME_DIR  # after su; or set it to a folder of yours"
+						}
+						return d, fmt.Sprintf("owner uid %d, not you", sys.Uid), fix
 					}
-					if d == fmt.Sprintf("/tmp/runtime-%d", os.Getuid()) && (int(sys.Uid) != os.Geteuid() || sys.Mode&0o077 != 0) {
-						return d, "the runtime folder must be yours with mode 0700"
+					if mode&0o022 != 0 && !(sys.Uid == 0 && mode&syscall.S_ISVTX != 0) {
+						return d, fmt.Sprintf("mode %04o, writable by others", mode), "chmod go-w " + d
 					}
 				}
 			}
-			if d == home || d == filepath.Dir(d) {
+			if d == home || d == homeReal || d == filepath.Dir(d) {
 				break
 			}
 			d = filepath.Dir(d)
 		}
 	}
-	return "", ""
+	return "", "", ""
 }

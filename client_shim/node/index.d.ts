@@ -67,6 +67,9 @@ export declare class VaultLocked extends CredddError {}
 
 export declare function defaultSocketPath(env?: NodeJS.ProcessEnv): string;
 export declare function defaultProfile(env?: NodeJS.ProcessEnv): string;
+/** $COACTIVE_CREDD_DAEMON_UID as a uid, null when unset or empty; throws BadRequest (exit 2)
+ * unless ASCII decimal digits without sign, space or leading zero, at most 4294967294. */
+export declare function daemonUid(env?: NodeJS.ProcessEnv): number | null;
 /** $COACTIVE_CREDD_AUTOSTART 1 or 0; unset, true unless a user service is installed. */
 export declare function autostartEnabled(env?: NodeJS.ProcessEnv): boolean;
 /** Start `coactive-credd serve` in the background; resolves once it answers. */

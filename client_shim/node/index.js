@@ -321,25 +321,33 @@ function errorFromAnswer(status, text) {
 
 // ---- trust: only this user's daemon gets a byte (docs/SECURITY.md)
 //
-// Node cannot ask the kernel who answers on a Unix socket (no SO_PEERCRED / getpeereid in
-// its API), so it checks what the file system says: the socket's folder is a folder of this
-// user (or root, or $COACTIVE_CREDD_DAEMON_UID) that nobody else can write to, and the
-// socket file belongs to one of them. The Python, Go and sh clients follow the same rule.
+// The one rule of every client (tests/vectors/safe_path.json lists its situations).
+// COACTIVE_CREDD_DAEMON_UID must be a uid in ASCII digits. The socket's folder, when it
+// exists, is a real folder (no symlink) of this user, root or $COACTIVE_CREDD_DAEMON_UID that
+// nobody else can write to. Every folder above it, up to the home folder or /, as written and
+// with symlinks resolved, is one of theirs that nobody else can write to (root-owned sticky
+// folders such as /tmp excepted), unless $COACTIVE_CREDD_DAEMON_UID is set and the folder
+// exists: the folders above a sidecar's are the pod's (an emptyDir is 0777). Node cannot ask
+// the kernel who answers on a Unix socket (no SO_PEERCRED / getpeereid in its API), so the
+// socket file's owner stands in for the process, as in the sh client.
 
 /** The socket's folder or socket is not this user's: nothing was sent. Exit 3. */
 class UntrustedDaemon extends DaemonUnreachable {}
 
-function trustedUid(uid) {
-  if (uid === process.geteuid() || uid === 0) return true;
-  const extra = (process.env.COACTIVE_CREDD_DAEMON_UID || '').trim();
-  if (!extra) return false;
-  if (!/^[0-9]+$/.test(extra)) {
-    throw new BadRequest(`COACTIVE_CREDD_DAEMON_UID=${JSON.stringify(extra)} is not a uid number`, {
+const MAX_UID = 2 ** 32 - 2; // (uid_t)-1 is "no uid"
+
+/** $COACTIVE_CREDD_DAEMON_UID as a number, null when unset or empty; BadRequest (exit 2)
+ * unless ASCII decimal digits without sign, space or leading zero, at most 4294967294. */
+function daemonUid(env = process.env) {
+  const raw = env.COACTIVE_CREDD_DAEMON_UID || '';
+  if (!raw) return null;
+  if (!/^(0|[1-9][0-9]{0,9})$/.test(raw) || Number(raw) > MAX_UID) {
+    throw new BadRequest('COACTIVE_CREDD_DAEMON_UID is not a uid number', {
       code: 'bad_request',
-      hint: "set it to the daemon's numeric uid (id -u), or unset COACTIVE_CREDD_DAEMON_UID",
+      hint: "set it to the daemon's uid in ASCII digits, as `id -u` prints it, or unset COACTIVE_CREDD_DAEMON_UID",
     });
   }
-  return uid === Number(extra);
+  return Number(raw);
 }
 
 function untrusted(sock, where, what, fix) {
@@ -349,37 +357,102 @@ function untrusted(sock, where, what, fix) {
   });
 }
 
-/** Throws UntrustedDaemon (or BadRequest) unless the socket's folder and file are trusted. */
+function modeText(st) {
+  return (st.mode & 0o7777).toString(8).padStart(4, '0');
+}
+
+/** The first folder above `dir` (to the home folder or /, as written and resolved) that
+ * breaks the rule, as [folder, what, fix], or null. */
+function unsafeParent(dir, trusted) {
+  const home = os.homedir();
+  let homeReal = home;
+  try {
+    homeReal = fs.realpathSync(home);
+  } catch (_) {
+    // no home folder: / is the stop
+  }
+  const start = path.dirname(dir);
+  let existing = start;
+  while (!fs.existsSync(existing) && existing !== path.dirname(existing)) existing = path.dirname(existing);
+  let real = existing;
+  try {
+    real = fs.realpathSync(existing);
+  } catch (_) {
+    // unreadable: the written chain stands alone
+  }
+  const euid = process.geteuid();
+  for (const first of [start, real]) {
+    for (let d = first; ; d = path.dirname(d)) {
+      let st = null;
+      try {
+        st = fs.statSync(d); // a symlinked folder is judged by its target
+      } catch (_) {
+        // not there: skipped
+      }
+      if (st) {
+        const mode = st.mode & 0o7777;
+        if (d === `/tmp/runtime-${euid}` && (st.uid !== euid || mode & 0o077)) {
+          return [d, `owner uid ${st.uid}, mode ${modeText(st)}; it must be yours with mode 0700`, `sudo rm -rf ${d}  # or set XDG_RUNTIME_DIR to a private folder of yours`];
+        }
+        if (!trusted(st.uid)) {
+          const runtime = process.env.XDG_RUNTIME_DIR;
+          const fix = runtime && `${d}/`.startsWith(`${runtime.replace(/\/+$/, '')}/`)
+            ? 'unset XDG_RUNTIME_DIR  # after su; or set it to a folder of yours'
+            : `sudo chown ${euid} ${d}  # or remove it if you did not make it`;
+          return [d, `owner uid ${st.uid}, not you`, fix];
+        }
+        if (mode & 0o022 && !(st.uid === 0 && mode & 0o1000)) {
+          return [d, `mode ${modeText(st)}, writable by others`, `chmod go-w ${d}`];
+        }
+      }
+      if (d === home || d === homeReal || d === path.dirname(d)) break;
+    }
+  }
+  return null;
+}
+
+/** Throws UntrustedDaemon (or BadRequest) unless the socket's folder, the folders above it
+ * and the socket file are trusted. */
 function verifyDaemon(sock) {
-  const dir = path.dirname(sock);
-  let st;
+  const extra = daemonUid();
+  const euid = process.geteuid();
+  const trusted = (uid) => uid === euid || uid === 0 || uid === extra;
+  const dir = path.resolve(path.dirname(sock));
+  let st = null;
   try {
     st = fs.lstatSync(dir);
   } catch (err) {
     if (err.code === 'EACCES') {
+      const bad = unsafeParent(dir, trusted);
+      if (bad) throw untrusted(sock, ...bad);
       const up = path.dirname(dir);
       const fix = process.env.XDG_RUNTIME_DIR ? 'unset XDG_RUNTIME_DIR  # after su; or set it to a folder of yours' : `ls -ld ${up}`;
       throw untrusted(sock, up, "permission denied: it is another user's", fix);
     }
-    return; // no folder: no daemon, connect() says so
+    // no folder: no daemon; the folders above are judged below
   }
-  if (st.isSymbolicLink()) throw untrusted(sock, dir, 'it is a symlink', `rm ${dir}`);
-  if (!st.isDirectory()) throw untrusted(sock, dir, 'not a folder', `ls -ld ${dir}`);
-  if (!trustedUid(st.uid)) {
-    throw untrusted(sock, dir, `owner uid ${st.uid}, not you (uid ${process.geteuid()})`, `sudo chown ${process.geteuid()} ${dir}  # or remove it if you did not make it`);
+  if (st) {
+    if (st.isSymbolicLink()) throw untrusted(sock, dir, 'it is a symlink', `rm ${dir}`);
+    if (!st.isDirectory()) throw untrusted(sock, dir, 'not a folder', `ls -ld ${dir}`);
+    if (!trusted(st.uid)) {
+      throw untrusted(sock, dir, `owner uid ${st.uid}, not you (uid ${euid})`, `sudo chown ${euid} ${dir}  # or remove it if you did not make it`);
+    }
+    if (st.mode & 0o022) {
+      throw untrusted(sock, dir, `mode ${modeText(st)}, writable by others`, `chmod go-w ${dir}`);
+    }
+    let sst = null;
+    try {
+      sst = fs.lstatSync(sock);
+    } catch (_) {
+      // no socket: no daemon
+    }
+    if (sst && !trusted(sst.uid)) {
+      throw untrusted(sock, sock, `owner uid ${sst.uid}: another user's process made it`, `rm ${sock}  # and find who runs as uid ${sst.uid}`);
+    }
+    if (extra !== null) return; // a sidecar's folder: the folders above are the pod's
   }
-  if (st.mode & 0o022) {
-    throw untrusted(sock, dir, `mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}, writable by others`, `chmod go-w ${dir}`);
-  }
-  let sst;
-  try {
-    sst = fs.lstatSync(sock);
-  } catch (_) {
-    return;
-  }
-  if (!trustedUid(sst.uid)) {
-    throw untrusted(sock, sock, `owner uid ${sst.uid}: another user's process made it`, `rm ${sock}  # and find who runs as uid ${sst.uid}`);
-  }
+  const bad = unsafeParent(dir, trusted);
+  if (bad) throw untrusted(sock, ...bad);
 }
 
 /**
@@ -714,6 +787,7 @@ module.exports = {
   CredddError,
   DaemonUnreachable,
   UntrustedDaemon,
+  daemonUid,
   BadRequest,
   UnknownProfile,
   ReauthRequired,

@@ -14,7 +14,9 @@ Every failure is a ``CredddError``; each subclass also derives from the stdlib t
 caller would already catch, and carries the exit code the command-line shims use::
 
     CredddError (Exception)                 .code .message .hint .exit_code .status
-    ├── DaemonUnreachable (ConnectionError)  exit 3  the daemon is not running or not answering
+    ├── DaemonUnreachable (ConnectionError)  exit 3  the daemon is not running
+    │   ├── DaemonNotAnswering               exit 3  a daemon holds the socket but does not answer
+    │   └── UntrustedDaemon                  exit 3  the socket or its daemon is not this user's
     ├── BadRequest (ValueError)              exit 2  bad_request, forbidden
     ├── UnknownProfile (LookupError)         exit 4  unknown_profile
     ├── ReauthRequired                       exit 5  reauth_required: log in again
@@ -60,6 +62,7 @@ __all__ = [
     "Client",
     "CoactiveAuth",
     "CredddError",
+    "DaemonNotAnswering",
     "DaemonUnreachable",
     "ReauthRequired",
     "Token",
@@ -70,6 +73,7 @@ __all__ = [
     "aget_token",
     "autostart_enabled",
     "awatch",
+    "daemon_uid",
     "default_profile",
     "default_socket_path",
     "fetch_token",
@@ -78,6 +82,7 @@ __all__ = [
     "httpx_client",
     "httpx_transport",
     "main",
+    "other_uid_may_serve",
     "proxy_socket",
     "requests_adapter",
     "requests_session",
@@ -134,6 +139,11 @@ class DaemonUnreachable(CredddError, ConnectionError):
     """Nothing answers on the socket, or the daemon did not answer in time."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class DaemonNotAnswering(DaemonUnreachable):
+    """A daemon holds the socket but did not answer in time (wedged, or stopped): starting
+    another one would not help, ``coactive-credd stop`` ends it.  Exit 3."""
 
 
 class BadRequest(CredddError, ValueError):
@@ -211,7 +221,7 @@ def _unreachable(socket_path: str, exc: BaseException) -> DaemonUnreachable:
     if isinstance(exc, TimeoutError):
         pid = _daemon_pid(socket_path)
         who = f"coactive-credd (pid {pid})" if pid else "coactive-credd"
-        return DaemonUnreachable(
+        return DaemonNotAnswering(
             f"{who} is not answering on {socket_path}",
             code="unreachable",
             hint="`coactive-credd stop` ends it; the next command starts a fresh one",
@@ -272,21 +282,61 @@ class UntrustedDaemon(DaemonUnreachable):
     sent to it.  Exit 3, like any daemon that cannot be reached."""
 
 
+_UID_NUMBER = re.compile(r"0|[1-9][0-9]{0,9}")  # ASCII only: [0-9], never \d
+_MAX_UID = 2**32 - 2  # (uid_t)-1 is "no uid"
+
+
+def daemon_uid() -> int | None:
+    """``$COACTIVE_CREDD_DAEMON_UID`` as a uid, ``None`` when unset or empty.
+
+    Only ASCII decimal digits are a uid, as ``id -u`` prints it: no sign, space or leading
+    zero, at most 4294967294 (tests/vectors/safe_path.json ``daemon_uid``; every client
+    parses it so).  Anything else raises :class:`BadRequest` (exit 2), naming no value."""
+    raw = os.environ.get(ENV_DAEMON_UID, "")
+    if not raw:
+        return None
+    if not _UID_NUMBER.fullmatch(raw) or int(raw) > _MAX_UID:
+        raise BadRequest(
+            f"{ENV_DAEMON_UID} is not a uid number",
+            hint=f"set it to the daemon's uid in ASCII digits, as `id -u` prints it, or unset {ENV_DAEMON_UID}",
+            code="bad_request",
+        )
+    return int(raw)
+
+
 def trusted_uids(*, daemon: bool = True) -> frozenset[int]:
     """The uids a file, folder or daemon may belong to: this user and root, and with
-    ``daemon`` the uid in ``$COACTIVE_CREDD_DAEMON_UID``.  Raises :class:`BadRequest` if
-    that variable is not a uid number."""
+    ``daemon`` the uid in ``$COACTIVE_CREDD_DAEMON_UID`` (:func:`daemon_uid`; its
+    :class:`BadRequest` when malformed)."""
     uids = {os.geteuid(), 0}
-    extra = os.environ.get(ENV_DAEMON_UID, "").strip() if daemon else ""
-    if extra:
-        if not extra.isdigit():
-            raise BadRequest(
-                f"{ENV_DAEMON_UID}={extra!r} is not a uid number",
-                hint=f"set it to the daemon's numeric uid (id -u), or unset {ENV_DAEMON_UID}",
-                code="bad_request",
-            )
-        uids.add(int(extra))
+    extra = daemon_uid() if daemon else None
+    if extra is not None:
+        uids.add(extra)
     return frozenset(uids)
+
+
+# What a daemon of $COACTIVE_CREDD_DAEMON_UID (a sidecar) may be asked: tokens, events and
+# status, and a refresh (which carries no secret).  Everything else, a passphrase or a
+# credential above all (/v1/admin/unlock, /v1/admin/credentials), goes only to a daemon of
+# the user's own uid (or root's, who could read it anyway).  SPEC: "Clients trust only their
+# own user's daemon".
+_SIDECAR_REQUESTS = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("GET", "/v1/token"),
+        ("GET", "/v1/credential"),
+        ("GET", "/v1/events"),
+        ("GET", "/v1/status"),
+        ("POST", "/v1/token/refresh"),
+    }
+)
+
+
+def other_uid_may_serve(method: str, path: str) -> bool:
+    """Whether the request ``method path`` may go to a daemon (and socket folder) of the
+    trusted-but-other uid ``$COACTIVE_CREDD_DAEMON_UID``.  The one place that decides it:
+    :class:`Client` asks it before each request, whatever connection carries it."""
+    return (method, path.split("?", 1)[0]) in _SIDECAR_REQUESTS
 
 
 def _quote(path: str) -> str:
@@ -377,31 +427,52 @@ def unsafe_parent(path: str, trusted: frozenset[int] | None = None) -> tuple[str
     return None
 
 
-def _verify_folder(socket_path: str) -> None:
-    """Refuse a socket whose folder is not this user's (or root's, or the trusted daemon
-    uid's), or is writable by others.  A missing folder is no daemon, if the folders above
-    it are safe."""
+def _verify_folder(socket_path: str, trusted: frozenset[int] | None = None) -> int | None:
+    """The client's trust rule for the socket's folder (docs/SECURITY.md, one rule for every
+    client, tests/vectors/safe_path.json); answers the folder's owner, ``None`` when there
+    is no folder (no daemon).  Raises :class:`UntrustedDaemon` (exit 3), or
+    :class:`BadRequest` (exit 2) for a malformed ``$COACTIVE_CREDD_DAEMON_UID``.
+
+    - The folder, when it exists, must be a real folder (no symlink: the daemon never serves
+      through one), owned by a uid in ``trusted`` and writable by nobody else (no sticky
+      exception: the daemon's own folder is 0700, or 0711 when shared).
+    - Every folder above it, up to the home folder or ``/``, as written and with symlinks
+      resolved, must pass :func:`path_problem` (root-owned sticky folders excepted), whether
+      or not the folder exists: a folder others may rename can be swapped under the check.
+      With ``$COACTIVE_CREDD_DAEMON_UID`` set and the folder there, the folders above are the
+      pod's (a Kubernetes ``emptyDir`` is ``0777``) and are not judged: the sidecar's folder
+      is, and the kernel names who answers where the language can ask.
+    """
+    trusted = trusted if trusted is not None else trusted_uids()
     folder = os.path.dirname(socket_path) or "."
     try:
-        st = os.lstat(folder)  # a symlink is refused: the daemon never serves through one
+        st: os.stat_result | None = os.lstat(folder)
     except FileNotFoundError:  # no daemon; a folder above that is not safe is said now
-        bad = unsafe_parent(folder, trusted_uids())
-        if bad is not None:
-            raise _untrusted(socket_path, bad[0], bad[1:]) from None
-        return
+        st = None
     except PermissionError:
-        bad = unsafe_parent(folder, trusted_uids())
+        bad = unsafe_parent(folder, trusted)
         raise _untrusted(
             socket_path,
             bad[0] if bad else folder,
             bad[1:] if bad else ("permission denied", f"ls -ld {_quote(os.path.dirname(folder))}"),
         ) from None
-    trusted = trusted_uids()
-    problem = path_problem(folder, st, trusted)
-    if problem is None and not stat.S_ISDIR(st.st_mode):
-        problem = ("not a folder", f"ls -ld {_quote(folder)}")
-    if problem is not None:
-        raise _untrusted(socket_path, folder, problem)
+    if st is not None:
+        problem = path_problem(folder, st, trusted)
+        if problem is None and not stat.S_ISDIR(st.st_mode):
+            problem = ("not a folder", f"ls -ld {_quote(folder)}")
+        if problem is None and st.st_mode & 0o022:  # a sticky /tmp is no socket folder
+            problem = (
+                f"mode {stat.S_IMODE(st.st_mode):04o}, writable by others",
+                f"export {ENV_SOCKET}=A_FOLDER_OF_YOURS/credd.sock",
+            )
+        if problem is not None:
+            raise _untrusted(socket_path, folder, problem)
+        if os.environ.get(ENV_DAEMON_UID):
+            return st.st_uid
+    bad = unsafe_parent(folder, trusted)
+    if bad is not None:
+        raise _untrusted(socket_path, bad[0], bad[1:])
+    return None if st is None else st.st_uid
 
 
 def _untrusted(socket_path: str, where: str, problem: tuple[str, str] | None) -> UntrustedDaemon:
@@ -414,12 +485,19 @@ def _untrusted(socket_path: str, where: str, problem: tuple[str, str] | None) ->
     )
 
 
-def verify_daemon(socket_path: str | None = None, *, timeout: float = 5.0) -> None:
+def verify_daemon(
+    socket_path: str | None = None, *, timeout: float = 5.0, own_uid_only: bool = False
+) -> None:
     """Check, sending nothing, that the daemon on ``socket_path`` (default
     :func:`default_socket_path`) is one this user trusts: its folder, and the process
-    answering if one does.  Raises :class:`UntrustedDaemon` (exit 3); no daemon is fine."""
+    answering if one does.  With ``own_uid_only`` (a command about to read a passphrase or
+    a credential for the daemon), ``$COACTIVE_CREDD_DAEMON_UID`` is not trusted
+    (:func:`other_uid_may_serve`).  Raises :class:`UntrustedDaemon` (exit 3); no daemon is
+    fine."""
     path = socket_path or default_socket_path()
-    _verify_folder(path)
+    trusted = trusted_uids()
+    owner = _verify_folder(path, trusted)
+    _own_uid_only(path, owner, None, own_uid_only)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
@@ -427,9 +505,29 @@ def verify_daemon(socket_path: str | None = None, *, timeout: float = 5.0) -> No
             sock.connect(path)
         except OSError:
             return  # nobody answers: nobody to trust
-        _verify_peer(sock, path)
+        _own_uid_only(path, owner, _verify_peer(sock, path, trusted), own_uid_only)
     finally:
         sock.close()
+
+
+def _own_uid_only(
+    socket_path: str, folder_uid: int | None, peer_uid: int | None, required: bool
+) -> None:
+    """With ``required``, refuse a socket folder or daemon of ``$COACTIVE_CREDD_DAEMON_UID``
+    (trusted for tokens, events and status only): nothing was sent."""
+    if not required:
+        return
+    own = trusted_uids(daemon=False)
+    for what, uid in (("its folder belongs to", folder_uid), ("it runs as", peer_uid)):
+        if uid is not None and uid not in own:
+            raise UntrustedDaemon(
+                f"refusing to send a passphrase or credential to the daemon on {socket_path}: "
+                f"{what} uid {uid} ({ENV_DAEMON_UID}), not you (uid {os.geteuid()}); "
+                "nothing was sent",
+                code="untrusted_daemon",
+                hint=f"run this command as uid {uid}, where its daemon runs, or unset "
+                f"{ENV_DAEMON_UID} for a daemon of your own",
+            )
 
 
 def _peer_uid(sock: socket.socket) -> int | None:
@@ -445,8 +543,11 @@ def _peer_uid(sock: socket.socket) -> int | None:
     return int.from_bytes(raw[4:8], sys.byteorder)
 
 
-def _verify_peer(sock: socket.socket, socket_path: str) -> None:
-    """Refuse a daemon that does not run as this user (or root, or the trusted uid)."""
+def _verify_peer(
+    sock: socket.socket, socket_path: str, trusted: frozenset[int] | None = None
+) -> int | None:
+    """Refuse a daemon that does not run as this user (or root, or the trusted uid);
+    answers its uid (``None`` where the platform cannot tell)."""
     try:
         uid = _peer_uid(sock)
     except OSError as exc:
@@ -456,7 +557,7 @@ def _verify_peer(sock: socket.socket, socket_path: str) -> None:
             code="untrusted_daemon",
             hint=START_HINT,
         ) from None
-    trusted = trusted_uids()
+    trusted = trusted if trusted is not None else trusted_uids()
     if uid is not None and uid not in trusted:
         raise UntrustedDaemon(
             f"refusing to talk to the daemon on {socket_path}: it runs as uid {uid}, not as "
@@ -465,6 +566,7 @@ def _verify_peer(sock: socket.socket, socket_path: str) -> None:
             hint=f"stop that process; if uid {uid} runs your daemon (a sidecar), set "
             f"{ENV_DAEMON_UID}={uid}",
         )
+    return uid
 
 
 # --------------------------------------------------------------------------- defaults
@@ -830,14 +932,15 @@ class _Connection:
     """
 
     def __init__(self, socket_path: str, timeout: float) -> None:
-        _verify_folder(socket_path)
+        trusted = trusted_uids()
+        self.folder_uid = _verify_folder(socket_path, trusted)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # A stopped daemon's listener still accepts into its backlog, so waits are short
             # and a slow answer is checked on (see _fill), not waited out for `timeout`.
             sock.settimeout(min(timeout, ALIVE_CHECK))
             sock.connect(socket_path)
-            _verify_peer(sock, socket_path)
+            self.peer_uid = _verify_peer(sock, socket_path, trusted)
         except BaseException:
             sock.close()
             raise
@@ -1024,7 +1127,14 @@ class Client:
                 try:
                     if self._conn is None:
                         self._conn = _Connection(self.socket_path, self.timeout)
-                    status, data, closes = self._conn.request(method, path, payload)
+                    conn = self._conn
+                    _own_uid_only(
+                        self.socket_path,
+                        conn.folder_uid,
+                        conn.peer_uid,
+                        not other_uid_may_serve(method, path),
+                    )
+                    status, data, closes = conn.request(method, path, payload)
                 except UntrustedDaemon:
                     self._drop()
                     raise

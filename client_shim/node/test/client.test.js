@@ -212,3 +212,19 @@ test('coactiveFetch reports a token Coactive rejects and retries once, never a s
     await s.close();
   }
 });
+
+test('COACTIVE_CREDD_DAEMON_UID is parsed as tests/vectors/safe_path.json says', () => {
+  const file = path.join(__dirname, '..', '..', '..', 'tests', 'vectors', 'safe_path.json');
+  const { daemon_uid: vectors } = JSON.parse(fs.readFileSync(file, 'utf8'));
+  for (const [value, uid] of Object.entries(vectors.valid)) {
+    assert.equal(lib.daemonUid({ COACTIVE_CREDD_DAEMON_UID: value }), uid, value);
+  }
+  for (const value of vectors.invalid) {
+    assert.throws(
+      () => lib.daemonUid({ COACTIVE_CREDD_DAEMON_UID: value }),
+      (err) => err instanceof lib.BadRequest && err.exitCode === 2 && !err.message.includes(value),
+      JSON.stringify(value),
+    );
+  }
+  assert.equal(lib.daemonUid({}), null);
+});

@@ -74,7 +74,7 @@ def _may_start(client: Any, name: str, exc: Exception) -> bool:
 
     if not coactive_token.autostart_enabled():
         return False
-    if "is not answering" in str(exc):
+    if isinstance(exc, coactive_token.DaemonNotAnswering):
         return False  # a daemon is there but wedged: starting another would not help
     from coactive_credd.core import config
 

@@ -114,13 +114,16 @@ def notify_daemon(paths: Paths) -> bool:
 def guard_secret_holder(paths: Paths) -> None:
     """First thing in a command that reads a credential or a passphrase: no core file and
     not dumpable (:mod:`harden`), and refuse (exit 3) when the socket's folder or the daemon
-    answering on it is not this user's, before the secret is read."""
+    answering on it is not this user's, before the secret is read.  A daemon of
+    ``$COACTIVE_CREDD_DAEMON_UID`` is refused too: it is trusted with tokens, never with a
+    passphrase or a credential (:func:`coactive_token.other_uid_may_serve`, which every
+    request to the daemon passes again)."""
     import coactive_token
 
     from coactive_credd.core import harden
 
     harden.harden_process()
-    coactive_token.verify_daemon(str(paths.socket))
+    coactive_token.verify_daemon(str(paths.socket), own_uid_only=True)
 
 
 def admin(
