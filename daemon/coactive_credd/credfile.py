@@ -41,7 +41,14 @@ CREDENTIALS_PREFIX = "$CREDENTIALS_DIRECTORY/"
 
 
 class CredentialFileError(Exception):
-    """The credential file cannot be used; the message names it and says how to fix it."""
+    """The credential file cannot be used; the message names it and says how to fix it.
+
+    ``pending``: the file is missing or empty, as it briefly is while a writer that is not
+    atomic replaces it. A daemon that holds a credential from it keeps using that one."""
+
+    def __init__(self, message: str, *, pending: bool = False) -> None:
+        super().__init__(message)
+        self.pending = pending
 
 
 def resolve(path: str) -> str:
@@ -96,7 +103,8 @@ def check(path: str) -> None:
         st = os.stat(real)
     except FileNotFoundError:
         raise CredentialFileError(
-            f"credential_file {path} does not exist; mount the Secret there or fix the path in config.toml"
+            f"credential_file {path} does not exist; mount the Secret there or fix the path in config.toml",
+            pending=True,
         ) from None
     except OSError as exc:
         raise CredentialFileError(f"cannot check credential_file {path}: {exc.strerror}") from None
@@ -126,6 +134,11 @@ def read(path: str) -> str:
         line = raw.decode("utf-8").split("\n", 1)[0].strip()
     except UnicodeDecodeError:
         line = ""
+    if not raw.strip():
+        raise CredentialFileError(
+            f"credential_file {path} is empty; put the personal token or client secret in it",
+            pending=True,
+        )
     if not line or any(ord(c) < 0x21 or ord(c) == 0x7F for c in line):
         raise CredentialFileError(
             f"credential_file {path} must hold the personal token or client secret on one line"
@@ -135,7 +148,7 @@ def read(path: str) -> str:
 
 def secrets(
     pc: ProfileConfig, stored: ProfileSecrets | None
-) -> tuple[ProfileSecrets | None, str | None]:
+) -> tuple[ProfileSecrets | None, CredentialFileError | None]:
     """A profile's secrets: from its credential_file when it has one, else ``stored`` (the
     vault's). The second item says why a credential file could not be used."""
     if pc.credential_file is None:
@@ -144,7 +157,7 @@ def secrets(
         secret = read(pc.credential_file)
     except CredentialFileError as exc:
         log.error("profile=%s %s", pc.name, exc)
-        return None, str(exc)
+        return None, exc
     return ProfileSecrets(secret=secret, client_id=pc.client_id), None
 
 
