@@ -9,11 +9,13 @@ the file's resolved inode changes; a rewritten file changes its size or mtime.
 Such files are legitimately symlinks owned by root (the kubelet writes them; systemd's
 ``$CREDENTIALS_DIRECTORY`` is root's too), so the private-file rule for the daemon's own files
 (a regular file of the daemon's uid, mode 0600) cannot apply. The rule here: every folder on
-the way, before and after resolving symlinks, and the file itself belong to root or to the
+the way, and the file itself belong to root or to the
 daemon's uid and are not writable by group or others (root-owned sticky folders excepted, as
 Kubernetes' tmpfs mounts are), and every symlink on the way belongs to root or the daemon's
-uid. Then only root or the daemon's own user can change what is read. Reading it is the
-administrator's choice (a Secret's ``defaultMode``); docs/KUBERNETES.md recommends 0400/0440.
+uid. Then only root or the daemon's own user can change what is read. The path is resolved
+one name at a time (:func:`open_checked`), so every symlink met, at any depth, is checked
+before it is followed, and the file is opened once, without blocking, and read from that
+descriptor; the watcher reads it in a thread. Reading it is the administrator's choice (a Secret's ``defaultMode``); docs/KUBERNETES.md recommends 0400/0440.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import asyncio
 import logging
 import os
 import stat
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .vault import ProfileSecrets
@@ -82,34 +83,103 @@ def _check_folder(folder: str, st: os.stat_result) -> None:
         )
 
 
-def check(path: str) -> None:
-    """Refuse ``path`` unless only root or the daemon's uid can change what it holds.
+_DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+MAX_HOPS = 40  # symlinks followed for one path, as Linux's own limit (path_resolution(7))
 
-    Raises :class:`CredentialFileError` (also for a missing file)."""
+
+def _missing(path: str) -> CredentialFileError:
+    return CredentialFileError(
+        f"credential_file {path} does not exist; mount the Secret there or fix the path in config.toml",
+        pending=True,
+    )
+
+
+def open_checked(path: str) -> int:
+    """A read-only descriptor on ``path``'s regular file, opened once after the rule of the
+    module docstring held for every step: resolved one name at a time from ``/``, each
+    folder opened (``O_NOFOLLOW``) and checked on its descriptor, each symlink met (at any
+    depth, however it was reached) checked before it is followed, the file opened
+    ``O_NONBLOCK | O_NOFOLLOW`` (a FIFO cannot stall the open) and checked on its ``fstat``
+    (a regular file, the one that was looked at). The caller reads and closes it.
+
+    Raises :class:`CredentialFileError` (``pending`` for a missing file)."""
+    if not path.startswith("/"):
+        raise CredentialFileError(f"credential_file {path} must be an absolute path")
+    stack: list[tuple[int, str]] = []
+    todo = path.split("/")[::-1]
+    hops = 0
+
+    def root() -> None:
+        while stack:
+            os.close(stack.pop()[0])
+        fd = os.open("/", _DIR_FLAGS)
+        stack.append((fd, "/"))
+        _check_folder("/", os.fstat(fd))
+
     try:
-        parts = Path(path).parts
-        prefix = parts[0]
-        for part in parts[1:]:
-            _check_folder(prefix, os.stat(prefix))
-            prefix = os.path.join(prefix, part)
-            lst = os.lstat(prefix)
-            if stat.S_ISLNK(lst.st_mode) and not _trusted_owner(lst):
-                raise CredentialFileError(
-                    f"{prefix} is a symlink of uid {lst.st_uid}; only root's or yours are followed"
-                )
-        real = os.path.realpath(path)
-        for folder in list(Path(real).parents)[::-1]:
-            _check_folder(str(folder), os.stat(folder))
-        st = os.stat(real)
+        root()
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            dfd, where = stack[-1]
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop()[0])
+                continue
+            here = os.path.join(where, name)
+            lst = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISLNK(lst.st_mode):
+                if not _trusted_owner(lst):
+                    raise CredentialFileError(
+                        f"{here} (met resolving credential_file {path}) is a symlink of uid "
+                        f"{lst.st_uid}; only root's or yours are followed"
+                    )
+                hops += 1
+                if hops > MAX_HOPS:
+                    raise CredentialFileError(f"credential_file {path}: too many symlinks")
+                target = os.readlink(name, dir_fd=dfd)
+                if target.startswith("/"):
+                    root()
+                todo.extend(target.split("/")[::-1])
+                continue
+            if any(n not in ("", ".") for n in todo):  # a folder on the way
+                fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                stack.append((fd, here))
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != (lst.st_dev, lst.st_ino):
+                    raise CredentialFileError(f"{here} changed while it was checked", pending=True)
+                _check_folder(here, st)
+                continue
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
+            try:
+                _check_file(path, os.fstat(fd), lst)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        raise CredentialFileError(f"credential_file {path} is not a regular file")
     except FileNotFoundError:
+        raise _missing(path) from None
+    except NotADirectoryError:
         raise CredentialFileError(
-            f"credential_file {path} does not exist; mount the Secret there or fix the path in config.toml",
-            pending=True,
+            f"credential_file {path}: a folder on the way is a file"
         ) from None
     except OSError as exc:
-        raise CredentialFileError(f"cannot check credential_file {path}: {exc.strerror}") from None
+        raise CredentialFileError(f"cannot open credential_file {path}: {exc.strerror}") from None
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def _check_file(path: str, st: os.stat_result, seen: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise CredentialFileError(f"credential_file {path} is not a regular file")
+    if (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino):
+        raise CredentialFileError(
+            f"credential_file {path} changed while it was checked", pending=True
+        )
     if not _trusted_owner(st) or st.st_mode & 0o022:
         raise CredentialFileError(
             f"credential_file {path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) "
@@ -117,17 +187,50 @@ def check(path: str) -> None:
         )
 
 
+def check(path: str) -> None:
+    """Refuse ``path`` unless only root or the daemon's uid can change what it holds
+    (:func:`open_checked`, closed again). Raises :class:`CredentialFileError`."""
+    os.close(open_checked(path))
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_SIZE:
+        chunk = os.read(fd, MAX_SIZE + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+# Results read off the event loop by CredentialWatch, consumed by the reload that follows.
+_prefetched: dict[str, str | CredentialFileError] = {}
+
+
 def read(path: str) -> str:
-    """The credential in ``path``: its first line, stripped. Never says what it holds.
+    """The credential in ``path``: its first line, stripped, read from the one descriptor
+    :func:`open_checked` gave. Never says what it holds.
 
     Raises :class:`CredentialFileError`."""
+    if path in _prefetched:
+        got = _prefetched.pop(path)
+        if isinstance(got, CredentialFileError):
+            raise got
+        return got
+    return _read(path)
+
+
+def _read(path: str) -> str:
     path = resolve(path)
-    check(path)
+    fd = open_checked(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SIZE + 1)
+        raw = _read_fd(fd)
     except OSError as exc:
         raise CredentialFileError(f"cannot read credential_file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_SIZE:
         raise CredentialFileError(f"credential_file {path} is larger than {MAX_SIZE} bytes")
     try:
@@ -144,6 +247,17 @@ def read(path: str) -> str:
             f"credential_file {path} must hold the personal token or client secret on one line"
         )
     return line
+
+
+def prefetch(paths: list[str]) -> dict[str, str | CredentialFileError]:
+    """Read each of ``paths`` (blocking I/O: run it in a thread)."""
+    out: dict[str, str | CredentialFileError] = {}
+    for path in paths:
+        try:
+            out[path] = _read(path)
+        except CredentialFileError as exc:
+            out[path] = exc
+    return out
 
 
 def secrets(
@@ -196,20 +310,28 @@ class CredentialWatch:
             if pc.credential_file
         }
 
-    def look(self) -> bool:
-        """Reload the daemon if a credential file changed; True if it did."""
-        now = self._signatures()
+    async def look(self) -> bool:
+        """Reload the daemon if a credential file changed; True if it did. The files are
+        looked at and read in a thread: the event loop never waits on them."""
+        now = await asyncio.to_thread(self._signatures)
         if now == self.seen:
             return False
         changed = sorted(p for p in now if now[p] != self.seen.get(p))
         self.seen = now
         if changed:
             log.info("credential file(s) changed: %s; reading them again", ", ".join(changed))
-            self.d.reload()
-            self.seen = self._signatures()  # the config may name other files now
+            wanted = [
+                pc.credential_file for pc in self.d.cfg.profiles.values() if pc.credential_file
+            ]
+            _prefetched.update(await asyncio.to_thread(prefetch, wanted))
+            try:
+                self.d.reload()
+            finally:
+                _prefetched.clear()
+            self.seen = await asyncio.to_thread(self._signatures)  # the config may name others
         return bool(changed)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.poll)
-            self.look()
+            await self.look()
