@@ -22,6 +22,7 @@ from pathlib import Path
 from . import config, credfile, engine, fsutil, tokenfile
 from .api import Api
 from .paths import Paths
+from .paths import resolve as resolve_paths
 from .refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
@@ -40,15 +41,31 @@ def socket_shared(paths: Paths) -> bool:
 
 def ensure_socket_dir(folder: Path, shared: bool) -> None:
     """The socket's folder: private (0700), or, shared, 0711: others may pass through to the
-    socket but not list the folder or put anything in it. Raises InsecurePathError."""
+    socket but not list the folder or put anything in it. Missing folders above it are made
+    0711 too (whatever the umask), so the other uids can reach it. A shared socket never
+    sits in a folder of the daemon's private files (the vault's): that folder stays 0700 and
+    the daemon refuses to start, before changing anything. Raises InsecurePathError."""
     if not shared:
         fsutil.ensure_private_dir(folder)
         return
+    private = [Path(os.path.abspath(d)) for d in resolve_paths().private_dirs]
+    if Path(os.path.abspath(folder)) in private:
+        raise fsutil.InsecurePathError(
+            folder,
+            "allowed_uids shares the socket's folder, and this one holds the vault",
+            f"export COACTIVE_CREDD_SOCKET={folder}/shared/credd.sock  # for the daemon and "
+            f"its clients; or serve --socket PATH",
+            kind="usable for a shared socket",
+        )
     # Shared (allowed_uids): the folder may sit in a pod's emptyDir, which the kubelet makes
     # 0777 and root's; the folder above is not checked here. Each client checks this folder
     # and asks the kernel who answers (docs/SECURITY.md), which a swapped folder cannot pass.
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(folder, SHARED_DIR_MODE)
+    try:
+        tokenfile.make_dirs(folder, SHARED_DIR_MODE)
+    except OSError as exc:
+        raise fsutil.InsecurePathError(
+            folder, f"it cannot be made: {exc.strerror}", f"mkdir -p {folder}"
+        ) from None
     st = os.lstat(folder)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise fsutil.InsecurePathError(

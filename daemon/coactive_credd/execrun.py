@@ -17,8 +17,8 @@ by one). Signals a terminal sends to the whole process group (Ctrl-C) reach the 
 directly and are not relayed a second time. When the command ends the file is removed.
 
 The file is ``--token-file PATH`` when given (its folder must be the user's and writable by
-nobody else), else ``token`` in a fresh private folder under ``$XDG_RUNTIME_DIR`` (or the
-temporary folder).
+nobody else, and the folders above it safe), else ``token`` in a fresh private folder under
+``$XDG_RUNTIME_DIR``, ``$TMPDIR`` or ``/tmp``: the first that passes the safe-path rule.
 
 Standard library only: this runs on every ``exec``.
 """
@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -112,14 +113,38 @@ class Keeper(threading.Thread):
             tokenfile.remove(self.path)
 
 
+def _exec_base() -> str:
+    """Where exec makes its folder: ``$XDG_RUNTIME_DIR``, else ``$TMPDIR``, else ``/tmp``,
+    the first that exists and, with every folder above it, passes the safe-path rule (a
+    folder another uid may write could swap exec's folder for one of its own). Raises
+    tokenfile.TokenFileError when none does."""
+    trusted = frozenset({0, os.geteuid()})
+    tried: list[str] = []
+    for base in (os.environ.get("XDG_RUNTIME_DIR"), os.environ.get("TMPDIR"), "/tmp"):  # noqa: S108
+        if not base or not os.path.isabs(base) or base in tried:
+            continue
+        tried.append(base)
+        try:
+            st = os.stat(base)
+        except OSError:
+            continue
+        if (
+            stat.S_ISDIR(st.st_mode)
+            and coactive_token.path_problem(base, st, trusted) is None
+            and coactive_token.unsafe_parent(os.path.join(base, "x"), trusted) is None
+        ):
+            return base
+    raise tokenfile.TokenFileError(
+        f"no safe folder for the token file among {', '.join(tried)} (another user could "
+        f"write there); set TMPDIR to a folder of yours, or pass --token-file PATH"
+    )
+
+
 def _token_path(given: str | None) -> tuple[Path, Path | None]:
     """The token file and the folder made for it (None: the user's own folder)."""
     if given:
         return Path(os.path.abspath(os.path.expanduser(given))), None
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    tmp = os.environ.get("TMPDIR", "/tmp")  # noqa: S108 - a fresh random name, made 0700 below
-    base = runtime if runtime and os.path.isdir(runtime) else tmp
-    folder = Path(base) / f"coactive-exec-{os.urandom(8).hex()}"
+    folder = Path(_exec_base()) / f"coactive-exec-{os.urandom(8).hex()}"
     os.mkdir(folder, 0o700)  # fails rather than reuse anything already there
     os.chmod(folder, 0o700)  # whatever the umask
     return folder / "token", folder
