@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from . import __version__, admin, audit, config, credage, engine, events, gitcred, proxy
+from . import __version__, admin, audit, config, credage, credfile, engine, events, gitcred, proxy
 from .refresh import Daemon, Profile, rfc3339, status_extra, token_tail
 from .request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from .vault import VaultError, WrongPassphrase
@@ -147,8 +147,10 @@ class Api:
                 raise ApiError(
                     403,
                     "forbidden",
-                    "only the daemon's own user may use this socket",
-                    "connect as the user who runs coactive-credd",
+                    f"only the daemon's own user may use this socket, not uid {uid}",
+                    f"connect as the user who runs coactive-credd, or list uid {uid} in the "
+                    f"daemon's [daemon] allowed_uids (a sidecar: and set "
+                    f"COACTIVE_CREDD_DAEMON_UID={self.uid} in the app)",
                 )
             if uid != self.uid and request.path.startswith("/v1/admin/"):
                 raise ApiError(
@@ -243,13 +245,13 @@ class Api:
     def _failure(self, p: Profile, now: float) -> ApiError:
         name = p.cfg.name
         if p.rt.reauth:
-            fix = config.login_command(name, p.cfg.auth, p.client_id)
+            login = config.login_command(name, p.cfg.auth, p.client_id)
             return ApiError(
                 424,
                 "reauth_required",
                 # why: Coactive's refusal, or none stored, or stored ones that are malformed
                 f"profile {name!r} needs new credentials: {p.rt.last_error}",
-                f"run `{fix}`",
+                credfile.fix_hint(p.cfg) or f"run `{login}`",
             )
         tok, boot = p.rt.token, self.d.boot_clock()
         retry_in = p.rt.retry_in(now, boot)
@@ -493,6 +495,7 @@ class Api:
             "pid": os.getpid(),
             "locked": self.d.locked,
             "key_source": self.d.key_source,
+            "uses_vault": credfile.uses_vault(self.d.cfg, self.d.paths.vault_file),
             "socket": str(self.d.paths.socket),
             "profiles": profiles,
             "last_reload_error": self.d.last_reload_error,

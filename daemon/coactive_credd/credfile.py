@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 from .vault import ProfileSecrets
 
 if TYPE_CHECKING:
-    from .config import ProfileConfig
+    from pathlib import Path
+
+    from .config import Config, ProfileConfig
     from .refresh import Daemon
 
 log = logging.getLogger("coactive_credd")
@@ -258,6 +260,24 @@ def prefetch(paths: list[str]) -> dict[str, str | CredentialFileError]:
         except CredentialFileError as exc:
             out[path] = exc
     return out
+
+
+def fix_hint(pc: ProfileConfig) -> str | None:
+    """What fixes rejected credentials of a ``credential_file`` profile (the file, not a
+    ``login``); None for a profile whose credentials are in the vault."""
+    if pc.credential_file is None:
+        return None
+    what = "client secret" if pc.auth == "client_credentials" else "personal token"
+    return (
+        f"put a valid {what} in credential_file {pc.credential_file} (update the Secret or "
+        f"credential mounted there); the daemon reads it again when it changes"
+    )
+
+
+def uses_vault(cfg: Config, vault_file: Path) -> bool:
+    """Does the daemon keep anything in its vault? Not when every profile reads a
+    ``credential_file`` and no vault was ever written."""
+    return vault_file.exists() or any(pc.credential_file is None for pc in cfg.profiles.values())
 
 
 def secrets(

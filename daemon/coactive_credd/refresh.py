@@ -296,10 +296,11 @@ class Daemon:
             except CredentialsRejected as exc:
                 p.rt.on_rejected(exc.detail)
                 log.error(
-                    "profile=%s credentials rejected by Coactive: %s; run `%s`",
+                    "profile=%s credentials rejected by Coactive: %s; %s",
                     name,
                     exc.detail,
-                    config.login_command(name, p.cfg.auth, p.client_id),
+                    credfile.fix_hint(p.cfg)
+                    or f"run `{config.login_command(name, p.cfg.auth, p.client_id)}`",
                 )
                 return
             except UpstreamError as exc:
