@@ -93,7 +93,7 @@ ln -s ..data/secret "$work/secret/secret"
 secret_put "$first"
 mkdir -m 1777 "$work/run"
 python3 - "$root" "$work" "$base_url" "$pod" <<'PY'
-import sys, yaml
+import os, sys, yaml
 root, work, base_url, pod = sys.argv[1:5]
 config = yaml.safe_load(open(f"{root}/deploy/kubernetes/configmap.yaml"))["data"]["config.toml"]
 config = config.replace('base_url = "https://api.coactive.ai"', f'base_url = "{base_url}"')
@@ -105,6 +105,7 @@ with open(f"{work}/config/config.toml", "w") as f:
 dep = yaml.safe_load(open(f"{root}/deploy/kubernetes/deployment-classic.yaml"))
 spec = dep["spec"]["template"]["spec"]
 APP = r'''
+trap 'exit 0' TERM  # the container's first process: no default action for SIGTERM
 t0=""
 while true; do
   s=$(coactive-token 2>/dev/null) || s=""
@@ -120,8 +121,13 @@ done
 for c in spec["containers"]:
     c["image"] = "localhost/coactive-credd:pod"
     c.pop("readinessProbe", None); c.pop("livenessProbe", None)  # podman 4.3 runs them via systemd
-    if c["name"] == "app":
-        c["command"] = ["sh", "-c", APP]
+    if c["name"] == "app":  # the script from a file: podman 4.3 chokes on it inline
+        c["command"] = ["sh", "/pod-app/app.sh"]
+        c["volumeMounts"].append({"name": "pod-app", "mountPath": "/pod-app", "readOnly": True})
+os.makedirs(f"{work}/app", mode=0o755)
+with open(f"{work}/app/app.sh", "w") as f:
+    f.write(APP)
+spec["volumes"].append({"name": "pod-app", "hostPath": {"path": f"{work}/app", "type": "Directory"}})
 vols = {v["name"]: v for v in spec["volumes"]}
 vols["coactive-run"].clear(); vols["coactive-run"].update(name="coactive-run", hostPath={"path": f"{work}/run", "type": "Directory"})
 vols["coactive-credentials"].clear(); vols["coactive-credentials"].update(name="coactive-credentials", hostPath={"path": f"{work}/secret", "type": "Directory"})
@@ -135,10 +141,14 @@ spec["securityContext"]["runAsGroup"] = 10000
 spec["securityContext"].pop("seccompProfile", None)
 spec["restartPolicy"] = "Never"
 pod_doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod}, "spec": spec}
-yaml.safe_dump(pod_doc, open(f"{work}/pod.yaml", "w"), sort_keys=False)
+class Indented(yaml.SafeDumper):  # sequences indented under their key, as podman's parser wants
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+with open(f"{work}/pod.yaml", "w") as f:
+    yaml.dump(pod_doc, f, Dumper=Indented, sort_keys=False, width=1 << 20)
 PY
 say "podman kube play (the classic-sidecar Deployment's pod, --network host)"
-podman kube play --network host "$work/pod.yaml" >"$work/play.log" 2>&1 || { cat "$work/play.log"; fail "podman kube play"; }
+podman kube play --network host "$work/pod.yaml" >"$work/play.log" 2>&1 || { cat "$work/play.log"; cp "$work/pod.yaml" /tmp/coactive-pod-failed.yaml; fail "podman kube play"; }
 
 # 4. The app gets a token by all three ways; it is one the fake issued.
 wait_app() {  # a token, by all three ways, that the fake issued for credential $1
