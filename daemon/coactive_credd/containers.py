@@ -165,6 +165,30 @@ class TokenFiles:
         self.written.clear()
 
 
+class ConfigWatch:
+    """Reads ``config.toml`` again when it changes, if it is reached through a symlink: a
+    mounted ConfigMap folder, which the kubelet updates by swapping its ``..data`` symlink
+    (a ``subPath`` mount never sees an update, kubernetes#50345). A config.toml of one's own
+    is read again on ``SIGHUP`` or ``login``, as before."""
+
+    def __init__(self, daemon: Daemon, poll: float = credfile.POLL) -> None:
+        self.d = daemon
+        self.path = str(daemon.paths.config_file)
+        self.poll = poll
+        self.seen = credfile.signature(self.path)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            if not os.path.islink(self.path):
+                continue
+            now = await asyncio.to_thread(credfile.signature, self.path)
+            if now is not None and now != self.seen:
+                self.seen = now
+                log.info("%s changed (a ConfigMap update); reading it again", self.path)
+                self.d.reload()
+
+
 class Extras:
     """Token files and credential-file watching for one daemon; ``start`` once it serves,
     ``close`` before the server stops (ends the event streams, removes the token files)."""
@@ -174,7 +198,9 @@ class Extras:
         self.api = api
         self.files = TokenFiles(daemon)
         self.creds = credfile.CredentialWatch(daemon)
+        self.config = ConfigWatch(daemon)
         self._task: asyncio.Task[None] | None = None
+        self._config_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         uids = self.d.cfg.daemon.allowed_uids
@@ -186,11 +212,13 @@ class Extras:
             )
         self.files.start()
         self._task = asyncio.create_task(self.creds.run())
+        self._config_task = asyncio.create_task(self.config.run())
 
     async def close(self) -> None:
         self.api.events.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._config_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.files.close()

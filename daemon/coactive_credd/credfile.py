@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 from typing import TYPE_CHECKING
 
+from . import safeopen
 from .vault import ProfileSecrets
 
 if TYPE_CHECKING:
@@ -70,123 +70,13 @@ def resolve(path: str) -> str:
     return os.path.join(folder, path[len(CREDENTIALS_PREFIX) :])
 
 
-def _trusted_owner(st: os.stat_result) -> bool:
-    return st.st_uid in (0, os.geteuid())
-
-
-def _check_folder(folder: str, st: os.stat_result) -> None:
-    if not stat.S_ISDIR(st.st_mode):
-        raise CredentialFileError(f"{folder} is not a folder")
-    sticky_root = st.st_uid == 0 and st.st_mode & stat.S_ISVTX
-    if not _trusted_owner(st) or (st.st_mode & 0o022 and not sticky_root):
-        raise CredentialFileError(
-            f"{folder} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) could be "
-            f"changed by another user; make it root's or yours and `chmod go-w {folder}`"
-        )
-
-
-_DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
-MAX_HOPS = 40  # symlinks followed for one path, as Linux's own limit (path_resolution(7))
-
-
-def _missing(path: str) -> CredentialFileError:
-    return CredentialFileError(
-        f"credential_file {path} does not exist; mount the Secret there or fix the path in config.toml",
-        pending=True,
-    )
-
-
 def open_checked(path: str) -> int:
-    """A read-only descriptor on ``path``'s regular file, opened once after the rule of the
-    module docstring held for every step: resolved one name at a time from ``/``, each
-    folder opened (``O_NOFOLLOW``) and checked on its descriptor, each symlink met (at any
-    depth, however it was reached) checked before it is followed, the file opened
-    ``O_NONBLOCK | O_NOFOLLOW`` (a FIFO cannot stall the open) and checked on its ``fstat``
-    (a regular file, the one that was looked at). The caller reads and closes it.
-
-    Raises :class:`CredentialFileError` (``pending`` for a missing file)."""
-    if not path.startswith("/"):
-        raise CredentialFileError(f"credential_file {path} must be an absolute path")
-    stack: list[tuple[int, str]] = []
-    todo = path.split("/")[::-1]
-    hops = 0
-
-    def root() -> None:
-        while stack:
-            os.close(stack.pop()[0])
-        fd = os.open("/", _DIR_FLAGS)
-        stack.append((fd, "/"))
-        _check_folder("/", os.fstat(fd))
-
+    """:func:`safeopen.open_checked` for a credential file: a read-only descriptor on its
+    regular file, every hop checked. Raises :class:`CredentialFileError`."""
     try:
-        root()
-        while todo:
-            name = todo.pop()
-            if name in ("", "."):
-                continue
-            dfd, where = stack[-1]
-            if name == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop()[0])
-                continue
-            here = os.path.join(where, name)
-            lst = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            if stat.S_ISLNK(lst.st_mode):
-                if not _trusted_owner(lst):
-                    raise CredentialFileError(
-                        f"{here} (met resolving credential_file {path}) is a symlink of uid "
-                        f"{lst.st_uid}; only root's or yours are followed"
-                    )
-                hops += 1
-                if hops > MAX_HOPS:
-                    raise CredentialFileError(f"credential_file {path}: too many symlinks")
-                target = os.readlink(name, dir_fd=dfd)
-                if target.startswith("/"):
-                    root()
-                todo.extend(target.split("/")[::-1])
-                continue
-            if any(n not in ("", ".") for n in todo):  # a folder on the way
-                fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-                stack.append((fd, here))
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != (lst.st_dev, lst.st_ino):
-                    raise CredentialFileError(f"{here} changed while it was checked", pending=True)
-                _check_folder(here, st)
-                continue
-            fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
-            try:
-                _check_file(path, os.fstat(fd), lst)
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
-        raise CredentialFileError(f"credential_file {path} is not a regular file")
-    except FileNotFoundError:
-        raise _missing(path) from None
-    except NotADirectoryError:
-        raise CredentialFileError(
-            f"credential_file {path}: a folder on the way is a file"
-        ) from None
-    except OSError as exc:
-        raise CredentialFileError(f"cannot open credential_file {path}: {exc.strerror}") from None
-    finally:
-        for fd, _ in stack:
-            os.close(fd)
-
-
-def _check_file(path: str, st: os.stat_result, seen: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise CredentialFileError(f"credential_file {path} is not a regular file")
-    if (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino):
-        raise CredentialFileError(
-            f"credential_file {path} changed while it was checked", pending=True
-        )
-    if not _trusted_owner(st) or st.st_mode & 0o022:
-        raise CredentialFileError(
-            f"credential_file {path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) "
-            f"could be changed by another user; make it root's or yours, `chmod go-w`"
-        )
+        return safeopen.open_checked(path, "credential_file")
+    except safeopen.SafeOpenError as exc:
+        raise CredentialFileError(str(exc), pending=exc.pending) from None
 
 
 def check(path: str) -> None:
@@ -298,7 +188,7 @@ def secrets(
 Signature = tuple[str, int, int, int, int, int]
 
 
-def _signature(path: str) -> Signature | None:
+def signature(path: str) -> Signature | None:
     """What changes when the file is replaced, rewritten or re-permissioned (ctime)."""
     try:
         path = resolve(path)
@@ -325,7 +215,7 @@ class CredentialWatch:
 
     def _signatures(self) -> dict[str, Signature | None]:
         return {
-            pc.credential_file: _signature(pc.credential_file)
+            pc.credential_file: signature(pc.credential_file)
             for pc in self.d.cfg.profiles.values()
             if pc.credential_file
         }

@@ -131,10 +131,7 @@ spec["volumes"].append({"name": "pod-app", "hostPath": {"path": f"{work}/app", "
 vols = {v["name"]: v for v in spec["volumes"]}
 vols["coactive-run"].clear(); vols["coactive-run"].update(name="coactive-run", hostPath={"path": f"{work}/run", "type": "Directory"})
 vols["coactive-credentials"].clear(); vols["coactive-credentials"].update(name="coactive-credentials", hostPath={"path": f"{work}/secret", "type": "Directory"})
-vols["coactive-config"].clear(); vols["coactive-config"].update(name="coactive-config", hostPath={"path": f"{work}/config/config.toml", "type": "File"})
-for c in spec["containers"]:
-    for m in c.get("volumeMounts", []):
-        m.pop("subPath", None)  # the file itself is the hostPath
+vols["coactive-config"].clear(); vols["coactive-config"].update(name="coactive-config", hostPath={"path": f"{work}/config", "type": "Directory"})
 spec.pop("securityContext", {}).pop("fsGroup", None)
 spec["securityContext"] = dep["spec"]["template"]["spec"].get("securityContext") or {"runAsNonRoot": True, "runAsGroup": 10000}
 spec["securityContext"]["runAsGroup"] = 10000
