@@ -8,14 +8,14 @@ the file's resolved inode changes; a rewritten file changes its size or mtime.
 
 Such files are legitimately symlinks owned by root (the kubelet writes them; systemd's
 ``$CREDENTIALS_DIRECTORY`` is root's too), so the private-file rule for the daemon's own files
-(a regular file of the daemon's uid, mode 0600) cannot apply. The rule here: every folder on
-the way, and the file itself belong to root or to the
-daemon's uid and are not writable by group or others (root-owned sticky folders excepted, as
-Kubernetes' tmpfs mounts are), and every symlink on the way belongs to root or the daemon's
-uid. Then only root or the daemon's own user can change what is read. The path is resolved
-one name at a time (:func:`open_checked`), so every symlink met, at any depth, is checked
-before it is followed, and the file is opened once, without blocking, and read from that
-descriptor; the watcher reads it in a thread. Reading it is the administrator's choice (a Secret's ``defaultMode``); docs/KUBERNETES.md recommends 0400/0440.
+(a regular file of the daemon's uid, mode 0600) cannot apply. The rule here is
+:mod:`safeopen`'s: every folder on the way, every symlink met while resolving the path (at
+any depth) and the file itself belong to root or to the daemon's uid, and no folder or file
+is writable by group or others (root-owned sticky folders excepted, as Kubernetes' tmpfs
+mounts are). Then only root or the daemon's own user can change what is read. The file is
+opened once, without blocking, and read from that descriptor; the watcher reads it in a
+thread. Reading it is the administrator's choice (a Secret's ``defaultMode``);
+docs/KUBERNETES.md recommends 0400/0440.
 """
 
 from __future__ import annotations
