@@ -251,9 +251,11 @@ def load(path: Path) -> Config:
     except FileNotFoundError:
         return Config()
     except fsutil.InsecurePathError as exc:
-        if not path.is_symlink():
+        # Only a mounted ConfigMap (the kubelet's layout: the file in a `..<timestamp>`
+        # folder that `..data` points to) is read through symlinks, each hop checked.
+        if not path.is_symlink() or not Path(os.path.realpath(path)).parent.name.startswith(".."):
             raise ConfigError(str(exc).replace(" private ", " safe ", 1)) from None
-        try:  # a mounted ConfigMap: root's symlinks to root's file, each hop checked
+        try:
             fd = safeopen.open_checked(os.path.abspath(path), "config")
         except safeopen.SafeOpenError as bad:
             raise ConfigError(str(bad)) from None

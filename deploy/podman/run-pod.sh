@@ -79,17 +79,18 @@ ledger() { curl -s --noproxy '*' "$base_url/_fake/ledger"; }
 # 3. The pod: the classic-sidecar Deployment, its Secret laid out as the kubelet lays it out
 #    (..data swapped at each rotation), its ConfigMap pointed at the fake, the emptyDir a
 #    root-owned sticky folder (as a medium: Memory emptyDir is).
-secret_put() {  # the kubelet's AtomicWriter: a new timestamped folder, then ..data swapped
+atomic_put() {  # the kubelet's AtomicWriter: FOLDER KEY MODE; a new timestamped folder, ..data swapped
   local n="..$(date -u +%Y_%m_%d_%H_%M_%S).$RANDOM"
-  mkdir "$work/secret/$n"
-  printf '%s\n' "$1" >"$work/secret/$n/secret"
-  chgrp 10000 "$work/secret/$n/secret"
-  chmod 0440 "$work/secret/$n/secret"
-  ln -sfn "$n" "$work/secret/..data_tmp"
-  mv -T "$work/secret/..data_tmp" "$work/secret/..data"
+  mkdir "$1/$n"
+  cat >"$1/$n/$2"
+  chgrp 10000 "$1/$n/$2"
+  chmod "$3" "$1/$n/$2"
+  [ -L "$1/$2" ] || ln -s "..data/$2" "$1/$2"
+  ln -sfn "$n" "$1/..data_tmp"
+  mv -T "$1/..data_tmp" "$1/..data"
 }
+secret_put() { printf '%s\n' "$1" | atomic_put "$work/secret" secret 0440; }
 mkdir -m 0755 "$work/secret" "$work/config"
-ln -s ..data/secret "$work/secret/secret"
 secret_put "$first"
 mkdir -m 1777 "$work/run"
 python3 - "$root" "$work" "$base_url" "$pod" <<'PY'
@@ -100,7 +101,7 @@ config = config.replace('base_url = "https://api.coactive.ai"', f'base_url = "{b
 config = config.replace('auth = "client_credentials"', 'auth = "personal_token"')
 config = config.replace('client_id = "REPLACE-WITH-THE-CLIENT-ID"\n', "")
 assert base_url in config and "personal_token" in config, "the ConfigMap changed shape"
-with open(f"{work}/config/config.toml", "w") as f:
+with open(f"{work}/config.toml", "w") as f:
     f.write(config)
 dep = yaml.safe_load(open(f"{root}/deploy/kubernetes/deployment-classic.yaml"))
 spec = dep["spec"]["template"]["spec"]
@@ -144,6 +145,7 @@ class Indented(yaml.SafeDumper):  # sequences indented under their key, as podma
 with open(f"{work}/pod.yaml", "w") as f:
     yaml.dump(pod_doc, f, Dumper=Indented, sort_keys=False, width=1 << 20)
 PY
+atomic_put "$work/config" config.toml 0444 <"$work/config.toml"  # laid out as a ConfigMap volume
 say "podman kube play (the classic-sidecar Deployment's pod, --network host)"
 podman kube play --network host "$work/pod.yaml" >"$work/play.log" 2>&1 || { cat "$work/play.log"; cp "$work/pod.yaml" /tmp/coactive-pod-failed.yaml; fail "podman kube play"; }
 
