@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, start_daemon
 from .test_credfile import Secret, wait_for

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, credential_id
+from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
 
 from .conftest import PERSONAL_TOKEN, start_daemon
 from .test_credfile import wait_for, write_config
@@ -120,7 +120,7 @@ def test_a_symlink_met_while_resolving_another_is_checked_and_a_fifo_flip_change
 def test_a_foreign_symlink_in_a_sticky_folder_behind_a_root_symlink_is_refused(box: Path) -> None:
     """``/tmp``-like folders pass the rule (root's, sticky), the symlinks in them do not:
     one of uid 1003 met at the second hop is refused as the first would be."""
-    from coactive_credd import credfile
+    from coactive_credd.vault import credfile
 
     secret = box / "token"
     secret.write_text(PERSONAL_TOKEN + "\n")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 
 from .conftest import PERSONAL_TOKEN, login, start_daemon
 from .test_tokenfile import STEADY, wait_for

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive, credential_id
+from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
 
 from .conftest import PERSONAL_TOKEN, Daemon, start_daemon
 from .test_credfile import ROTATED, Secret, wait_for, write_config

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import run_cli, start_daemon
 from .test_credfile import ROTATED, Secret, wait_for, write_config
