@@ -114,8 +114,11 @@ def test_the_manifests_agree_with_the_product() -> None:
     assert Path(profile.credential_file).parent == Path(_mount(sidecar, "coactive-credentials"))
     secret_key = Path(profile.credential_file).name
     assert secret_key in docs["Secret"]["stringData"]
-    assert _mount(sidecar, "coactive-config") == "/home/credd/config.toml"
+    # the ConfigMap's folder, not a subPath (which never sees an update, kubernetes#50345)
+    assert _mount(sidecar, "coactive-config") == "/etc/coactive-credd"
+    assert not any("subPath" in m for c in spec["initContainers"] for m in c["volumeMounts"])
     text = (DEPLOY / "Containerfile").read_text()
+    assert "ln -s /etc/coactive-credd/config.toml /home/credd/config.toml" in text
     assert "ENV COACTIVE_CREDD_HOME=/home/credd" in text and "USER 10001:10000" in text
     assert side_uid == 10001 and spec["securityContext"]["runAsGroup"] == 10000
 

@@ -247,3 +247,37 @@ def test_go_and_node_followers(
     assert set(seen[0]) == {"profile", "state", "expires_at", "token_sha256"}
     assert {e["token_sha256"] for e in seen} <= issued
     assert not any(t in json.dumps(seen) + rest for t in short.issued)
+
+
+async def _first_event(path: Path) -> tuple[int, dict[str, Any]]:
+    """Connect, read the first event (its id and data), disconnect."""
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(b"GET /v1/events?profile=default HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 5\r\n\r\n")
+    raw = b""
+    while b"\n\n" not in raw.partition(b"data: ")[2]:
+        raw += await asyncio.wait_for(reader.read(4096), 5)
+    writer.close()
+    frame = raw.partition(b"id: ")[2].split(b"\n\n")[0].decode()
+    head, _, data = frame.partition("\ndata: ")
+    return int(head), json.loads(data)
+
+
+async def test_event_ids_are_never_reused_for_other_content(
+    inproc: InProc, hub_site: tuple[Path, events.Hub]
+) -> None:
+    """Two rotations nobody watched: a follower that comes back gets the new content under
+    a new id, never under the id it saw the old content with."""
+    path, hub = hub_site
+    first_id, first = await _first_event(path)
+    deadline = asyncio.get_running_loop().time() + 5
+    while hub.followers:  # the next keep-alive finds the follower gone
+        assert asyncio.get_running_loop().time() < deadline, "the follower was never dropped"
+        await asyncio.sleep(0.05)
+    for _ in range(2):
+        assert (await inproc.post("/v1/token/refresh"))[0] == 200
+    await inproc.settle()
+    again_id, again = await _first_event(path)
+    assert again["token_sha256"] != first["token_sha256"]
+    assert again_id > first_id
+    same_id, same = await _first_event(path)  # nothing changed: the same id, the same content
+    assert (same_id, same) == (again_id, again)

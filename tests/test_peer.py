@@ -173,8 +173,10 @@ async def test_the_in_process_daemon_refuses_another_uid_on_every_route(
         assert json.loads(body) == {
             "error": {
                 "code": "forbidden",
-                "message": "only the daemon's own user may use this socket",
-                "hint": "connect as the user who runs coactive-credd",
+                "message": f"only the daemon's own user may use this socket, not uid {NOBODY}",
+                "hint": f"connect as the user who runs coactive-credd, or list uid {NOBODY} in "
+                f"the daemon's [daemon] allowed_uids (a sidecar: and set "
+                f"COACTIVE_CREDD_DAEMON_UID={os.geteuid()} in the app)",
             }
         }, (method, route)
     assert inproc.fake.logins == logins and not inproc.daemon.locked

@@ -158,3 +158,21 @@ def test_the_pod(home: Path, pod: Path, short: FakeCoactive) -> None:
     assert not token_file.exists(), "the token file outlived the sidecar"
     log = d.log_text()
     assert not any(s in log for s in (PERSONAL_TOKEN, ROTATED, *short.issued))
+
+
+PODMAN_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "podman" / "run-pod.sh"
+
+
+def test_the_pod_runs_for_real_in_podman() -> None:
+    """deploy/podman/run-pod.sh: the image from deploy/Containerfile, the classic-sidecar
+    Deployment's pod under `podman kube play` (sidecar uid 10001, app uid 10002), a fake
+    Coactive on 127.0.0.1, the app's token by sh shim, Python shim and file, a Secret
+    rotation, a clean stop. The base image is cached between runs."""
+    if os.geteuid() != 0:
+        pytest.skip("podman, mmdebstrap and unshare need root (CI runs as root)")
+    proc = subprocess.run(
+        [str(PODMAN_SCRIPT)], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "run-pod: OK in" in proc.stdout
+    assert "the rotated Secret was picked up" in proc.stdout

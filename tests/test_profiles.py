@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import socket
 import ssl
 from pathlib import Path
@@ -202,7 +203,10 @@ async def test_a_client_secret_the_vault_holds_malformed_names_its_client_id_in_
     caplog.clear()
     inproc.daemon.reload()
     await inproc.settle()
-    status, body = await inproc.get("/v1/token?profile=system")
+    # The token served so far stays served (a rotation never takes a valid token away); a
+    # refresh asked for says why there is no new one.
+    assert (await inproc.get("/v1/token?profile=system"))[0] == 200
+    status, body = await inproc.post("/v1/token/refresh?profile=system")
     fix = f"coactive-credd login --profile system --client-id {CLIENT_ID} --client-secret-stdin"
     assert status == 424 and body["error"]["hint"] == f"run `{fix}`"
     problem = "the stored credentials are malformed (the credential's secret contains control"
@@ -210,8 +214,8 @@ async def test_a_client_secret_the_vault_holds_malformed_names_its_client_id_in_
         body["error"]["message"] == f"profile 'system' needs new credentials: {problem} characters)"
     )
     assert len(inproc.fake.requests) == requests
-    [line] = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-    assert line == f"profile=system {problem} characters); run `{fix}`"
+    lines = {r.getMessage() for r in caplog.records if "malformed" in r.getMessage()}
+    assert lines == {f"profile=system {problem} characters); run `{fix}`"}
 
 
 async def test_a_rejection_outlives_a_change_of_configuration(inproc: InProc, home: Path) -> None:
@@ -229,7 +233,10 @@ async def test_a_rejection_outlives_a_change_of_configuration(inproc: InProc, ho
     await inproc.settle()
     rt = inproc.daemon.profiles["default"].rt
     assert rt.reauth and "401" in (rt.last_error or "")
-    assert (await inproc.get("/v1/token?min_ttl=3590"))[0] == 424
+    assert rt.token is not None  # still valid: a change of configuration does not take it away
+    rejected = hashlib.sha256(rt.token.access_token.encode()).hexdigest()
+    report = {"rejected_token_sha256": rejected}
+    assert (await inproc.post("/v1/token/refresh", report))[0] == 424
     assert len(inproc.fake.requests) == requests
 
 
@@ -293,7 +300,10 @@ async def test_a_profiles_ca_bundle_is_what_its_login_trusts(
         add_profile(home, dataclasses.replace(pc, ca_bundle=None))  # the system's CAs only
         inproc.daemon.reload()
         await inproc.settle()
-        status, body = await inproc.get("/v1/token?profile=inspected&min_ttl=3590")
+        # the token it has stays served (a change of settings does not take it away); a
+        # refresh asked for is a login through the new settings
+        assert (await inproc.get("/v1/token?profile=inspected"))[0] == 200
+        status, body = await inproc.post("/v1/token/refresh?profile=inspected")
         assert status == 503 and "certificate" in body["error"]["message"]
         assert tls.logins == 1
     finally:

@@ -13,12 +13,22 @@ An environment variable cannot change under a running program, so ``exec`` stays
 command's parent (as ``aws-vault exec`` does) instead of replacing itself: it follows the
 daemon's ``/v1/events`` and rewrites the token file (atomically) at each rotation, relays
 the signals sent to it, and exits as the command did (with the same signal, if it was killed
-by one). Signals a terminal sends to the whole process group (Ctrl-C) reach the command
-directly and are not relayed a second time. When the command ends the file is removed.
+by one). It relays only what the command could not have got itself: a terminal's Ctrl-C
+reaches a foreground command directly; off a terminal the command gets a process group of
+its own, so a signal to exec's group (``kill -TERM -PGID``) reaches it once, through exec;
+under systemd, a signal from systemd to the main process of a service is not relayed
+(``KillMode=control-group``, the default, sends it to every process of the service).
+
+The command gets the parent-death signal (``SIGTERM``, Linux's ``PR_SET_PDEATHSIG``): if exec
+is killed, even by ``SIGKILL``, the command is told to stop. The token file is removed on
+every way out: by exec itself, or, if exec was killed, by a small helper process forked
+before anything else that waits for exec to end (a pipe only exec holds open). Without the
+daemon, exec removes the file when the token stops being served (``serve_until``, the
+daemon's own ``expires_at - skew``), as the daemon does its own.
 
 The file is ``--token-file PATH`` when given (its folder must be the user's and writable by
-nobody else), else ``token`` in a fresh private folder under ``$XDG_RUNTIME_DIR`` (or the
-temporary folder).
+nobody else, and the folders above it safe), else ``token`` in a fresh private folder under
+``$XDG_RUNTIME_DIR``, ``$TMPDIR`` or ``/tmp``: the first that passes the safe-path rule.
 
 Standard library only: this runs on every ``exec``.
 """
@@ -30,10 +40,13 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import coactive_token
 
@@ -49,18 +62,30 @@ RELAYED = (
     signal.SIGWINCH,
 )
 SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's Ctrl-C, Ctrl-\)
-DEAD = ("expired", "reauth_required", "locked", "no_token")  # states with no token to serve
+DEAD = ("expired", "locked", "no_token")  # states with no token to serve
+# reauth_required may still serve a token (a rotation's rejected new credential): ask
+PR_SET_PDEATHSIG = 1  # prctl(2)
+DEATH_SIGNAL = signal.SIGTERM
+SI_USER = 0  # si_code of a signal kill(2) sent
 RECONNECT = 1.0  # seconds before following the daemon again after the stream broke
 
 
 class Keeper(threading.Thread):
     """Keeps ``path`` holding the profile's current token while the command runs."""
 
-    def __init__(self, sock: str, profile: str, path: Path, first: coactive_token.Token) -> None:
+    def __init__(
+        self,
+        sock: str,
+        profile: str,
+        path: Path,
+        first: coactive_token.Token,
+        serve_until: float | None = None,
+    ) -> None:
         super().__init__(name="coactive-token-file", daemon=True)
         self.sock, self.profile, self.path = sock, profile, path
         self.token: str | None = first.access_token
-        self.expires_at = first.expires_at.timestamp()
+        # when the daemon stops serving it (expires_at - skew), epoch seconds
+        self.expires_at = serve_until or first.expires_at.timestamp()
         self.seen: str | None = None  # the last token_sha256 an event named (no hashing here:
         # importing hashlib would cost every exec tens of milliseconds)
         self.lock = threading.Lock()
@@ -73,11 +98,12 @@ class Keeper(threading.Thread):
     def _fetch(self) -> None:
         with coactive_token.Client(self.sock, autostart=False) as client:
             tok = client.token(self.profile)
+            until = serve_until(client.status(), tok.profile)
         with self.lock:
             if not self.done.is_set() and tok.access_token != self.token:
                 tokenfile.write(self.path, tok.access_token)
                 self.token = tok.access_token
-            self.expires_at = tok.expires_at.timestamp()
+            self.expires_at = until or tok.expires_at.timestamp()
 
     def _drop(self) -> None:
         """No valid token to give: remove the file rather than leave a dead token in it."""
@@ -96,6 +122,11 @@ class Keeper(threading.Thread):
                     sha = ev.get("token_sha256")
                     if ev.get("state") in DEAD:
                         self._drop()
+                    elif ev.get("state") == "reauth_required":
+                        try:
+                            self._fetch()  # still served (a rotation's old token), or not
+                        except coactive_token.CredddError:
+                            self._drop()
                     elif sha and sha != self.seen:  # the first event, then each rotation
                         self.seen = sha
                         self._fetch()
@@ -104,7 +135,7 @@ class Keeper(threading.Thread):
             if time.time() >= self.expires_at:  # the daemon is gone and so is the token
                 self._drop()
             broke = True
-            self.done.wait(RECONNECT)
+            self.done.wait(min(RECONNECT, max(0.0, self.expires_at - time.time()) + 0.01))
 
     def stop(self) -> None:
         with self.lock:
@@ -112,14 +143,151 @@ class Keeper(threading.Thread):
             tokenfile.remove(self.path)
 
 
+def serve_until(status: dict[str, object], profile: str) -> float | None:
+    """The profile's ``serve_until`` in a ``/v1/status`` answer, epoch seconds (None if absent)."""
+    from datetime import UTC, datetime
+
+    profiles = status.get("profiles")
+    for p in profiles if isinstance(profiles, list) else []:
+        if (
+            isinstance(p, dict)
+            and p.get("name") == profile
+            and isinstance(p.get("serve_until"), str)
+        ):
+            with contextlib.suppress(ValueError):
+                moment = datetime.strptime(p["serve_until"], "%Y-%m-%dT%H:%M:%SZ")
+                return moment.replace(tzinfo=UTC).timestamp()
+    return None
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux), loaded before any fork; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return cast(Callable[..., int], ctypes.CDLL(None, use_errno=True).prctl)
+    except (OSError, AttributeError):
+        return None
+
+
+def _in_foreground() -> bool:
+    """Is exec in the foreground process group of its terminal (so Ctrl-C reaches all)?"""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _spawn(command: list[str], env: dict[str, str], mask: set[int | signal.Signals]) -> int:
+    """Start ``command`` (``fork`` and ``execvpe``; not ``posix_spawn``, which cannot ask for
+    the parent-death signal), its pid. Called before any thread starts: between ``fork`` and
+    ``exec`` the child only sets its process group, its parent-death signal, signal
+    dispositions and mask (the caveats of subprocess's ``preexec_fn`` are about threads).
+    PR_SET_PDEATHSIG follows the thread that forked, the main one, which lives as long as
+    exec. Raises OSError (the child's, when it could not run the command)."""
+    prctl = _prctl()
+    own_group = not _in_foreground()
+    parent = os.getpid()
+    r, w = os.pipe()  # close-on-exec: a successful exec closes it, a failure writes errno
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, measured by the tests' outcomes
+        try:
+            os.close(r)
+            if own_group:
+                os.setpgid(0, 0)
+            if prctl is not None:
+                prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0)
+                if os.getppid() != parent:  # exec died before that: stop now
+                    os._exit(128 + int(DEATH_SIGNAL))
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.execvpe(command[0], command, env)  # noqa: S606 - argv, as posix_spawnp took it
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.write(w, str(exc.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(w)
+    if own_group:
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # as the child does: whichever runs first
+    err = os.read(r, 16)
+    os.close(r)
+    if err:
+        os.waitpid(pid, 0)
+        code = int(err)
+        raise OSError(code, os.strerror(code))
+    return pid
+
+
+def _keep(keeper: Keeper, made: Path | None) -> int:
+    """Fork the process that keeps the token file current (``keeper``'s thread) and removes
+    it, and exec's folder, once exec has ended however it ended (``SIGKILL`` included): it
+    waits for the end of a pipe only exec holds. In a session of its own, ignoring the
+    signals a group or a terminal sends, so it outlives exec. Exec itself stays one thread:
+    the parent-death signal follows the parent *thread*, and a child of a process with more
+    threads gets it again as each one dies. Returns the pipe's end exec keeps open."""
+    r, w = os.pipe()
+    if os.fork() == 0:  # pragma: no cover - the keeper process
+        try:
+            os.close(w)
+            os.setsid()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_IGN)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            keeper.start()
+            while os.read(r, 1):
+                pass
+            keeper.stop()
+            if made is not None:
+                with contextlib.suppress(OSError):
+                    os.rmdir(made)
+        except BaseException:  # nowhere to report it: at least the file goes
+            with contextlib.suppress(OSError):
+                tokenfile.remove(keeper.path)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return w
+
+
+def _exec_base() -> str:
+    """Where exec makes its folder: ``$XDG_RUNTIME_DIR``, else ``$TMPDIR``, else ``/tmp``,
+    the first that exists and, with every folder above it, passes the safe-path rule (a
+    folder another uid may write could swap exec's folder for one of its own). Raises
+    tokenfile.TokenFileError when none does."""
+    trusted = frozenset({0, os.geteuid()})
+    tried: list[str] = []
+    for base in (os.environ.get("XDG_RUNTIME_DIR"), os.environ.get("TMPDIR"), "/tmp"):  # noqa: S108
+        if not base or not os.path.isabs(base) or base in tried:
+            continue
+        tried.append(base)
+        try:
+            st = os.stat(base)
+        except OSError:
+            continue
+        if (
+            stat.S_ISDIR(st.st_mode)
+            and coactive_token.path_problem(base, st, trusted) is None
+            and coactive_token.unsafe_parent(os.path.join(base, "x"), trusted) is None
+        ):
+            return base
+    raise tokenfile.TokenFileError(
+        f"no safe folder for the token file among {', '.join(tried)} (another user could "
+        f"write there); set TMPDIR to a folder of yours, or pass --token-file PATH"
+    )
+
+
 def _token_path(given: str | None) -> tuple[Path, Path | None]:
     """The token file and the folder made for it (None: the user's own folder)."""
     if given:
         return Path(os.path.abspath(os.path.expanduser(given))), None
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    tmp = os.environ.get("TMPDIR", "/tmp")  # noqa: S108 - a fresh random name, made 0700 below
-    base = runtime if runtime and os.path.isdir(runtime) else tmp
-    folder = Path(base) / f"coactive-exec-{os.urandom(8).hex()}"
+    folder = Path(_exec_base()) / f"coactive-exec-{os.urandom(8).hex()}"
     os.mkdir(folder, 0o700)  # fails rather than reuse anything already there
     os.chmod(folder, 0o700)  # whatever the umask
     return folder / "token", folder
@@ -137,8 +305,9 @@ def run(sock: str, profile: str, min_ttl: int, command: list[str], token_file: s
         "",
     )
     path, made = _token_path(token_file)
+    keeping = -1
     try:
-        keeper = Keeper(sock, token.profile, path, token)
+        keeper = Keeper(sock, token.profile, path, token, serve_until(status, token.profile))
         env = dict(
             os.environ,
             COACTIVE_ACCESS_TOKEN=token.access_token,
@@ -148,34 +317,29 @@ def run(sock: str, profile: str, min_ttl: int, command: list[str], token_file: s
             COACTIVE_CREDD_SOCKET=sock,
             COACTIVE_PROFILE=token.profile,
         )
-        # Block the signals before any thread starts, so they wait for sigwaitinfo below.
+        # Block the signals before anything forks, so they wait for sigwaitinfo below.
         waited = {*RELAYED, signal.SIGCHLD}
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
         try:
+            keeping = _keep(keeper, made)
             try:
-                pid = os.posix_spawnp(
-                    command[0],
-                    command,
-                    env,
-                    setsigmask=old_mask,
-                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores them
-                )
+                pid = _spawn(command, env, old_mask)
             except OSError as exc:
                 print(
                     f"coactive-credd: cannot run {command[0]!r}: {exc.strerror}; check the command and PATH",
                     file=sys.stderr,
                 )
                 return 127 if isinstance(exc, FileNotFoundError) else 126
-            keeper.start()
             status_code = _wait(pid)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        keeper.stop()
     finally:
         tokenfile.remove(path)
         if made is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(made)
+        if keeping >= 0:
+            os.close(keeping)  # the keeper stops, finding nothing left to remove
     if os.WIFSIGNALED(status_code):
         sig = os.WTERMSIG(status_code)
         with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler
@@ -197,11 +361,24 @@ def _wait(pid: int) -> int:
             continue
         if info.si_code == SI_KERNEL and info.si_signo in (signal.SIGINT, signal.SIGQUIT):
             continue  # the terminal sent it to the command's process group too
+        if from_service_manager(info):
+            continue  # systemd sent it to every process of the service, the command too
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, info.si_signo)
 
 
 wait = _wait  # for exec --proxy (execproxy), which relays signals the same way
+
+
+def from_service_manager(info: signal.struct_siginfo) -> bool:
+    """A signal systemd sent to the main process of a service (``INVOCATION_ID`` is set for
+    every service process; exec is the main one when its parent is systemd, pid 1)."""
+    return (
+        info.si_code == SI_USER
+        and info.si_pid == 1
+        and os.getppid() == 1
+        and bool(os.environ.get("INVOCATION_ID"))
+    )
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

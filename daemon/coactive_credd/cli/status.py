@@ -148,10 +148,13 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
 def _print_status(st: dict[str, Any]) -> None:
     now = time.time()
     print(f"coactive-credd {st.get('version')} (pid {st.get('pid')}) on {st.get('socket', '?')}")
-    print(
-        f"vault: {'locked; run `coactive-credd unlock`' if st.get('locked') else 'unlocked'}"
-        f" (key: {st.get('key_source', '?')})"
-    )
+    if st.get("uses_vault") is False:
+        print("vault: none (every profile reads its credential_file)")
+    else:
+        print(
+            f"vault: {'locked; run `coactive-credd unlock`' if st.get('locked') else 'unlocked'}"
+            f" (key: {st.get('key_source', '?')})"
+        )
     if st.get("log"):
         print(f"log: {st['log']}")
     if st.get("last_reload_error"):

@@ -14,10 +14,15 @@ profile has no token that may be served (expired, re-login needed, vault locked)
 libraries as an empty bearer token and sent to Coactive. After a crash (``kill -9``) the file
 keeps a token that was valid; it expires on its own, and the next start replaces or removes it.
 
-The folder must be the daemon's own (created ``0700``, or ``0711`` when the mode lets group
-or others read, if it is missing) and writable by nobody else; it is opened once per write
-with ``O_NOFOLLOW`` and every operation is relative to that descriptor, so a folder above it
-that others can write (a Kubernetes ``emptyDir`` is ``0777``) cannot redirect the write.
+The folder must be the daemon's own and writable by nobody else. Missing folders are created
+with exactly the mode the file's readers need, whatever the daemon's umask (:func:`dir_mode`:
+``0700``, ``0710`` for a group-readable file, ``0711`` for one others may read). It is opened
+once per write with ``O_NOFOLLOW`` and every operation is relative to that descriptor. Every
+folder above it passes the safe-path rule (:func:`coactive_token.path_problem`): a folder
+another uid could write could swap the daemon's folder for one holding a token of its
+choosing. The one exception, documented in docs/KUBERNETES.md: the folder just above the
+token file's folder may be root's and writable by others, as a pod's ``emptyDir`` is (the
+kubelet makes it ``0777``), since every container of a pod shares it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import os
 import stat
 from pathlib import Path
 
+import coactive_token
+
 from coactive_credd.core.errors import CreddError
 
 
@@ -34,16 +41,68 @@ class TokenFileError(CreddError):
     """The token file's folder cannot be used; the message says why and how to fix it."""
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def dir_mode(file_mode: int) -> int:
+    """The mode of a folder made for a file of ``file_mode``: the owner's, plus search
+    (``x``) for the group and for others exactly when they may read the file."""
+    return 0o700 | (0o010 if file_mode & 0o040 else 0) | (0o001 if file_mode & 0o004 else 0)
+
+
+def make_dirs(folder: Path, mode: int) -> None:
+    """Create ``folder`` and any missing folder above it, each with exactly ``mode`` (the
+    umask does not narrow it). Folders already there are left as they are. Raises OSError."""
+    missing: list[Path] = []
+    d = folder
+    while not os.path.lexists(d) and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+            fd = os.open(d, _DIR_FLAGS)
+            try:
+                if os.fstat(fd).st_uid == os.geteuid():
+                    os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+
+
+def check_above(folder: Path) -> None:
+    """Refuse ``folder`` when a folder above it (as written and resolved) breaks the
+    safe-path rule, the ``emptyDir`` exception of the module docstring aside.
+    Raises :class:`TokenFileError`."""
+    trusted = frozenset({0, os.geteuid()})
+    for chain in (folder, Path(os.path.realpath(folder))):
+        for i, d in enumerate(chain.parents):
+            try:
+                st = os.stat(d)
+            except FileNotFoundError:
+                continue  # made below, ours
+            except OSError as exc:
+                raise TokenFileError(f"cannot check the folder {d}: {exc.strerror}") from None
+            problem = coactive_token.path_problem(str(d), st, trusted)
+            if problem is None or (i == 0 and st.st_uid == 0 and stat.S_ISDIR(st.st_mode)):
+                continue
+            raise TokenFileError(
+                f"the folder {d} above {folder} ({problem[0]}) would let another user swap "
+                f"the token file's folder; fix it with `{problem[1]}`, or use another token_file"
+            )
+
+
 def _open_folder(folder: Path, mode: int) -> int:
     """A descriptor on ``folder`` (created if missing), refused unless it is ours and
-    writable by nobody else. Raises :class:`TokenFileError`."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    writable by nobody else and the folders above it are safe. Raises :class:`TokenFileError`."""
+    check_above(folder)
     try:
-        fd = os.open(folder, flags)
+        fd = os.open(folder, _DIR_FLAGS)
     except FileNotFoundError:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder, 0o711 if mode & 0o044 else 0o700)
-        fd = os.open(folder, flags)
+        try:
+            make_dirs(folder, dir_mode(mode))
+            fd = os.open(folder, _DIR_FLAGS)
+        except OSError as exc:
+            raise TokenFileError(f"cannot make the folder {folder}: {exc.strerror}") from None
     except OSError as exc:
         raise TokenFileError(f"cannot open the folder {folder}: {exc.strerror}") from None
     st = os.fstat(fd)

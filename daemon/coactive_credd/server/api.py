@@ -27,9 +27,9 @@ from coactive_credd.core import proxy_choice as proxy
 from coactive_credd.core.escape import escape
 from coactive_credd.core.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
 from coactive_credd.server import admin, apiproxy, audit, events, logguard
-from coactive_credd.server.errors import ApiError
+from coactive_credd.server.errors import ApiError, refused_peer
 from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra
-from coactive_credd.vault import VaultError, WrongPassphrase, unlock_hint
+from coactive_credd.vault import VaultError, WrongPassphrase, credfile, unlock_hint
 
 log = logging.getLogger("coactive_credd")
 
@@ -140,12 +140,7 @@ class Api:
                     uid,
                     pid,
                 )
-                raise ApiError(
-                    403,
-                    "forbidden",
-                    "only the daemon's own user may use this socket",
-                    "connect as the user who runs coactive-credd",
-                )
+                raise refused_peer(uid, self.uid)
             if uid != self.uid and request.path.startswith("/v1/admin/"):
                 raise ApiError(
                     403,
@@ -243,13 +238,13 @@ class Api:
     def _failure(self, p: Profile, now: float) -> ApiError:
         name = p.cfg.name
         if p.rt.reauth:
-            fix = config.login_command(name, p.cfg.auth, p.client_id)
+            login = config.login_command(name, p.cfg.auth, p.client_id)
             return ApiError(
                 424,
                 "reauth_required",
                 # why: Coactive's refusal, or none stored, or stored ones that are malformed
                 f"profile {name!r} needs new credentials: {p.rt.last_error}",
-                f"run `{fix}`",
+                credfile.fix_hint(p.cfg) or f"run `{login}`",
             )
         tok, boot = p.rt.token, self.d.boot_clock()
         retry_in = p.rt.retry_in(now, boot)
@@ -488,6 +483,7 @@ class Api:
             "pid": os.getpid(),
             "locked": self.d.locked,
             "key_source": self.d.key_source,
+            "uses_vault": credfile.uses_vault(self.d.cfg, self.d.paths.vault_file),
             "socket": str(self.d.paths.socket),
             "profiles": profiles,
             "last_reload_error": self.d.last_reload_error,

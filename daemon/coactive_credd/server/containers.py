@@ -21,6 +21,7 @@ from pathlib import Path
 
 from coactive_credd.core import config, engine, fsutil, tokenfile
 from coactive_credd.core.paths import Paths
+from coactive_credd.core.paths import resolve as resolve_paths
 from coactive_credd.server.api import Api
 from coactive_credd.server.refresh import Daemon
 from coactive_credd.vault import credfile
@@ -41,15 +42,31 @@ def socket_shared(paths: Paths) -> bool:
 
 def ensure_socket_dir(folder: Path, shared: bool) -> None:
     """The socket's folder: private (0700), or, shared, 0711: others may pass through to the
-    socket but not list the folder or put anything in it. Raises InsecurePathError."""
+    socket but not list the folder or put anything in it. Missing folders above it are made
+    0711 too (whatever the umask), so the other uids can reach it. A shared socket never
+    sits in a folder of the daemon's private files (the vault's): that folder stays 0700 and
+    the daemon refuses to start, before changing anything. Raises InsecurePathError."""
     if not shared:
         fsutil.ensure_private_dir(folder)
         return
+    private = [Path(os.path.abspath(d)) for d in resolve_paths().private_dirs]
+    if Path(os.path.abspath(folder)) in private:
+        raise fsutil.InsecurePathError(
+            folder,
+            "allowed_uids shares the socket's folder, and this one holds the vault",
+            f"export COACTIVE_CREDD_SOCKET={folder}/shared/credd.sock  # for the daemon and "
+            f"its clients; or serve --socket PATH",
+            kind="usable for a shared socket",
+        )
     # Shared (allowed_uids): the folder may sit in a pod's emptyDir, which the kubelet makes
     # 0777 and root's; the folder above is not checked here. Each client checks this folder
     # and asks the kernel who answers (docs/SECURITY.md), which a swapped folder cannot pass.
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(folder, SHARED_DIR_MODE)
+    try:
+        tokenfile.make_dirs(folder, SHARED_DIR_MODE)
+    except OSError as exc:
+        raise fsutil.InsecurePathError(
+            folder, f"it cannot be made: {exc.strerror}", f"mkdir -p {folder}"
+        ) from None
     st = os.lstat(folder)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise fsutil.InsecurePathError(
@@ -149,6 +166,30 @@ class TokenFiles:
         self.written.clear()
 
 
+class ConfigWatch:
+    """Reads ``config.toml`` again when it changes, if it is reached through a symlink: a
+    mounted ConfigMap folder, which the kubelet updates by swapping its ``..data`` symlink
+    (a ``subPath`` mount never sees an update, kubernetes#50345). A config.toml of one's own
+    is read again on ``SIGHUP`` or ``login``, as before."""
+
+    def __init__(self, daemon: Daemon, poll: float = credfile.POLL) -> None:
+        self.d = daemon
+        self.path = str(daemon.paths.config_file)
+        self.poll = poll
+        self.seen = credfile.signature(self.path)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            if not os.path.islink(self.path):
+                continue
+            now = await asyncio.to_thread(credfile.signature, self.path)
+            if now is not None and now != self.seen:
+                self.seen = now
+                log.info("%s changed (a ConfigMap update); reading it again", self.path)
+                self.d.reload()
+
+
 class Extras:
     """Token files and credential-file watching for one daemon; ``start`` once it serves,
     ``close`` before the server stops (ends the event streams, removes the token files)."""
@@ -158,7 +199,9 @@ class Extras:
         self.api = api
         self.files = TokenFiles(daemon)
         self.creds = credfile.CredentialWatch(daemon)
+        self.config = ConfigWatch(daemon)
         self._task: asyncio.Task[None] | None = None
+        self._config_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         uids = self.d.cfg.daemon.allowed_uids
@@ -170,11 +213,13 @@ class Extras:
             )
         self.files.start()
         self._task = asyncio.create_task(self.creds.run())
+        self._config_task = asyncio.create_task(self.config.run())
 
     async def close(self) -> None:
         self.api.events.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._config_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.files.close()

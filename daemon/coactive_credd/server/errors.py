@@ -18,9 +18,24 @@ class ApiError(CreddError):
         super().__init__(message)
         self.status, self.code, self.message, self.hint = status, code, message, hint
 
+    def body(self) -> bytes:
+        """The JSON body, as both serving paths send it (UTF-8 bytes)."""
+        doc = {"error": {"code": self.code, "message": self.message, "hint": self.hint}}
+        return json.dumps(doc).encode()
+
     def response(self) -> web.Response:
-        body = {"error": {"code": self.code, "message": self.message, "hint": self.hint}}
-        return web.Response(
-            status=self.status, body=json.dumps(body).encode(), content_type="application/json"
-        )
+        return web.Response(status=self.status, body=self.body(), content_type="application/json")
+
+
+def refused_peer(uid: int, daemon_uid: int) -> ApiError:
+    """The 403 for a peer of ``uid`` that is neither ``daemon_uid`` nor in ``allowed_uids``:
+    one text for the fast path and aiohttp, naming both ways to let it in."""
+    return ApiError(
+        403,
+        "forbidden",
+        f"only the daemon's own user may use this socket, not uid {uid}",
+        f"connect as the user who runs coactive-credd, or list uid {uid} in the "
+        f"daemon's [daemon] allowed_uids (a sidecar: and set "
+        f"COACTIVE_CREDD_DAEMON_UID={daemon_uid} in the app)",
+    )
 

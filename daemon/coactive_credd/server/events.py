@@ -6,8 +6,13 @@ one event per change of a profile's token or state, whose ``data`` is the JSON o
 never the token — and an ``id`` that counts up. A follower that sees a new ``token_sha256``
 fetches the new token from ``GET /v1/token``; it never has to poll.
 
-- On connecting, a follower first gets one event per profile with its current state, so
-  nothing that happened before it connected is missed.
+- Ids count every change, watched or not, so an id always names one content: the daemon
+  starts counting at its start time in milliseconds since the epoch, so a restarted daemon's
+  ids are above the last run's (unless the wall clock was set back, or the last run averaged
+  more than one change a millisecond).
+- On connecting, a follower first gets one event per profile with its current state (each
+  under the id it got when it last changed), so nothing that happened before it connected
+  is missed.
 - ``?profile=P`` limits the stream to one profile.
 - Every :data:`HEARTBEAT` seconds without an event a comment line (``: keep-alive``) is sent,
   so a follower whose daemon died notices within a few heartbeats, and a follower that went
@@ -79,9 +84,9 @@ class Hub:
         self.heartbeat = heartbeat
         self.queue = queue
         self.write_timeout = write_timeout
-        self.last: dict[str, Event] = {}
+        self.last: dict[str, tuple[int, Event]] = {}  # profile -> (id, its last event)
         self.followers: set[_Follower] = set()
-        self.seq = 0
+        self.seq = int(daemon.clock() * 1000)
         self.closing = False
         self._timer: asyncio.Task[None] | None = None
         daemon.watchers.append(self.check)
@@ -103,20 +108,21 @@ class Hub:
         }
 
     def check(self) -> None:
-        """Send an event for every profile whose state or token changed since the last look."""
-        if not self.followers:
-            self.last.clear()  # nobody listens: start afresh with the next follower
-            return
+        """Give an id to every profile whose state or token changed since the last look, and
+        send it to the followers (ids count changes nobody watched too: never reused)."""
         now = self.d.clock()
         for name in sorted(set(self.d.profiles) | set(self.last)):
             ev = self.snapshot(name, now)
-            if self.last.get(name) == ev:
+            seen = self.last.get(name)
+            if seen is not None and seen[1] == ev:
                 continue
+            if seen is None and name not in self.d.profiles:
+                continue
+            self.seq += 1
             if name in self.d.profiles:
-                self.last[name] = ev
+                self.last[name] = (self.seq, ev)
             else:
                 self.last.pop(name, None)
-            self.seq += 1
             for f in self.followers:
                 f.put((self.seq, ev))
 
@@ -148,16 +154,14 @@ class Hub:
         await resp.prepare(request)
         follower = _Follower(profile, self.queue)
         self.check()  # bring `last` up to date before this follower joins
-        if not self.followers:
-            now = self.d.clock()
-            self.last = {n: self.snapshot(n, now) for n in self.d.profiles}
         self.followers.add(follower)
         if self._timer is None:
             self._timer = asyncio.create_task(self._watch_time())
         first = "".join(
-            _frame(self.seq, ev)
-            for name, ev in sorted(self.last.items())
-            if profile in (None, name)
+            _frame(seq, ev)
+            for seq, ev in sorted(
+                (v for n, v in self.last.items() if profile in (None, n)), key=lambda v: v[0]
+            )
         )
         try:
             await self._write(resp, f"retry: 1000\n\n{first}")

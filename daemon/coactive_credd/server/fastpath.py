@@ -36,6 +36,7 @@ from coactive_credd.core.request import (
 )
 from coactive_credd.server import audit, logguard
 from coactive_credd.server.api import Api, peer_credentials
+from coactive_credd.server.errors import refused_peer
 
 __all__ = [
     "IDLE",
@@ -60,14 +61,6 @@ _CAP = "%d connections are open, the most this daemon keeps"
 _SHARE = "uid %d holds %d connections, its share of the %d this daemon keeps"
 _WHY = "; some local program opens connections without closing them"
 REFUSED_WAIT = 1.0  # seconds a refused peer has to send its head before its 403 comes anyway
-_FORBIDDEN_BODY = (
-    b'{"error": {"code": "forbidden", "message": "only the daemon\'s own user may use this '
-    b'socket", "hint": "connect as the user who runs coactive-credd"}}'
-)
-_FORBIDDEN = (
-    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_FORBIDDEN_BODY), _FORBIDDEN_BODY)
-)
 _OK_HEALTHZ = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nok"
 )
@@ -253,7 +246,11 @@ class FastConnection(asyncio.Protocol):
             self._refuse_timer = None
         transport, self.transport, self.buf = self.transport, None, b""
         if transport is not None and not transport.is_closing():
-            transport.write(_FORBIDDEN)
+            body = refused_peer(self.uid, self.api.uid).body()
+            transport.write(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
             transport.close()
 
     def data_received(self, data: bytes) -> None:

@@ -205,6 +205,16 @@ class Daemon:
             if pc.credential_command is not None:  # the token-only entry: tokens persist
                 fp = fingerprint(credcommand.NO_SECRET, pc.client_id)
             old = self.profiles.get(name)
+            if (
+                problem is not None
+                and problem.pending
+                and old is not None
+                and old.cfg == pc
+                and old.secret is not None
+                and not self.locked
+            ):
+                fresh[name] = old  # briefly empty or missing: nothing changes until it is back
+                continue
             if old is not None and old.cfg == pc and old.fp == fp and not self.locked:
                 p = old
             else:
@@ -216,8 +226,10 @@ class Daemon:
                 )
                 if old is not None and old.rt.reauth and old.fp == fp:
                     p.rt.reauth, p.rt.last_error = True, old.rt.last_error
+                if old is not None and sec is not None and sec.token is None:
+                    self._keep_serving(old, p, now)
             if problem is not None:
-                p.rt.on_rejected(problem)
+                p.rt.on_rejected(str(problem))
             if sec is not None and sec.token is not None:
                 self._adopt(p, sec.token, now, self.boot_clock())
             if kept is not None:
@@ -232,6 +244,26 @@ class Daemon:
         self.profiles = fresh
         self._wake.set()
         self.changed()
+
+    def _keep_serving(self, old: Profile, p: Profile, now: float) -> None:
+        """A rotation never takes away a valid token: ``p`` (new credentials or settings)
+        serves ``old``'s token, if still servable for the same base URL and client id (another
+        client id is another identity, not a rotation), until its own first login succeeds (due now when the credentials changed). Rejected new credentials make
+        ``p`` ``reauth_required`` while the old token is served to its end."""
+        tok = old.rt.token
+        if (
+            tok is None
+            or self.locked
+            or (old.cfg.base_url, old.cfg.auth) != (p.cfg.base_url, p.cfg.auth)
+            or (old.client_id != p.client_id and p.secret is not None)  # another identity
+            or not engine.servable(tok, now, self.policy, boot=self.boot_clock())
+        ):
+            return
+        if old.fp == p.fp:  # the same credentials (a settings change): the same schedule
+            p.rt, p.inflight = old.rt, old.inflight
+            return
+        p.rt.token, p.rt.last_refresh_at = tok, old.rt.last_refresh_at
+        p.rt.refresh_at = now if p.secret is not None else None
 
     def _adopt(self, p: Profile, cached: CachedToken, now: float, boot: float) -> None:
         """Take a token from the vault if it outlives the one in memory. Its boot-clock mint
@@ -285,10 +317,11 @@ class Daemon:
             except CredentialsRejected as exc:
                 p.rt.on_rejected(exc.detail)
                 log.error(
-                    "profile=%s credentials rejected by Coactive: %s; run `%s`",
+                    "profile=%s credentials rejected by Coactive: %s; %s",
                     name,
                     exc.detail,
-                    config.login_command(name, p.cfg.auth, p.client_id),
+                    credfile.fix_hint(p.cfg)
+                    or f"run `{config.login_command(name, p.cfg.auth, p.client_id)}`",
                 )
                 return
             except UpstreamError as exc:

@@ -8,12 +8,14 @@ the file's resolved inode changes; a rewritten file changes its size or mtime.
 
 Such files are legitimately symlinks owned by root (the kubelet writes them; systemd's
 ``$CREDENTIALS_DIRECTORY`` is root's too), so the private-file rule for the daemon's own files
-(a regular file of the daemon's uid, mode 0600) cannot apply. The rule here: every folder on
-the way, before and after resolving symlinks, and the file itself belong to root or to the
-daemon's uid and are not writable by group or others (root-owned sticky folders excepted, as
-Kubernetes' tmpfs mounts are), and every symlink on the way belongs to root or the daemon's
-uid. Then only root or the daemon's own user can change what is read. Reading it is the
-administrator's choice (a Secret's ``defaultMode``); docs/KUBERNETES.md recommends 0400/0440.
+(a regular file of the daemon's uid, mode 0600) cannot apply. The rule here is
+:mod:`safeopen`'s: every folder on the way, every symlink met while resolving the path (at
+any depth) and the file itself belong to root or to the daemon's uid, and no folder or file
+is writable by group or others (root-owned sticky folders excepted, as Kubernetes' tmpfs
+mounts are). Then only root or the daemon's own user can change what is read. The file is
+opened once, without blocking, and read from that descriptor; the watcher reads it in a
+thread. Reading it is the administrator's choice (a Secret's ``defaultMode``);
+docs/KUBERNETES.md recommends 0400/0440.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from coactive_credd.core import safeopen
 from coactive_credd.core.errors import CreddError
 from coactive_credd.vault import ProfileSecrets
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from coactive_credd.core.config import Config, ProfileConfig
 
 log = logging.getLogger("coactive_credd")
@@ -41,7 +44,14 @@ CREDENTIALS_PREFIX = "$CREDENTIALS_DIRECTORY/"
 
 
 class CredentialFileError(CreddError):
-    """The credential file cannot be used; the message names it and says how to fix it."""
+    """The credential file cannot be used; the message names it and says how to fix it.
+
+    ``pending``: the file is missing or empty, as it briefly is while a writer that is not
+    atomic replaces it. A daemon that holds a credential from it keeps using that one."""
+
+    def __init__(self, message: str, *, pending: bool = False) -> None:
+        super().__init__(message)
+        self.pending = pending
 
 
 def resolve(path: str) -> str:
@@ -60,72 +70,70 @@ def resolve(path: str) -> str:
     return os.path.join(folder, path[len(CREDENTIALS_PREFIX) :])
 
 
-def _trusted_owner(st: os.stat_result) -> bool:
-    return st.st_uid in (0, os.geteuid())
-
-
-def _check_folder(folder: str, st: os.stat_result) -> None:
-    if not stat.S_ISDIR(st.st_mode):
-        raise CredentialFileError(f"{folder} is not a folder")
-    sticky_root = st.st_uid == 0 and st.st_mode & stat.S_ISVTX
-    if not _trusted_owner(st) or (st.st_mode & 0o022 and not sticky_root):
-        raise CredentialFileError(
-            f"{folder} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) could be "
-            f"changed by another user; make it root's or yours and `chmod go-w {folder}`"
-        )
+def open_checked(path: str) -> int:
+    """:func:`safeopen.open_checked` for a credential file: a read-only descriptor on its
+    regular file, every hop checked. Raises :class:`CredentialFileError`."""
+    try:
+        return safeopen.open_checked(path, "credential_file")
+    except safeopen.SafeOpenError as exc:
+        raise CredentialFileError(str(exc), pending=exc.pending) from None
 
 
 def check(path: str) -> None:
-    """Refuse ``path`` unless only root or the daemon's uid can change what it holds.
+    """Refuse ``path`` unless only root or the daemon's uid can change what it holds
+    (:func:`open_checked`, closed again). Raises :class:`CredentialFileError`."""
+    os.close(open_checked(path))
 
-    Raises :class:`CredentialFileError` (also for a missing file)."""
-    try:
-        parts = Path(path).parts
-        prefix = parts[0]
-        for part in parts[1:]:
-            _check_folder(prefix, os.stat(prefix))
-            prefix = os.path.join(prefix, part)
-            lst = os.lstat(prefix)
-            if stat.S_ISLNK(lst.st_mode) and not _trusted_owner(lst):
-                raise CredentialFileError(
-                    f"{prefix} is a symlink of uid {lst.st_uid}; only root's or yours are followed"
-                )
-        real = os.path.realpath(path)
-        for folder in list(Path(real).parents)[::-1]:
-            _check_folder(str(folder), os.stat(folder))
-        st = os.stat(real)
-    except FileNotFoundError:
-        raise CredentialFileError(
-            f"credential_file {path} does not exist; mount the Secret there or fix the path in config.toml"
-        ) from None
-    except OSError as exc:
-        raise CredentialFileError(f"cannot check credential_file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise CredentialFileError(f"credential_file {path} is not a regular file")
-    if not _trusted_owner(st) or st.st_mode & 0o022:
-        raise CredentialFileError(
-            f"credential_file {path} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) "
-            f"could be changed by another user; make it root's or yours, `chmod go-w`"
-        )
+
+def _read_fd(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_SIZE:
+        chunk = os.read(fd, MAX_SIZE + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+# Results read off the event loop by CredentialWatch, consumed by the reload that follows.
+_prefetched: dict[str, str | CredentialFileError] = {}
 
 
 def read(path: str) -> str:
-    """The credential in ``path``: its first line, stripped. Never says what it holds.
+    """The credential in ``path``: its first line, stripped, read from the one descriptor
+    :func:`open_checked` gave. Never says what it holds.
 
     Raises :class:`CredentialFileError`."""
+    if path in _prefetched:
+        got = _prefetched.pop(path)
+        if isinstance(got, CredentialFileError):
+            raise got
+        return got
+    return _read(path)
+
+
+def _read(path: str) -> str:
     path = resolve(path)
-    check(path)
+    fd = open_checked(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SIZE + 1)
+        raw = _read_fd(fd)
     except OSError as exc:
         raise CredentialFileError(f"cannot read credential_file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_SIZE:
         raise CredentialFileError(f"credential_file {path} is larger than {MAX_SIZE} bytes")
     try:
         line = raw.decode("utf-8").split("\n", 1)[0].strip()
     except UnicodeDecodeError:
         line = ""
+    if not raw.strip():
+        raise CredentialFileError(
+            f"credential_file {path} is empty; put the personal token or client secret in it",
+            pending=True,
+        )
     if not line or any(ord(c) < 0x21 or ord(c) == 0x7F for c in line):
         raise CredentialFileError(
             f"credential_file {path} must hold the personal token or client secret on one line"
@@ -133,9 +141,38 @@ def read(path: str) -> str:
     return line
 
 
+def prefetch(paths: list[str]) -> dict[str, str | CredentialFileError]:
+    """Read each of ``paths`` (blocking I/O: run it in a thread)."""
+    out: dict[str, str | CredentialFileError] = {}
+    for path in paths:
+        try:
+            out[path] = _read(path)
+        except CredentialFileError as exc:
+            out[path] = exc
+    return out
+
+
+def fix_hint(pc: ProfileConfig) -> str | None:
+    """What fixes rejected credentials of a ``credential_file`` profile (the file, not a
+    ``login``); None for a profile whose credentials are in the vault."""
+    if pc.credential_file is None:
+        return None
+    what = "client secret" if pc.auth == "client_credentials" else "personal token"
+    return (
+        f"put a valid {what} in credential_file {pc.credential_file} (update the Secret or "
+        f"credential mounted there); the daemon reads it again when it changes"
+    )
+
+
+def uses_vault(cfg: Config, vault_file: Path) -> bool:
+    """Does the daemon keep anything in its vault? Not when every profile reads a
+    ``credential_file`` and no vault was ever written."""
+    return vault_file.exists() or any(pc.credential_file is None for pc in cfg.profiles.values())
+
+
 def secrets(
     pc: ProfileConfig, stored: ProfileSecrets | None
-) -> tuple[ProfileSecrets | None, str | None]:
+) -> tuple[ProfileSecrets | None, CredentialFileError | None]:
     """A profile's secrets: from its credential_file when it has one, else ``stored`` (the
     vault's). The second item says why a credential file could not be used."""
     if pc.credential_file is None:
@@ -144,14 +181,14 @@ def secrets(
         secret = read(pc.credential_file)
     except CredentialFileError as exc:
         log.error("profile=%s %s", pc.name, exc)
-        return None, str(exc)
+        return None, exc
     return ProfileSecrets(secret=secret, client_id=pc.client_id), None
 
 
 Signature = tuple[str, int, int, int, int, int]
 
 
-def _signature(path: str) -> Signature | None:
+def signature(path: str) -> Signature | None:
     """What changes when the file is replaced, rewritten or re-permissioned (ctime)."""
     try:
         path = resolve(path)
@@ -187,25 +224,33 @@ class CredentialWatch:
 
     def _signatures(self) -> dict[str, Signature | None]:
         return {
-            pc.credential_file: _signature(pc.credential_file)
+            pc.credential_file: signature(pc.credential_file)
             for pc in self.d.cfg.profiles.values()
             if pc.credential_file
         }
 
-    def look(self) -> bool:
-        """Reload the daemon if a credential file changed; True if it did."""
-        now = self._signatures()
+    async def look(self) -> bool:
+        """Reload the daemon if a credential file changed; True if it did. The files are
+        looked at and read in a thread: the event loop never waits on them."""
+        now = await asyncio.to_thread(self._signatures)
         if now == self.seen:
             return False
         changed = sorted(p for p in now if now[p] != self.seen.get(p))
         self.seen = now
         if changed:
             log.info("credential file(s) changed: %s; reading them again", ", ".join(changed))
-            self.d.reload()
-            self.seen = self._signatures()  # the config may name other files now
+            wanted = [
+                pc.credential_file for pc in self.d.cfg.profiles.values() if pc.credential_file
+            ]
+            _prefetched.update(await asyncio.to_thread(prefetch, wanted))
+            try:
+                self.d.reload()
+            finally:
+                _prefetched.clear()
+            self.seen = await asyncio.to_thread(self._signatures)  # the config may name others
         return bool(changed)
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.poll)
-            self.look()
+            await self.look()
