@@ -73,57 +73,34 @@ def command_in(argv: Sequence[str]) -> str | None:
     return argv[0] if argv and not argv[0].startswith("-") else None
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with ``only``, that command's subparser alone (others skipped),
-    which is all a run of that command needs. An unknown ``only`` builds them all."""
-    from .cli_help import HELP, epilog, main_epilog
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
-    if only is not None and only not in HELP:
-        only = None
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(
-        prog=PROG,
-        description="Keep Coactive access tokens fresh and hand them to local programs.",
-        epilog=main_epilog(),
-        formatter_class=fmt,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+
+def _profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile", metavar="P", help="profile name (default: $COACTIVE_PROFILE or 'default')"
     )
 
-    def add(
-        name: str, fn: Callable[[argparse.Namespace], int], help: str
-    ) -> argparse.ArgumentParser:
-        if only is not None and name != only:
-            return cast(argparse.ArgumentParser, _Skipped())
-        p = sub.add_parser(
-            name, help=help, description=help, epilog=epilog(name), formatter_class=fmt
-        )
-        p.set_defaults(func=fn)
-        return p
 
-    def profile(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--profile", metavar="P", help="profile name (default: $COACTIVE_PROFILE or 'default')"
-        )
+def _min_ttl(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--min-ttl", type=int, default=0, metavar="SECONDS", help=help)
 
-    def min_ttl(p: argparse.ArgumentParser, help: str) -> None:
-        p.add_argument("--min-ttl", type=int, default=0, metavar="SECONDS", help=help)
 
-    def socket(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--socket",
-            metavar="PATH",
-            help="socket path (default: $COACTIVE_CREDD_SOCKET or the per-user runtime dir)",
-        )
+def _socket(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="socket path (default: $COACTIVE_CREDD_SOCKET or the per-user runtime dir)",
+    )
 
+
+def _add_login(add: Add) -> None:
     p = add(
         "login",
         _lazy("cli_login", "cmd_login"),
         "store credentials for a profile (verified with one exchange)",
     )
-    profile(p)
+    _profile(p)
     p.add_argument(
         "--base-url",
         metavar="URL",
@@ -166,20 +143,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="when the personal token was generated, if before today (for the 3-month warning)",
     )
 
+
+def _add_logout(add: Add) -> None:
     p = add(
         "logout",
         _lazy("cli_login", "cmd_logout"),
         "remove a profile's credentials and cached token",
     )
-    profile(p)
+    _profile(p)
     p.add_argument("--all", action="store_true", help="every profile")
 
+
+def _add_daemon(add: Add) -> None:
+    """serve and stop."""
     p = add(
         "serve",
         _lazy("cli", "cmd_serve"),
         "run the daemon in the foreground (what the service units run)",
     )
-    socket(p)
+    _socket(p)
     p.add_argument(
         "--log-level",
         default=os.environ.get("COACTIVE_CREDD_LOG_LEVEL", "info"),
@@ -192,11 +174,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         _lazy("cli_daemon", "cmd_stop"),
         "end the running daemon, even one that no longer answers",
     )
-    socket(p)
+    _socket(p)
 
+
+def _add_token(add: Add) -> None:
+    """token, refresh and watch: the client's commands."""
     p = add("token", _lazy("cli_client", "cmd_token"), "print the current access token")
-    profile(p)
-    min_ttl(p, "needed validity; a shorter-lived token is refreshed first")
+    _profile(p)
+    _min_ttl(p, "needed validity; a shorter-lived token is refreshed first")
     p.add_argument(
         "--json", action="store_true", help="print the whole answer as JSON (same as --format json)"
     )
@@ -217,7 +202,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
 
     p = add("refresh", _lazy("cli_client", "cmd_refresh"), "force a new token now")
-    profile(p)
+    _profile(p)
     p.add_argument("--all", action="store_true", help="every profile")
 
     p = add(
@@ -225,9 +210,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         _lazy("execrun", "cmd_watch"),
         "print a line each time a token is replaced or a profile's state changes (never a token)",
     )
-    profile(p)
+    _profile(p)
     p.add_argument("--json", action="store_true", help="one JSON event per line")
 
+
+def _add_inspect(add: Add) -> None:
+    """status, doctor and audit: commands that look and never change anything."""
     p = add(
         "status", _lazy("cli_status", "cmd_status"), "show every profile's state (never a secret)"
     )
@@ -249,14 +237,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _add_exec(add: Add) -> None:
     p = add(
         "exec",
         _lazy("cli", "cmd_exec"),
         "run a command with COACTIVE_ACCESS_TOKEN and COACTIVE_ACCESS_TOKEN_FILE (kept fresh "
         "while it runs), COACTIVE_TOKEN_EXPIRES_AT, COACTIVE_BASE_URL, COACTIVE_CREDD_SOCKET",
     )
-    profile(p)
-    min_ttl(p, "needed validity for the command's run")
+    _profile(p)
+    _min_ttl(p, "needed validity for the command's run")
     p.add_argument(
         "--token-file",
         metavar="PATH",
@@ -264,6 +254,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
+
+def _add_extras(add: Add) -> None:
+    """socket-path, completion and demo."""
     add(
         "socket-path",
         _lazy("cli_daemon", "cmd_socket_path"),
@@ -282,6 +275,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--duration", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS
     )
 
+
+def _add_service(add: Add) -> None:
     dry_run = "print every file and command instead of writing or running anything"
     p = add(
         "install-service",
@@ -301,11 +296,61 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "is the user service installed and running?",
     )
 
+
+def _add_others(add: Add) -> None:
+    """The commands whose flags live beside them: the vault's and setup-git."""
     from . import cli_git, cli_vault
 
     cli_vault.add_commands(add)
     cli_git.add_commands(add)
 
+
+# In the order `--help` lists them.
+_BUILDERS: tuple[Callable[[Add], None], ...] = (
+    _add_login,
+    _add_logout,
+    _add_daemon,
+    _add_token,
+    _add_inspect,
+    _add_exec,
+    _add_extras,
+    _add_service,
+    _add_others,
+)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, that command's subparser alone (others skipped),
+    which is all a run of that command needs. An unknown ``only`` builds them all."""
+    from .cli_help import HELP, epilog, main_epilog
+
+    if only is not None and only not in HELP:
+        only = None
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog=PROG,
+        description="Keep Coactive access tokens fresh and hand them to local programs.",
+        epilog=main_epilog(),
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return cast(argparse.ArgumentParser, _Skipped())
+        p = sub.add_parser(
+            name, help=help, description=help, epilog=epilog(name), formatter_class=fmt
+        )
+        p.set_defaults(func=fn)
+        return p
+
+    for build in _BUILDERS:
+        build(add)
     return parser
 
 

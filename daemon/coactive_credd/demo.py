@@ -20,7 +20,7 @@ from typing import IO
 
 import coactive_token
 
-from .fakeupstream import FakeCoactiveThread
+from .fakeupstream import FakeCoactive, FakeCoactiveThread
 
 DEMO_TOKEN = "demo-personal-token"  # noqa: S105 - the fake's own credential, not a real one
 LIFETIME = 30
@@ -96,6 +96,119 @@ def demo_environment(home: Path) -> dict[str, str]:
     return env
 
 
+def _login(home: Path, env: dict[str, str], fake: FakeCoactive, tl: Timeline) -> int:
+    """Step 1: the demo's config and ``coactive-credd login``, as a user runs it; its exit code."""
+    # Short tokens want a short skew; real ones keep the 30 s default.
+    (home / "config.toml").write_text("[daemon]\nskew = 5\n")
+    (home / "config.toml").chmod(0o600)
+    tl.say("demo", f"fake Coactive listening at {fake.base_url}")
+    tl.say("demo", "$ coactive-credd login --profile default --base-url URL --personal-token-stdin")
+    login = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coactive_credd",
+            "login",
+            "--profile",
+            "default",
+            "--base-url",
+            fake.base_url,
+            "--personal-token-stdin",
+        ],
+        input=DEMO_TOKEN + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    tl.say("login", login.stderr.strip().removeprefix("coactive-credd: "))
+    return login.returncode
+
+
+def _serve(sock: Path, env: dict[str, str], tl: Timeline) -> subprocess.Popen[str]:
+    """Step 2: ``coactive-credd serve``, its log lines on the timeline; back once its socket is
+    there (or after 15 s)."""
+    tl.say("demo", "$ coactive-credd serve")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "coactive_credd", "serve"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert daemon.stderr is not None
+    threading.Thread(target=_pump, args=(daemon.stderr, tl), daemon=True).start()
+    deadline = time.monotonic() + 15
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return daemon
+
+
+class _Outage:
+    """Step 3's fault plan: once a quarter of the run has passed, the next login plans an
+    outage to cover the refresh after it, so it is ridden out on the still-valid token."""
+
+    def __init__(self, fake: FakeCoactive, tl: Timeline, duration: float) -> None:
+        self.fake, self.tl, self.duration = fake, tl, duration
+        self.at: float | None = None
+        self.done = False
+        self.logins_seen = fake.logins
+
+    def tick(self) -> None:
+        fake, tl = self.fake, self.tl
+        if fake.logins != self.logins_seen:
+            self.logins_seen = fake.logins
+            tl.say("fake", f"login #{fake.logins} answered (tokens last {LIFETIME} s)")
+            if self.at is None and time.monotonic() - tl.t0 > self.duration / 4:
+                self.at = time.monotonic() + OUTAGE_START
+        if self.at is None or self.done:
+            return
+        if fake.fault is None and time.monotonic() >= self.at:
+            fake.fault = "503"
+            tl.say("fake", f"OUTAGE: Coactive now answers 503 for {OUTAGE:.0f} s")
+        if time.monotonic() - self.at > OUTAGE:
+            fake.fault = None
+            self.done = True
+            tl.say("fake", "outage over: Coactive answers again")
+
+
+def _callers(sock: Path, fake: FakeCoactive, tl: Timeline, duration: float) -> None:
+    """Step 3: a caller each second, curl and the Python client in turn, while the fault plan
+    runs."""
+    client = coactive_token.Client(str(sock), timeout=10)
+    outage = _Outage(fake, tl, duration)
+    end = time.monotonic() + duration
+    step = 0
+    while time.monotonic() < end:
+        if step % 2 == 0:
+            tl.say("curl", _curl(sock))
+        else:
+            try:
+                tok = client.token("default")
+                tl.say(
+                    "python",
+                    f"get_token() -> …{tok.access_token[-4:]}, expires in {tok.expires_in} s",
+                )
+            except coactive_token.CredddError as exc:
+                tl.say("python", f"{type(exc).__name__}: {exc}")
+        outage.tick()
+        step += 1
+        time.sleep(1.0)
+    client.close()
+    tl.say("demo", f"done: {fake.logins} login(s) to the fake Coactive, every caller served")
+
+
+def _stop(daemon: subprocess.Popen[str] | None) -> None:
+    """The last step, on every way out: the demo's daemon ends."""
+    if daemon is not None and daemon.poll() is None:
+        daemon.terminate()
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
 def main(duration: float = 60.0) -> int:
     home = Path(tempfile.mkdtemp(prefix="ccd-demo-", dir="/tmp"))
     env = demo_environment(home)
@@ -109,105 +222,15 @@ def main(duration: float = 60.0) -> int:
     try:
         with FakeCoactiveThread(expires_in=LIFETIME) as fake:
             fake.add_personal_token(DEMO_TOKEN)
-            # Short tokens want a short skew; real ones keep the 30 s default.
-            (home / "config.toml").write_text("[daemon]\nskew = 5\n")
-            (home / "config.toml").chmod(0o600)
-            tl.say("demo", f"fake Coactive listening at {fake.base_url}")
-            tl.say(
-                "demo",
-                "$ coactive-credd login --profile default --base-url URL --personal-token-stdin",
-            )
-            login = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "coactive_credd",
-                    "login",
-                    "--profile",
-                    "default",
-                    "--base-url",
-                    fake.base_url,
-                    "--personal-token-stdin",
-                ],
-                input=DEMO_TOKEN + "\n",
-                capture_output=True,
-                text=True,
-                env=env,
-                check=False,
-            )
-            tl.say("login", login.stderr.strip().removeprefix("coactive-credd: "))
-            if login.returncode != 0:
-                return login.returncode
-            tl.say("demo", "$ coactive-credd serve")
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "coactive_credd", "serve"],
-                stderr=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                text=True,
-                env=env,
-            )
-            assert daemon.stderr is not None
-            threading.Thread(target=_pump, args=(daemon.stderr, tl), daemon=True).start()
-            client = coactive_token.Client(str(sock), timeout=10)
-            deadline = time.monotonic() + 15
-            while not sock.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            outage_at: float | None = None
-            outage_done = False
-            logins_seen = fake.logins
-            end = time.monotonic() + duration
-            step = 0
-            while time.monotonic() < end:
-                if step % 2 == 0:
-                    tl.say("curl", _curl(sock))
-                else:
-                    try:
-                        tok = client.token("default")
-                        tl.say(
-                            "python",
-                            f"get_token() -> …{tok.access_token[-4:]}, expires in {tok.expires_in} s",
-                        )
-                    except coactive_token.CredddError as exc:
-                        tl.say("python", f"{type(exc).__name__}: {exc}")
-                if fake.logins != logins_seen:
-                    logins_seen = fake.logins
-                    tl.say("fake", f"login #{fake.logins} answered (tokens last {LIFETIME} s)")
-                    # Plan the outage to cover the next refresh, so it is ridden out on the
-                    # still-valid token.
-                    if outage_at is None and time.monotonic() - tl.t0 > duration / 4:
-                        outage_at = time.monotonic() + OUTAGE_START
-                if (
-                    outage_at is not None
-                    and fake.fault is None
-                    and not outage_done
-                    and time.monotonic() >= outage_at
-                ):
-                    fake.fault = "503"
-                    tl.say("fake", f"OUTAGE: Coactive now answers 503 for {OUTAGE:.0f} s")
-                if (
-                    outage_at is not None
-                    and not outage_done
-                    and time.monotonic() - outage_at > OUTAGE
-                ):
-                    fake.fault = None
-                    outage_done = True
-                    tl.say("fake", "outage over: Coactive answers again")
-                step += 1
-                time.sleep(1.0)
-            client.close()
-            tl.say(
-                "demo", f"done: {fake.logins} login(s) to the fake Coactive, every caller served"
-            )
+            code = _login(home, env, fake, tl)
+            if code != 0:
+                return code
+            daemon = _serve(sock, env, tl)
+            _callers(sock, fake, tl, duration)
     except KeyboardInterrupt:
         print()
         tl.say("demo", "interrupted")
     finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.terminate()
-            try:
-                daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+        _stop(daemon)
         shutil.rmtree(home, ignore_errors=True)
     return 0
