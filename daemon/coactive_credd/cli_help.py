@@ -160,10 +160,12 @@ HELP: dict[str, tuple[list[str], str, list[str]]] = {
     ),
     "completion": (
         [
+            "mkdir -p ~/.local/share/bash-completion/completions",
             "coactive-credd completion bash > ~/.local/share/bash-completion/completions/coactive-credd",
-            "coactive-credd completion zsh > ~/.zfunc/_coactive-credd",
+            "coactive-credd completion zsh > ~/.zfunc/_coactive-credd   # with fpath+=~/.zfunc",
+            "# --profile <TAB> completes the profiles in config.toml",
         ],
-        "0 printed, 1 the shtab package is missing (`pip install 'coactive-credd[completion]'`)",
+        "0 printed, 2 no shell named",
         ["(none)"],
     ),
     "demo": (

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, cast
 
 from . import __version__
-from .cli_common import EXIT_USAGE, PROG, CommandError
+from .cli_common import EXIT_USAGE, PROG, CommandError, resolve_paths
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -264,7 +265,9 @@ def _add_extras(add: Add) -> None:
     )
 
     p = add("completion", cmd_completion, "print a shell completion script (bash or zsh)")
-    p.add_argument("shell", choices=["bash", "zsh"])
+    p.add_argument("shell", nargs="?", choices=["bash", "zsh"])
+    # What the scripts call for `--profile <TAB>`: the configured names, one a line.
+    p.add_argument("--list-profiles", action="store_true", help=argparse.SUPPRESS)
 
     p = add(
         "demo",
@@ -355,13 +358,64 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    """The completion script, generated from this parser by shtab (an optional extra)."""
-    try:
-        import shtab
-    except ImportError:
+    """The completion script shipped in :mod:`cli_completions` (generated from this parser by
+    shtab when the package was made), or with ``--list-profiles`` the configured profile
+    names, one a line (nothing when the config cannot be read: a completion never fails)."""
+    if args.list_profiles:
+        from . import config
+
+        try:
+            names = config.load(resolve_paths().config_file).profiles
+        except (config.ConfigError, OSError):
+            return 0
+        for name in sorted(names):
+            print(name)
+        return 0
+    if args.shell is None:
         raise CommandError(
-            "shell completion needs the shtab package: `pip install 'coactive-credd[completion]'` "
-            "(or `pipx inject coactive-credd shtab`)"
-        ) from None
-    print(shtab.complete(build_parser(), shell=args.shell))
+            f"name the shell: `{PROG} completion bash` or `{PROG} completion zsh`", EXIT_USAGE
+        )
+    from .cli_completions import SCRIPTS
+
+    sys.stdout.write(SCRIPTS[args.shell])
     return 0
+
+
+# `--profile <TAB>`: a shell function asks `coactive-credd completion --list-profiles`.
+_PROFILES_FN = "_coactive_credd_profiles"
+PROFILE_COMPLETE = {
+    "bash": _PROFILES_FN,
+    "zsh": _PROFILES_FN,
+    "preamble": {
+        "bash": (
+            "# $1: the word being completed; the configured profile names\n"
+            f"{_PROFILES_FN}() {{\n"
+            f'  compgen -W "$({PROG} completion --list-profiles 2>/dev/null)" -- "$1"\n'
+            "}\n"
+        ),
+        "zsh": (
+            "# the configured profile names\n"
+            f"{_PROFILES_FN}() {{\n"
+            "  local -a profiles\n"
+            f'  profiles=(${{(f)"$({PROG} completion --list-profiles 2>/dev/null)"}})\n'
+            "  compadd -a profiles\n"
+            "}\n"
+        ),
+    },
+}
+
+
+def generate_completion(shell: str) -> str:
+    """What shtab makes of this parser for ``shell`` (bash or zsh), ``--profile`` completing
+    the configured names. Needs shtab (the ``test`` extra): run by ``tools/completions.py``,
+    which writes :mod:`cli_completions`, and by the test that keeps that file current."""
+    import shtab
+
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    if "--profile" in a.option_strings:
+                        a.complete = PROFILE_COMPLETE
+    return str(shtab.complete(parser, shell=shell)).rstrip("\n") + "\n"
