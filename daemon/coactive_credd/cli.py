@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from .cli_common import (
     EXIT_FAILURE,
     EXIT_LOCKED,
+    EXIT_UNKNOWN_PROFILE,
     EXIT_USAGE,
     PROG,
     CommandError,
@@ -133,14 +134,14 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.func(args))
     except CommandError as exc:
-        say(str(exc))
+        say(_with_profile_hint(str(exc), exc.exit_code, args))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         raise
     except Exception as exc:
-        return _known_failure(exc)
+        return _known_failure(exc, args)
 
 
 # Errors the user can fix, said in one line: (module, class, exit code). Looked up in
@@ -173,13 +174,26 @@ def _cli_words(text: str) -> str:
     return text
 
 
-def _known_failure(exc: Exception) -> int:
+def _with_profile_hint(text: str, code: int, args: argparse.Namespace) -> str:
+    """An unknown profile's line, with the closest configured name (and $COACTIVE_PROFILE
+    when the name came from there)."""
+    if code != EXIT_UNKNOWN_PROFILE or not hasattr(args, "profile"):
+        return text
+    from .cli_common import unknown_profile_hint
+
+    hint = unknown_profile_hint(args)
+    return f"{text}; {hint}" if hint else text
+
+
+def _known_failure(exc: Exception, args: argparse.Namespace | None = None) -> int:
     """Turn the rooms' errors into one line and an exit code; anything else is a bug."""
     for module, name, code in _EXPECTED:
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None and isinstance(exc, cls):
-            say(_cli_words(str(exc)))
-            return int(getattr(exc, "exit_code", EXIT_FAILURE)) if code is None else code
+            code = int(getattr(exc, "exit_code", EXIT_FAILURE)) if code is None else code
+            text = _cli_words(str(exc))
+            say(text if args is None else _with_profile_hint(text, code, args))
+            return code
     if os.environ.get("COACTIVE_CREDD_DEBUG"):
         raise exc
     if isinstance(exc, OSError):

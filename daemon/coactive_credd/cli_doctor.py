@@ -207,7 +207,7 @@ def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> di
 
 
 def _tokens(found: list[Finding], st: dict[str, Any]) -> None:
-    from .config import login_command
+    from .config import reauth_fix
 
     if st.get("locked"):
         found.append(Finding("tokens", "problem", "the vault is locked", "coactive-credd unlock"))
@@ -228,7 +228,7 @@ def _tokens(found: list[Finding], st: dict[str, Any]) -> None:
                     "tokens",
                     "problem",
                     f"profile {name}: Coactive rejected its credentials ({p.get('last_error')})",
-                    login_command(name, p["auth"], p.get("client_id")),
+                    reauth_fix(name, p["auth"], p.get("client_id"), p.get("base_url")),
                 )
             )
         else:

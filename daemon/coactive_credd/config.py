@@ -82,14 +82,41 @@ def check_profile_name(name: str) -> str:
     return coactive_token.check_profile_name(name)
 
 
-def login_command(name: str, auth: str, client_id: str | None) -> str:
-    """The command that logs profile ``name`` in again, as it is (same id; base URL kept)."""
+def login_command(
+    name: str, auth: str, client_id: str | None, base_url: str | None = None, *, stdin: bool = False
+) -> str:
+    """The command that logs profile ``name`` in again, as it is: the same profile, the same
+    client id, and its ``--base-url`` when not the default, so following a hint never sends
+    the credential anywhere else (even when the profile is not saved yet). ``stdin``: the
+    personal token from standard input rather than a prompt."""
     import shlex
 
+    where = ""
+    if base_url and base_url.rstrip("/") != DEFAULT_BASE_URL:
+        where = f" --base-url {shlex.quote(base_url.rstrip('/'))}"
     if auth == "client_credentials":
         cid = shlex.quote(client_id) if client_id else "ID"
-        return f"coactive-credd login --profile {name} --client-id {cid} --client-secret-stdin"
-    return f"coactive-credd login --profile {name}"
+        return (
+            f"coactive-credd login --profile {name}{where} --client-id {cid} --client-secret-stdin"
+        )
+    return f"coactive-credd login --profile {name}{where}" + (
+        " --personal-token-stdin" if stdin else ""
+    )
+
+
+def reauth_fix(
+    name: str, auth: str, client_id: str | None, base_url: str | None, *, stdin: bool = False
+) -> str:
+    """What to do when Coactive refuses a profile's credential. A personal token dies after 3
+    months, or 30 days unused, and logging in with it again fails again: say to make a new
+    one first. System credentials: log in again (:func:`login_command`)."""
+    cmd = login_command(name, auth, client_id, base_url, stdin=stdin)
+    if auth == "personal_token":
+        return (
+            "generate a new personal token (Coactive > Settings > Credentials; one stops working "
+            f"after 3 months, or 30 days unused), then run `{cmd}`"
+        )
+    return f"run `{cmd}`"
 
 
 @dataclass(frozen=True)

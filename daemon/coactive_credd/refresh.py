@@ -251,7 +251,7 @@ class Daemon:
                     "profile=%s %s; run `%s`",
                     name,
                     p.rt.last_error,
-                    config.login_command(name, p.cfg.auth, p.client_id),
+                    config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url),
                 )
                 return
             try:
@@ -267,7 +267,7 @@ class Daemon:
                     "profile=%s credentials rejected by Coactive: %s; run `%s`",
                     name,
                     exc.detail,
-                    config.login_command(name, p.cfg.auth, p.client_id),
+                    config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url),
                 )
                 return
             except UpstreamError as exc:
