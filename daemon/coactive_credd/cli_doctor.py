@@ -270,31 +270,39 @@ def _credential_age(found: list[Finding]) -> None:
             found.append(Finding("credential", "problem" if left <= 0 else "note", message, fix))
 
 
+def _git_config(pattern: str) -> list[str]:
+    return subprocess.run(
+        ["git", "config", "--global", "--get-regexp", pattern],
+        capture_output=True,
+        text=True,
+        timeout=NET_TIMEOUT,
+        check=False,
+    ).stdout.splitlines()
+
+
 def _git(found: list[Finding]) -> None:
-    from . import config
+    """For each Coactive origin: is git set up for it, and which profile it gets, as the
+    helper picks it (git's username from setup-git, else $COACTIVE_PROFILE, else default)."""
+    from . import config, gitcred
+    from .cli_git import origin_url
 
     if not shutil.which("git"):
         return
     try:
-        out = subprocess.run(
-            ["git", "config", "--global", "--get-regexp", r"^credential\..*helper$"],
-            capture_output=True,
-            text=True,
-            timeout=NET_TIMEOUT,
-            check=False,
-        ).stdout
+        helpers = _git_config(r"^credential\..*\.helper$")
+        usernames = _git_config(r"^credential\..*\.username$")
         profiles = config.load(resolve_paths().config_file).profiles.values()
     except (OSError, subprocess.TimeoutExpired, config.ConfigError):
         return
-    lines = out.splitlines()
-    for url in sorted({p.base_url for p in profiles}):
-        if any(
-            line.startswith(f"credential.{url}.helper") and line.endswith(" coactive")
-            for line in lines
-        ):
-            found.append(Finding("git", "ok", f"git uses the coactive helper for {url}"))
-        else:
-            names = sorted(p.name for p in profiles if p.base_url == url)
+    origins: dict[str, list[str]] = {}
+    for p in profiles:
+        origin = gitcred.base_url_origin(p.base_url)
+        if origin is not None:
+            origins.setdefault(origin_url(origin), []).append(p.name)
+    for url, names in sorted(origins.items()):
+        names.sort()
+        key = f"credential.{url}"
+        if not any(line == f"{key}.helper coactive" for line in helpers):
             found.append(
                 Finding(
                     "git",
@@ -303,6 +311,31 @@ def _git(found: list[Finding]) -> None:
                     f"coactive-credd setup-git --profile {names[0]}",
                 )
             )
+            continue
+        pinned = [
+            line.split(" ", 1)[1] for line in usernames if line.startswith(f"{key}.username ")
+        ]
+        username = pinned[-1] if pinned else None
+        chosen = gitcred.choose(names, username, os.environ.get("COACTIVE_PROFILE"))
+        why = (
+            f"{key}.username = {username}"
+            if username
+            else "COACTIVE_PROFILE"
+            if chosen and chosen == os.environ.get("COACTIVE_PROFILE")
+            else "no username set"
+        )
+        if chosen is None:
+            found.append(
+                Finding(
+                    "git",
+                    "problem",
+                    f"git asks coactive-credd for {url}, but no profile answers ({why}; "
+                    f"profiles there: {', '.join(names)})",
+                    f"coactive-credd setup-git --profile {names[0]}",
+                )
+            )
+        else:
+            found.append(Finding("git", "ok", f"git gets profile {chosen!r} for {url} ({why})"))
 
 
 def diagnose() -> list[Finding]:
