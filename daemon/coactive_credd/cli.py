@@ -125,6 +125,15 @@ def _main(argv: Sequence[str] | None) -> int:
             args.command
         ]
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    autostart = os.environ.get("COACTIVE_CREDD_AUTOSTART", "").strip().lower()
+    if command_in(argv) in _STARTS_DAEMON and autostart not in _AUTOSTART_WORDS:
+        # As COACTIVE_CREDD_DAEMON_UID: a value that means nothing is refused, not ignored.
+        say(
+            f"COACTIVE_CREDD_AUTOSTART={os.environ['COACTIVE_CREDD_AUTOSTART'][:40]!r} is not "
+            "0 or 1; `export COACTIVE_CREDD_AUTOSTART=0` (never start a daemon) or `=1`, or "
+            "`unset COACTIVE_CREDD_AUTOSTART`"
+        )
+        return EXIT_USAGE
     if getattr(args, "min_ttl", 0) < 0:
         say(f"--min-ttl must be 0 or more seconds; see `{PROG} {args.command} --help`")
         return EXIT_USAGE
@@ -142,6 +151,12 @@ def _main(argv: Sequence[str] | None) -> int:
         raise
     except Exception as exc:
         return _known_failure(exc, args)
+
+
+# The commands whose client may start a daemon, and the values of COACTIVE_CREDD_AUTOSTART
+# the clients know (coactive_token.autostart_enabled; "" is unset).
+_STARTS_DAEMON = frozenset({"token", "refresh", "exec", "watch"})
+_AUTOSTART_WORDS = frozenset({"", "0", "1", "false", "true", "no", "yes", "off", "on"})
 
 
 # Errors the user can fix, said in one line: (module, class, exit code). Looked up in

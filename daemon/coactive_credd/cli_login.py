@@ -49,12 +49,22 @@ def read_secret(
     """One credential: a line of stdin, or typed on the terminal without echo. ``again`` is
     the login command for this profile (``--profile``, ``--base-url``), which every hint
     repeats so following it logs the same profile in at the same place."""
-    if from_stdin:
-        secret = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
+    if sys.stdin.isatty():
+        # Also with the -stdin flag: a forgotten `< file` must not leave a pasted token on
+        # the screen, so a terminal is always read without echo, with a prompt.
         import getpass
 
-        secret = getpass.getpass(prompt)
+        try:
+            secret = getpass.getpass(prompt)
+        except EOFError:
+            print(file=sys.stderr)  # the prompt's line ends here, not in the message
+            raise CommandError(
+                f"no credential given (end of input); run `{again}` and paste it, or pipe it "
+                f'in: `echo "$SECRET" | {again} {flag}`',
+                EXIT_USAGE,
+            ) from None
+    elif from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
     else:
         raise CommandError(
             f"no credential given and standard input is not a terminal; pipe it in: "

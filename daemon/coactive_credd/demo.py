@@ -3,20 +3,24 @@
 A temporary home, a fake Coactive issuing 20-second tokens, ``coactive-credd login`` and
 ``coactive-credd serve`` run as real processes, and a timeline: tokens fetched with ``curl``
 and with the Python client, refreshes as the daemon makes them, an upstream outage ridden out
-on the still-valid token, then recovery. Nothing is left behind.
+on the still-valid token, then recovery. Nothing is left behind, however it ends: Ctrl-C,
+a closed terminal (SIGHUP, which the daemon itself takes as "reload"), SIGTERM (``timeout``).
+The closing line counts what was served; the demo exits 1 when a caller went unserved.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from types import FrameType
+from typing import IO, Any
 
 import coactive_token
 
@@ -125,7 +129,9 @@ def _login(home: Path, env: dict[str, str], fake: FakeCoactive, tl: Timeline) ->
     return login.returncode
 
 
-def _serve(sock: Path, env: dict[str, str], tl: Timeline) -> subprocess.Popen[str]:
+def _serve(
+    sock: Path, env: dict[str, str], tl: Timeline
+) -> tuple[subprocess.Popen[str], threading.Thread]:
     """Step 2: ``coactive-credd serve``, its log lines on the timeline; back once its socket is
     there (or after 15 s)."""
     tl.say("demo", "$ coactive-credd serve")
@@ -137,11 +143,12 @@ def _serve(sock: Path, env: dict[str, str], tl: Timeline) -> subprocess.Popen[st
         env=env,
     )
     assert daemon.stderr is not None
-    threading.Thread(target=_pump, args=(daemon.stderr, tl), daemon=True).start()
+    pump = threading.Thread(target=_pump, args=(daemon.stderr, tl), daemon=True)
+    pump.start()
     deadline = time.monotonic() + 15
     while not sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return daemon
+    return daemon, pump
 
 
 class _Outage:
@@ -172,30 +179,72 @@ class _Outage:
             tl.say("fake", "outage over: Coactive answers again")
 
 
-def _callers(sock: Path, fake: FakeCoactive, tl: Timeline, duration: float) -> None:
+def _callers(
+    sock: Path, fake: FakeCoactive, tl: Timeline, duration: float, daemon: subprocess.Popen[str]
+) -> tuple[int, int]:
     """Step 3: a caller each second, curl and the Python client in turn, while the fault plan
-    runs."""
-    client = coactive_token.Client(str(sock), timeout=10)
+    runs; ends early if the daemon dies. Answers (served, failed)."""
+    # Never a daemon of its own: one started here would not have the demo's home.
+    client = coactive_token.Client(str(sock), timeout=10, autostart=False)
     outage = _Outage(fake, tl, duration)
     end = time.monotonic() + duration
-    step = 0
+    step = served = failed = 0
     while time.monotonic() < end:
+        if daemon.poll() is not None:
+            tl.say("demo", f"the daemon exited (status {daemon.returncode}); stopping")
+            failed += 1
+            break
         if step % 2 == 0:
-            tl.say("curl", _curl(sock))
+            line = _curl(sock)
+            ok = line.startswith("HTTP 200")
+            tl.say("curl", line)
         else:
             try:
                 tok = client.token("default")
+                ok = True
                 tl.say(
                     "python",
                     f"get_token() -> …{tok.access_token[-4:]}, expires in {tok.expires_in} s",
                 )
             except coactive_token.CredddError as exc:
+                ok = False
                 tl.say("python", f"{type(exc).__name__}: {exc}")
+        served, failed = served + ok, failed + (not ok)
         outage.tick()
         step += 1
         time.sleep(1.0)
     client.close()
-    tl.say("demo", f"done: {fake.logins} login(s) to the fake Coactive, every caller served")
+    return served, failed
+
+
+def _closing(tl: Timeline, logins: int, served: int, failed: int) -> None:
+    """The closing line, from what happened, and the three commands that start real use."""
+    calls = served + failed
+    if failed == 0:
+        result = f"all {calls} callers served"
+    else:
+        result = f"{served} of {calls} callers served, {failed} not (see above)"
+    tl.say("demo", f"done: {logins} login(s) to the fake Coactive; {result}")
+    print(
+        "\nTo use it for real (a personal token from Coactive > Settings > Credentials):\n"
+        "  coactive-credd login             # paste the token; it is checked with Coactive\n"
+        "  coactive-credd install-service   # the daemon at every login (or: coactive-credd serve &)\n"
+        "  coactive-credd token             # the access token, kept fresh; or: coactive-credd exec -- CMD"
+    )
+
+
+class _Ended(Exception):
+    """SIGHUP or SIGTERM reached the demo: end it, cleaning up as Ctrl-C does."""
+
+
+def _end_on_signals() -> dict[int, Any]:
+    """SIGHUP (the terminal closed) and SIGTERM (``timeout``) end the demo through its
+    ``finally``; answers the handlers they replace."""
+
+    def ended(signum: int, frame: FrameType | None) -> None:
+        raise _Ended(signal.Signals(signum).name)
+
+    return {sig: signal.signal(sig, ended) for sig in (signal.SIGHUP, signal.SIGTERM)}
 
 
 def _stop(daemon: subprocess.Popen[str] | None) -> None:
@@ -219,18 +268,33 @@ def main(duration: float = 60.0) -> int:
         f"coactive-credd demo: a fake Coactive issuing {LIFETIME}-second tokens, the real daemon, "
         f"about {int(duration)} seconds (Ctrl-C ends it). Files in {home}, removed at the end.\n"
     )
+    previous = _end_on_signals()
+    code = 0
     try:
         with FakeCoactiveThread(expires_in=LIFETIME) as fake:
             fake.add_personal_token(DEMO_TOKEN)
             code = _login(home, env, fake, tl)
             if code != 0:
                 return code
-            daemon = _serve(sock, env, tl)
-            _callers(sock, fake, tl, duration)
+            daemon, pump = _serve(sock, env, tl)
+            served, failed = _callers(sock, fake, tl, duration, daemon)
+            _stop(daemon)
+            pump.join(5)  # the daemon's last lines before the closing ones
+            _closing(tl, fake.logins, served, failed)
+            code = 1 if failed else 0
     except KeyboardInterrupt:
         print()
-        tl.say("demo", "interrupted")
+        tl.say("demo", "interrupted; cleaning up")
+        code = 130
+    except _Ended as exc:
+        tl.say("demo", f"{exc} received; cleaning up")
+        code = 128 + getattr(signal, str(exc))
     finally:
+        # A second signal must not cut the clean-up short.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
         _stop(daemon)
         shutil.rmtree(home, ignore_errors=True)
-    return 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
