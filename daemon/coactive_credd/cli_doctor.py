@@ -347,7 +347,7 @@ def diagnose() -> list[Finding]:
     if st is not None:
         _tokens(found, st)
     _credential_age(found)
-    doctor_net.network(found)
+    doctor_net.network(found, st)
     _git(found)
     return found
 
