@@ -23,11 +23,14 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import doctor_net
 from .cli_common import PROBE_TIMEOUT, resolve_paths
 from .doctor_net import NET_TIMEOUT, Finding
+
+if TYPE_CHECKING:
+    from .paths import Paths
 
 
 def _files(found: list[Finding]) -> None:
@@ -69,6 +72,44 @@ def _files(found: list[Finding]) -> None:
         config.load(paths.config_file)
     except config.ConfigError as exc:
         found.append(Finding("config", "problem", str(exc), f"edit {paths.config_file}"))
+    _vault(found, paths)
+
+
+def _vault(found: list[Finding], paths: Paths) -> None:
+    """Open the vault as serve does: one it cannot decrypt (a wrong or missing key, a damaged
+    file) is a problem here too, with the vault's own fix, never "no problems found"."""
+    import re
+
+    from .cli_common import open_vault
+    from .vault import VaultError, VaultLocked
+
+    if not paths.vault_file.exists():
+        return
+    try:
+        vault = open_vault(paths)
+        if vault.locked:
+            found.append(Finding("vault", "ok", "the vault is protected by a passphrase"))
+            return
+        vault.load()
+    except VaultLocked:
+        found.append(Finding("vault", "ok", "the vault is protected by a passphrase"))
+        return
+    except (VaultError, OSError) as exc:
+        message = " ".join(str(exc).split())
+        fix = re.findall(r"`([^`]+)`", message)
+        found.append(
+            Finding(
+                "vault",
+                "problem",
+                f"the daemon cannot open the vault: {message}",
+                " && ".join(fix)
+                or f"coactive-credd login  # after moving {paths.vault_file} aside",
+            )
+        )
+        return
+    found.append(
+        Finding("vault", "ok", f"{paths.vault_file} opens with its key ({vault.key_source})")
+    )
 
 
 def _socket(found: list[Finding]) -> tuple[str, bool]:
