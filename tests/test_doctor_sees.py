@@ -8,7 +8,7 @@ from pathlib import Path
 
 from coactive_credd.fakeupstream import FakeCoactive
 
-from .conftest import login, run_cli
+from .conftest import PERSONAL_TOKEN, login, run_cli
 
 
 def test_doctor_reports_a_vault_serve_cannot_decrypt(home: Path, fake: FakeCoactive) -> None:
@@ -26,3 +26,35 @@ def test_doctor_reports_a_vault_serve_cannot_decrypt(home: Path, fake: FakeCoact
     assert "serve" not in fix and fix, fix
     plain = run_cli("doctor")
     assert "no problems found" not in plain.stdout
+
+
+def test_a_full_disk_names_the_path_and_the_fix(home: Path, fake: FakeCoactive) -> None:
+    import subprocess
+
+    # A real full file system: a 64 KiB tmpfs as the home (root mounts it; CI runs as root).
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(home)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
+    try:
+        login(fake)
+        fd = os.open(home / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        out = run_cli(
+            "login", "--profile", "second", "--base-url", fake.base_url,
+            "--personal-token-stdin", input=PERSONAL_TOKEN + "\n", env={"COACTIVE_CREDD_DEBUG": ""},
+        )  # fmt: skip
+        assert out.returncode == 1, out
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert str(home) in lines[0] and f"df -h {home}" in lines[0], lines[0]
+        assert "owner and mode" not in lines[0]
+        helptext = run_cli("login", "--help").stdout
+        assert "1 a file could not be written" in helptext
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)

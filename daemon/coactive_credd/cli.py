@@ -10,6 +10,7 @@ heavy rooms are imported inside the commands that need them.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -153,6 +154,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return _known_failure(exc, args)
 
 
+# Writes that fail for want of room, whatever the file's owner and mode.
+_NO_ROOM = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+}
+
 # The commands whose client may start a daemon, and the values of COACTIVE_CREDD_AUTOSTART
 # the clients know (coactive_token.autostart_enabled; "" is unset).
 _STARTS_DAEMON = frozenset({"token", "refresh", "exec", "watch"})
@@ -211,6 +218,15 @@ def _known_failure(exc: Exception, args: argparse.Namespace | None = None) -> in
             return code
     if os.environ.get("COACTIVE_CREDD_DEBUG"):
         raise exc
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        # A full (or read-only) disk is not a matter of owner and mode: name the place.
+        where = exc.filename or str(resolve_paths().vault_file.parent)
+        folder = where if os.path.isdir(where) else os.path.dirname(where) or "."
+        say(
+            f"cannot write {where}: {_NO_ROOM[exc.errno]}; free some space there "
+            f"(`df -h {folder}` shows how much is left), then run this command again"
+        )
+        return EXIT_FAILURE
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         say(
