@@ -58,3 +58,21 @@ def test_a_full_disk_names_the_path_and_the_fix(home: Path, fake: FakeCoactive) 
         assert "1 a file could not be written" in helptext
     finally:
         subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def test_a_successful_login_clears_the_old_error(home: Path, fake: FakeCoactive) -> None:
+    from .conftest import start_daemon
+
+    login(fake)
+    d = start_daemon(home)
+    try:
+        fake.revoke(PERSONAL_TOKEN)
+        assert run_cli("refresh").returncode == 5
+        assert "last error" in run_cli("status").stdout
+        fake.add_personal_token(PERSONAL_TOKEN)  # the user fixed it at Coactive's end
+        login(fake)  # verified, and the running daemon picks it up
+        status = run_cli("status")
+        assert status.returncode == 0, status.stdout
+        assert "last error" not in status.stdout and "401" not in status.stdout, status.stdout
+    finally:
+        d.stop()
