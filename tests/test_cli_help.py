@@ -154,7 +154,10 @@ def test_doctor_finds_a_wedged_daemon_and_a_rejected_profile(
     rejected = json.loads(run_cli("doctor", "--json").stdout)
     assert rejected["ok"] is False
     (bad,) = [f for f in rejected["findings"] if f["status"] == "problem"]
-    assert bad["fix"] == "coactive-credd login --profile default"
+    assert bad["fix"].startswith("generate a new personal token")  # the old one is dead
+    assert bad["fix"].endswith(
+        f"`coactive-credd login --profile default --base-url {fake.base_url}`"
+    )
     os.kill(daemon.proc.pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
