@@ -76,3 +76,31 @@ def test_a_successful_login_clears_the_old_error(home: Path, fake: FakeCoactive)
         assert "last error" not in status.stdout and "401" not in status.stdout, status.stdout
     finally:
         d.stop()
+
+
+def test_a_read_only_home_is_named_by_serve_and_doctor_alike(
+    home: Path, fake: FakeCoactive
+) -> None:
+    import subprocess
+
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(home)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
+    try:
+        login(fake)
+        assert subprocess.run(["mount", "-o", "remount,ro", str(home)]).returncode == 0
+        serve = run_cli("serve", timeout=30)
+        assert serve.returncode == 1
+        line = serve.stderr.strip()
+        assert "\n" not in line and "read-only file system" in line, line
+        assert "owner and mode" not in line and "COACTIVE_CREDD_HOME" in line, line
+        assert not (home / "credd.sock").exists()
+        doctor = run_cli("doctor", "--json")
+        assert doctor.returncode == 1
+        problems = [f for f in json.loads(doctor.stdout)["findings"] if f["status"] == "problem"]
+        assert any("read-only file system" in f["message"] for f in problems), problems
+        assert not any("aside" in f["fix"] or "coactive-credd stop" in f["fix"] for f in problems)
+        stop = run_cli("stop")
+        assert stop.returncode == 0 and "nothing to stop" in stop.stderr + stop.stdout
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)

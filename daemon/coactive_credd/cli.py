@@ -158,6 +158,7 @@ def _main(argv: Sequence[str] | None) -> int:
 _NO_ROOM = {
     errno.ENOSPC: "no space left on the device",
     errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "it is on a read-only file system",
 }
 
 # The commands whose client may start a daemon, and the values of COACTIVE_CREDD_AUTOSTART
@@ -219,13 +220,17 @@ def _known_failure(exc: Exception, args: argparse.Namespace | None = None) -> in
     if os.environ.get("COACTIVE_CREDD_DEBUG"):
         raise exc
     if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
-        # A full (or read-only) disk is not a matter of owner and mode: name the place.
+        # A full or read-only disk is not a matter of owner and mode: name the place.
         where = exc.filename or str(resolve_paths().vault_file.parent)
         folder = where if os.path.isdir(where) else os.path.dirname(where) or "."
-        say(
-            f"cannot write {where}: {_NO_ROOM[exc.errno]}; free some space there "
-            f"(`df -h {folder}` shows how much is left), then run this command again"
-        )
+        if exc.errno == errno.EROFS:
+            fix = (
+                f"make it writable (`findmnt -T {folder}` shows the mount), or set "
+                "COACTIVE_CREDD_HOME to a writable folder of yours"
+            )
+        else:
+            fix = f"free some space there (`df -h {folder}` shows how much is left)"
+        say(f"cannot write {where}: {_NO_ROOM[exc.errno]}; {fix}, then run this command again")
         return EXIT_FAILURE
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""

@@ -33,6 +33,28 @@ if TYPE_CHECKING:
     from .paths import Paths
 
 
+_WRITABLE_FIX = "set COACTIVE_CREDD_HOME to a writable folder of yours (or remount it read-write)"
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why serve could not write in ``folder`` (its lock, socket, vault), or None: tried for
+    real, with a file made and removed at once, since a read-only mount passes every mode
+    check."""
+    import errno
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            return "it is on a read-only file system: serve can write no lock, socket or vault"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no room to write there ({exc.strerror}): free some space (`df -h {folder}`)"
+        return f"cannot write there ({exc.strerror})"
+    return None
+
+
 def _files(found: list[Finding]) -> None:
     from . import config, fsutil
 
@@ -48,6 +70,10 @@ def _files(found: list[Finding]) -> None:
             continue
         except fsutil.InsecurePathError as exc:
             found.append(Finding("files", "problem", f"{folder}: {exc.problem}", exc.fix))
+            continue
+        problem = _unwritable(folder)
+        if problem:
+            found.append(Finding("files", "problem", f"{folder}: {problem}", _WRITABLE_FIX))
             continue
         found.append(Finding("files", "ok", f"{folder} is private (0700, yours)"))
     for f in (paths.config_file, paths.vault_file, paths.key_file):
@@ -94,7 +120,12 @@ def _vault(found: list[Finding], paths: Paths) -> None:
     except VaultLocked:
         found.append(Finding("vault", "ok", "the vault is protected by a passphrase"))
         return
-    except (VaultError, OSError) as exc:
+    except OSError as exc:
+        found.append(
+            Finding("vault", "problem", f"the daemon cannot open the vault: {exc}", _WRITABLE_FIX)
+        )
+        return
+    except VaultError as exc:
         message = " ".join(str(exc).split())
         fix = re.findall(r"`([^`]+)`", message)
         found.append(
