@@ -104,3 +104,20 @@ def test_a_read_only_home_is_named_by_serve_and_doctor_alike(
         assert stop.returncode == 0 and "nothing to stop" in stop.stderr + stop.stdout
     finally:
         subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def test_a_socket_nobody_listens_on_gets_the_same_story_from_doctor_and_stop(
+    home: Path, fake: FakeCoactive
+) -> None:
+    import socket
+
+    login(fake)
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(home / "credd.sock"))  # bound, never listening: what a failed start leaves
+    left.close()
+    doctor = run_cli("doctor", "--json")
+    found = [f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "daemon"]
+    assert "nobody listens on" in found[0]["message"], found
+    assert found[0]["fix"] == "coactive-credd serve", found
+    stop = run_cli("stop")
+    assert stop.returncode == 0 and "nothing to stop" in stop.stderr + stop.stdout

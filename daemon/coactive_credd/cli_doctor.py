@@ -235,6 +235,21 @@ def _service(found: list[Finding]) -> bool:
     return True
 
 
+def _nobody_listens(sock: str) -> bool:
+    """Whether connecting to ``sock`` is refused (a socket file with no listener)."""
+    import socket as socketlib
+
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as s:
+        s.settimeout(PROBE_TIMEOUT)
+        try:
+            s.connect(sock)
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return False
+
+
 def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> dict[str, Any] | None:
     import coactive_token
 
@@ -253,6 +268,24 @@ def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> di
             st = client.status()
     except coactive_token.CredddError as exc:
         pid = pidfile.running_pid(sock)
+        if pid is None and _nobody_listens(sock):
+            # Left by a daemon that failed to start or died: no process to stop (`stop` says
+            # so too); the next serve, or a client's start, replaces it.
+            fix = (
+                "systemctl --user restart coactive-credd.socket"
+                if service
+                else "coactive-credd serve"
+            )
+            found.append(
+                Finding(
+                    "daemon",
+                    "problem",
+                    f"no daemon is running; {sock} is a socket file nobody listens on (left "
+                    "by a daemon that failed to start or died; serve replaces it)",
+                    fix,
+                )
+            )
+            return None
         who = f" (pid {pid})" if pid else ""
         found.append(
             Finding(
