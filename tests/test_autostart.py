@@ -457,6 +457,21 @@ def test_the_git_helper_starts_one_like_the_other_shims(
     assert daemons(home) == [status_pid(home / "credd.sock")]
 
 
+def test_the_git_helper_starts_none_for_another_host(
+    home: Path, fake: FakeCoactive, env: dict[str, str]
+) -> None:
+    login(fake)
+    r = subprocess.run(
+        ["dash", str(HELPER), "get"],
+        input="protocol=https\nhost=github.com\n\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert daemons(home) == [] and not (home / "credd.log").exists()
+
+
 def test_where_the_git_helper_may_not_start_one_it_says_how(
     home: Path, fake: FakeCoactive, env: dict[str, str]
 ) -> None:
