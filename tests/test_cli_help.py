@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, Daemon, login, run_cli
 
@@ -198,7 +198,7 @@ def test_bash_completion_completes_commands_flags_and_profiles(home: Path, tmp_p
     # Without shtab: the scripts ship in the package, nothing else to install.
     code = (
         "import sys; sys.modules['shtab'] = None\n"
-        "from coactive_credd.cli import main\n"
+        "from coactive_credd.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     script = subprocess.run(
@@ -248,8 +248,8 @@ def test_one_install_has_everything_no_extra_to_add() -> None:
 
 
 def test_shipped_completion_scripts_are_what_shtab_makes_now() -> None:
-    from coactive_credd.cli_completions import SCRIPTS
-    from coactive_credd.cli_parser import generate_completion
+    from coactive_credd.cli.completions import SCRIPTS
+    from coactive_credd.cli.parser import generate_completion
 
     for shell in ("bash", "zsh"):
         assert SCRIPTS[shell] == generate_completion(shell), (
@@ -271,8 +271,8 @@ def test_every_command_has_help_text_and_builds_alone() -> None:
     build the whole parser (a run builds only its own command's parser)."""
     import argparse
 
-    from coactive_credd.cli_help import HELP
-    from coactive_credd.cli_parser import build_parser
+    from coactive_credd.cli.help import HELP
+    from coactive_credd.cli.parser import build_parser
 
     def commands(parser: argparse.ArgumentParser) -> set[str]:
         (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

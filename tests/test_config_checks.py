@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, Daemon, login, run_cli
 

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, login, run_cli
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, Daemon, login, run_cli, start_daemon
 

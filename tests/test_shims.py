@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, Daemon, leaked, login, start_daemon, wait_ready
 
@@ -123,7 +123,7 @@ class Prepared:
 
 def lock_vault() -> None:
     """Put the vault under a passphrase; a daemon started afterwards has it locked."""
-    from coactive_credd import paths
+    from coactive_credd.core import paths
     from coactive_credd.vault import Vault
 
     where = paths.resolve()

@@ -1,4 +1,4 @@
-"""Write daemon/coactive_credd/cli_completions.py: the bash and zsh completion scripts that
+"""Write daemon/coactive_credd/cli/completions.py: the bash and zsh completion scripts that
 ``coactive-credd completion`` prints, generated from the parser by shtab.
 
 Run it after changing a command or a flag (tests/test_cli_help.py fails until you do):
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "daemon"), str(ROOT / "client_shim" / "python")]
 
-from coactive_credd.cli_parser import generate_completion  # noqa: E402
+from coactive_credd.cli.parser import generate_completion  # noqa: E402
 
 TARGET = ROOT / "daemon" / "coactive_credd" / "cli_completions.py"
 
