@@ -447,14 +447,58 @@ def git_get(fake: FakeCoactive, extra: dict[str, str]) -> subprocess.CompletedPr
     )
 
 
-def test_the_git_helper_starts_one_only_when_asked_explicitly(
+def test_the_git_helper_starts_one_like_the_other_shims(
     home: Path, fake: FakeCoactive, env: dict[str, str]
 ) -> None:
     login(fake)
     r = git_get(fake, {})
-    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
-    assert daemons(home) == [] and not (home / "credd.log").exists()
-    r = git_get(fake, {"COACTIVE_CREDD_AUTOSTART": "1"})
-    assert r.returncode == 0 and r.stderr == ""
+    assert r.returncode == 0 and r.stderr == "", r
     assert f"password={fake.issued[-1]}\n" in r.stdout
     assert daemons(home) == [status_pid(home / "credd.sock")]
+
+
+def test_the_git_helper_starts_none_for_another_host(
+    home: Path, fake: FakeCoactive, env: dict[str, str]
+) -> None:
+    login(fake)
+    r = subprocess.run(
+        ["dash", str(HELPER), "get"],
+        input="protocol=https\nhost=github.com\n\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert daemons(home) == [] and not (home / "credd.log").exists()
+
+
+def test_where_the_git_helper_may_not_start_one_it_says_how(
+    home: Path, fake: FakeCoactive, env: dict[str, str]
+) -> None:
+    login(fake)
+    r = git_get(fake, {"COACTIVE_CREDD_AUTOSTART": "0"})
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr.count("\n") == 1 and "start it with: coactive-credd serve" in r.stderr
+    units = Path(env["HOME"]) / ".config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    (units / "coactive-credd.socket").write_text("[Socket]\n")
+    r = git_get(fake, {})
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr.count("\n") == 1
+    assert "systemctl --user start coactive-credd.socket" in r.stderr
+    r = git_get(fake, {"COACTIVE_CREDD_AUTOSTART": "nope"})
+    assert r.stderr.count("\n") == 1 and "COACTIVE_CREDD_AUTOSTART=nope" in r.stderr
+    assert daemons(home) == []
+
+
+def test_a_failed_start_shows_the_daemons_last_line(
+    home: Path, fake: FakeCoactive, env: dict[str, str]
+) -> None:
+    login(fake)
+    with (home / "config.toml").open("a") as f:
+        f.write("\n[deamon]\nskew = 10\n")
+    r = git_get(fake, {})
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "starting it failed" in r.stderr and "did you mean `daemon`?" in r.stderr
+    assert daemons(home) == []

@@ -119,7 +119,8 @@ def test_status_exit_codes_and_refresh_all(home: Path, fake: FakeCoactive) -> No
         assert "coactive-credd login --profile second" in refreshed.stderr
         bad = run_cli("status")
         assert bad.returncode == 5
-        assert "log in again: coactive-credd login --profile second" in bad.stdout
+        assert "new credentials needed: generate a new personal token" in bad.stdout
+        assert "`coactive-credd login --profile second --base-url " in bad.stdout
         as_json = run_cli("status", "--json")
         assert as_json.returncode == 5
         states = {p["name"]: p["state"] for p in json.loads(as_json.stdout)["profiles"]}

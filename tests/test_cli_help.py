@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -155,7 +154,10 @@ def test_doctor_finds_a_wedged_daemon_and_a_rejected_profile(
     rejected = json.loads(run_cli("doctor", "--json").stdout)
     assert rejected["ok"] is False
     (bad,) = [f for f in rejected["findings"] if f["status"] == "problem"]
-    assert bad["fix"] == "coactive-credd login --profile default"
+    assert bad["fix"].startswith("generate a new personal token")  # the old one is dead
+    assert bad["fix"].endswith(
+        f"`coactive-credd login --profile default --base-url {fake.base_url}`"
+    )
     os.kill(daemon.proc.pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
@@ -179,38 +181,82 @@ def test_doctor_without_anything(home: Path) -> None:
             assert A_COMMAND.search(f["fix"]) or f["fix"].split()[0] in ("curl", "getent"), f
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_bash_completion_completes_commands_and_flags(home: Path) -> None:
-    pytest.importorskip("shtab")
-    script = run_cli("completion", "bash")
-    assert script.returncode == 0, script.stderr
-    path = home / "completion.bash"
-    path.write_text(script.stdout)
+def _bash_complete(script: Path, words: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """What bash offers for the last of ``words`` with the shipped script sourced."""
+    line = " ".join(words)
     probe = (
-        f"source {path}; "
-        "COMP_WORDS=(coactive-credd to); COMP_CWORD=1; COMP_LINE='coactive-credd to'; "
-        "COMP_POINT=${#COMP_LINE}; _shtab_coactive_credd coactive-credd to coactive-credd; "
-        'echo "${COMPREPLY[@]}"; '
-        "COMP_WORDS=(coactive-credd token --mi); COMP_CWORD=2; "
-        "COMP_LINE='coactive-credd token --mi'; COMP_POINT=${#COMP_LINE}; "
-        '_shtab_coactive_credd coactive-credd --mi token; echo "${COMPREPLY[@]}"'
+        f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+        f"COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; "
+        f'_shtab_coactive_credd coactive-credd {words[-1]} {words[-2]}; echo "${{COMPREPLY[@]}}"'
     )
-    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
-    assert "token" in out.stdout.splitlines()[0], out
-    assert "--min-ttl" in out.stdout.splitlines()[1], out
-    zsh = run_cli("completion", "zsh")
-    assert zsh.returncode == 0 and "#compdef coactive-credd" in zsh.stdout
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
 
 
-def test_completion_without_shtab_says_how_to_get_it(home: Path) -> None:
+def test_bash_completion_completes_commands_flags_and_profiles(home: Path, tmp_path: Path) -> None:
+    # Without shtab: the scripts ship in the package, nothing else to install.
     code = (
         "import sys; sys.modules['shtab'] = None\n"
         "from coactive_credd.cli.main import main\n"
-        "sys.exit(main(['completion', 'bash']))\n"
+        "sys.exit(main(sys.argv[1:]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1 and "pip install 'coactive-credd[completion]'" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    script = subprocess.run(
+        [sys.executable, "-c", code, "completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert script.returncode == 0, script.stderr
+    path = home / "completion.bash"
+    path.write_text(script.stdout)
+    assert "token" in _bash_complete(path, ["coactive-credd", "to"])
+    assert "--min-ttl" in _bash_complete(path, ["coactive-credd", "token", "--mi"])
+    # --profile <TAB>: the configured names, asked of the coactive-credd on PATH.
+    (home / "config.toml").write_text(
+        '[profiles.prod]\nbase_url = "https://a.example"\n\n'
+        '[profiles.staging]\nbase_url = "https://b.example"\n'
+    )
+    (home / "config.toml").chmod(0o600)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "coactive-credd"
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} -m coactive_credd "$@"\n')
+    exe.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    assert _bash_complete(path, ["coactive-credd", "token", "--profile", ""], env) == [
+        "prod",
+        "staging",
+    ]
+    assert _bash_complete(path, ["coactive-credd", "exec", "--profile", "st"], env) == ["staging"]
+    zsh = run_cli("completion", "zsh")
+    assert zsh.returncode == 0 and "#compdef coactive-credd" in zsh.stdout
+    assert "_coactive_credd_profiles" in zsh.stdout
+
+
+def test_one_install_has_everything_no_extra_to_add() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=\[ ]", d)[0] for d in project["dependencies"]]
+    assert "prometheus-client" in names  # GET /metrics answers on every install
+    extras = project["optional-dependencies"]
+    assert "metrics" not in extras and "completion" not in extras
+    readme = (REPO / "README.md").read_text()
+    assert "coactive-credd[" not in readme and "pip install coactive-credd" not in readme
+    assert "pip install . && coactive-credd demo" in readme  # the demo's two commands
+
+
+def test_shipped_completion_scripts_are_what_shtab_makes_now() -> None:
+    from coactive_credd.cli.completions import SCRIPTS
+    from coactive_credd.cli.parser import generate_completion
+
+    for shell in ("bash", "zsh"):
+        assert SCRIPTS[shell] == generate_completion(shell), (
+            f"the shipped {shell} completion is stale: run `python3 tools/completions.py`"
+        )
+    out = run_cli("completion", "bash")
+    assert out.returncode == 0 and out.stdout == SCRIPTS["bash"]
 
 
 def test_login_after_a_fresh_home_the_way_the_readme_says(home: Path, fake: FakeCoactive) -> None:

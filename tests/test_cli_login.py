@@ -106,8 +106,8 @@ def test_the_rejected_credentials_hint_runs_verbatim(home: Path, fake: FakeCoact
         assert out.returncode == 5
         hint = out.stderr.split("`")[1]
         assert (
-            hint
-            == f"coactive-credd login --profile prod --client-id {CLIENT_ID} --client-secret-stdin"
+            hint == f"coactive-credd login --profile prod --base-url {fake.base_url} "
+            f"--client-id {CLIENT_ID} --client-secret-stdin"
         )
         assert " ID " not in out.stderr
         fake.add_client(CLIENT_ID, CLIENT_SECRET)

@@ -122,7 +122,7 @@ def test_watch_ends_with_exit_3_when_the_daemon_stops(home: Path, short: FakeCoa
                 first = json.loads(p.stdout.readline())
                 assert set(first) == {"profile", "state", "expires_at", "token_sha256"}
                 d.stop()
-                assert p.wait(10) == 3
+                assert p.wait(40) == 3  # after execrun.WATCH_GIVE_UP without a daemon
                 assert "serve" in p.stderr.read()
             finally:
                 if p.poll() is None:
@@ -131,6 +131,27 @@ def test_watch_ends_with_exit_3_when_the_daemon_stops(home: Path, short: FakeCoa
         d.stop()
     code, text = follow([str(SHIM / "sh" / "coactive-token"), "--watch"], 10)
     assert code == 3 and "not running" in text
+
+
+def test_watch_follows_a_daemon_that_restarts(home: Path, short: FakeCoactive) -> None:
+    login(short)
+    d = start_daemon(home)
+    with subprocess.Popen(
+        [sys.executable, "-m", "coactive_credd", "watch", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as p:
+        try:
+            assert p.stdout is not None
+            json.loads(p.stdout.readline())
+            d.stop()
+            d = start_daemon(home)  # a restart, as a service manager does it
+            again = json.loads(p.stdout.readline())  # the new daemon's first event
+            assert again["profile"] == "default" and p.poll() is None
+        finally:
+            p.kill()
+            d.stop()
 
 
 @pytest.fixture

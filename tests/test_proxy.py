@@ -333,7 +333,7 @@ def test_doctor_uses_the_daemons_proxy_rules_and_hides_the_password(
     network = [f for f in json.loads(out.stdout)["findings"] if f["check"] == "network"]
     assert network == [{"check": "network", "status": "ok", "fix": "",
                         "message": f"profile default ({tls_fake.base_url}): through the proxy "
-                                   f"http://***@{host} (from config)"}]  # fmt: skip
+                                   f"http://***@{host} (from config): CONNECT and TLS work"}]  # fmt: skip
     dead = f"http://carol:pw-in-env@127.0.0.1:{_free_port()}"
     # A second profile without a proxy key follows the environment.
     _login(tls_fake, tls_files[0], "--no-verify", "--profile", "env")
@@ -343,3 +343,45 @@ def test_doctor_uses_the_daemons_proxy_rules_and_hides_the_password(
             in out.stdout and "(from HTTPS_PROXY) cannot be reached" in out.stdout)  # fmt: skip
     assert "pw-in-env" not in out.stdout + out.stderr
     assert "pw-in-config" not in out.stdout + out.stderr
+
+
+def test_doctor_tests_connect_tls_and_the_clock_through_the_proxy(
+    home: Path, no_proxy_env: None, tinyproxy_factory: object, tls_fake: FakeCoactive,
+    tls_files: tuple[Path, Path],
+) -> None:  # fmt: skip
+    import json
+
+    refusing = tinyproxy_factory("ConnectPort 443")  # type: ignore[operator]
+    _login(tls_fake, tls_files[0], "--no-verify")
+    out = run_cli("doctor", "--json", env={"HTTPS_PROXY": refusing.url})
+    network = [f for f in json.loads(out.stdout)["findings"] if f["check"] == "network"]
+    assert out.returncode == 1 and network[0]["status"] == "problem", network
+    assert "refused CONNECT" in network[0]["message"], network
+    good = tinyproxy_factory()  # type: ignore[operator]
+    out = run_cli("doctor", "--json", env={"HTTPS_PROXY": good.url})
+    found = json.loads(out.stdout)["findings"]
+    network = [f for f in found if f["check"] == "network"]
+    assert network[0]["status"] == "ok" and "CONNECT and TLS work" in network[0]["message"]
+    assert [f["status"] for f in found if f["check"] == "clock"] == ["ok"], found
+    assert good.connects(_port(tls_fake))
+
+
+def test_doctor_follows_the_proxy_the_daemon_uses(
+    home: Path, no_proxy_env: None, tinyproxy_factory: object, tls_fake: FakeCoactive,
+    tls_files: tuple[Path, Path],
+) -> None:  # fmt: skip
+    import json
+
+    tp = tinyproxy_factory()  # type: ignore[operator]
+    _login(tls_fake, tls_files[0], "--no-verify")
+    # A proxy set only in the service's environment: this shell has none.
+    d = start_daemon(home, env={"HTTPS_PROXY": tp.url})
+    try:
+        out = run_cli("doctor", "--json")
+    finally:
+        d.stop()
+    network = [f for f in json.loads(out.stdout)["findings"] if f["check"] == "network"]
+    assert network[0]["status"] == "ok", network
+    assert "through the proxy http://127.0.0.1:" in network[0]["message"], network
+    assert "the daemon's environment" in network[0]["message"], network
+    assert len(tp.connects(_port(tls_fake))) >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from coactive_credd.testing.fakeupstream import FakeCoactive
@@ -98,3 +99,29 @@ def test_unknown_profile_is_one_line_and_exit_4(home: Path, git_env: dict[str, s
     assert r.returncode == 4
     assert r.stderr.count("\n") == 1 and "coactive-credd login --profile nope" in r.stderr
     assert git(git_env, "config", "--global", "--list").stdout == ""
+
+
+def test_setup_git_again_for_the_default_really_switches_back(
+    daemon: Daemon, fake: FakeCoactive, git_env: dict[str, str]
+) -> None:
+    default_token = fake.issued[-1]
+    fake.next_tokens = ["cat_prod-token"]
+    login(fake, "prod")
+    assert daemon.post("/v1/admin/reload")[0] == 200
+    assert run_cli("setup-git", "--profile", "prod", env=git_env).returncode == 0
+    assert parse(fill(git_env, f"{fake.base_url}/repo.git").stdout)["password"] == "cat_prod-token"
+    r = run_cli("setup-git", env=git_env)
+    assert r.returncode == 0 and "profile 'default'" in r.stdout, r
+    assert "username removed" in r.stdout
+    user = git(git_env, "config", "--global", "--get-all", f"credential.{fake.base_url}.username")
+    assert user.stdout == ""
+    got = parse(fill(git_env, f"{fake.base_url}/repo.git").stdout)
+    assert got["password"] == default_token
+    doctor = run_cli("doctor", "--json", env=git_env)
+    gits = [f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "git"]
+    assert [f["status"] for f in gits] == ["ok"], gits
+    assert f"git gets profile 'default' for {fake.base_url}" in gits[0]["message"]
+    assert run_cli("setup-git", "--profile", "prod", env=git_env).returncode == 0
+    doctor = run_cli("doctor", "--json", env=git_env)
+    gits = [f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "git"]
+    assert "profile 'prod'" in gits[0]["message"] and ".username = prod" in gits[0]["message"]

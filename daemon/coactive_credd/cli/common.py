@@ -79,13 +79,43 @@ def profile_name(args: Any) -> str:
     """``--profile``, else ``$COACTIVE_PROFILE``, else ``default``; exit 2 when malformed."""
     import coactive_token
 
-    name: str = getattr(args, "profile", None) or os.environ.get("COACTIVE_PROFILE") or "default"
+    given = getattr(args, "profile", None)
+    if given is not None and not given.strip():
+        # `--profile "$UNSET"` must not quietly mean the default profile.
+        raise CommandError(
+            "--profile is empty (an unset variable?); name a profile, or leave the flag out "
+            "for the default; `coactive-credd status` lists them",
+            EXIT_USAGE,
+        )
+    name: str = given or os.environ.get("COACTIVE_PROFILE") or "default"
     try:
         return coactive_token.check_profile_name(name)
     except ValueError as exc:
         raise CommandError(
             f"{exc}; `coactive-credd status` lists the profiles", EXIT_USAGE
         ) from None
+
+
+def unknown_profile_hint(args: Any) -> str:
+    """For "no profile named P": the closest configured name, and where P came from when
+    it was $COACTIVE_PROFILE; "" when there is nothing to add."""
+    import difflib
+
+    from coactive_credd.core import config
+
+    given = getattr(args, "profile", None)
+    name = given or os.environ.get("COACTIVE_PROFILE") or "default"
+    try:
+        known = list(config.load(resolve_paths().config_file).profiles)
+    except (config.ConfigError, OSError):
+        known = []
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    parts = []
+    if not given and os.environ.get("COACTIVE_PROFILE"):
+        parts.append(f"the name comes from COACTIVE_PROFILE={name}")
+    if close and close[0] != name:
+        parts.append(f"did you mean `--profile {close[0]}`?")
+    return "; ".join(parts)
 
 
 def open_vault(paths: Paths) -> Vault:

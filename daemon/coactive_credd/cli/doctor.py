@@ -23,11 +23,36 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coactive_credd.cli import doctor_net
 from coactive_credd.cli.common import PROBE_TIMEOUT, resolve_paths
 from coactive_credd.cli.doctor_net import NET_TIMEOUT, Finding
+
+if TYPE_CHECKING:
+    from coactive_credd.core.paths import Paths
+
+
+_WRITABLE_FIX = "set COACTIVE_CREDD_HOME to a writable folder of yours (or remount it read-write)"
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why serve could not write in ``folder`` (its lock, socket, vault), or None: tried for
+    real, with a file made and removed at once, since a read-only mount passes every mode
+    check."""
+    import errno
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            return "it is on a read-only file system: serve can write no lock, socket or vault"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no room to write there ({exc.strerror}): free some space (`df -h {folder}`)"
+        return f"cannot write there ({exc.strerror})"
+    return None
 
 
 def _files(found: list[Finding]) -> None:
@@ -45,6 +70,10 @@ def _files(found: list[Finding]) -> None:
             continue
         except fsutil.InsecurePathError as exc:
             found.append(Finding("files", "problem", f"{folder}: {exc.problem}", exc.fix))
+            continue
+        problem = _unwritable(folder)
+        if problem:
+            found.append(Finding("files", "problem", f"{folder}: {problem}", _WRITABLE_FIX))
             continue
         found.append(Finding("files", "ok", f"{folder} is private (0700, yours)"))
     for f in (paths.config_file, paths.vault_file, paths.key_file):
@@ -69,6 +98,49 @@ def _files(found: list[Finding]) -> None:
         config.load(paths.config_file)
     except config.ConfigError as exc:
         found.append(Finding("config", "problem", str(exc), f"edit {paths.config_file}"))
+    _vault(found, paths)
+
+
+def _vault(found: list[Finding], paths: Paths) -> None:
+    """Open the vault as serve does: one it cannot decrypt (a wrong or missing key, a damaged
+    file) is a problem here too, with the vault's own fix, never "no problems found"."""
+    import re
+
+    from coactive_credd.cli.common import open_vault
+    from coactive_credd.vault import VaultError, VaultLocked
+
+    if not paths.vault_file.exists():
+        return
+    try:
+        vault = open_vault(paths)
+        if vault.locked:
+            found.append(Finding("vault", "ok", "the vault is protected by a passphrase"))
+            return
+        vault.load()
+    except VaultLocked:
+        found.append(Finding("vault", "ok", "the vault is protected by a passphrase"))
+        return
+    except OSError as exc:
+        found.append(
+            Finding("vault", "problem", f"the daemon cannot open the vault: {exc}", _WRITABLE_FIX)
+        )
+        return
+    except VaultError as exc:
+        message = " ".join(str(exc).split())
+        fix = re.findall(r"`([^`]+)`", message)
+        found.append(
+            Finding(
+                "vault",
+                "problem",
+                f"the daemon cannot open the vault: {message}",
+                " && ".join(fix)
+                or f"coactive-credd login  # after moving {paths.vault_file} aside",
+            )
+        )
+        return
+    found.append(
+        Finding("vault", "ok", f"{paths.vault_file} opens with its key ({vault.key_source})")
+    )
 
 
 def _key_source(found: list[Finding]) -> None:
@@ -217,6 +289,21 @@ def _service(found: list[Finding]) -> bool:
     return True
 
 
+def _nobody_listens(sock: str) -> bool:
+    """Whether connecting to ``sock`` is refused (a socket file with no listener)."""
+    import socket as socketlib
+
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as s:
+        s.settimeout(PROBE_TIMEOUT)
+        try:
+            s.connect(sock)
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return False
+
+
 def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> dict[str, Any] | None:
     import coactive_token
 
@@ -235,6 +322,24 @@ def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> di
             st = client.status()
     except coactive_token.CredddError as exc:
         pid = pidfile.running_pid(sock)
+        if pid is None and _nobody_listens(sock):
+            # Left by a daemon that failed to start or died: no process to stop (`stop` says
+            # so too); the next serve, or a client's start, replaces it.
+            fix = (
+                "systemctl --user restart coactive-credd.socket"
+                if service
+                else "coactive-credd serve"
+            )
+            found.append(
+                Finding(
+                    "daemon",
+                    "problem",
+                    f"no daemon is running; {sock} is a socket file nobody listens on (left "
+                    "by a daemon that failed to start or died; serve replaces it)",
+                    fix,
+                )
+            )
+            return None
         who = f" (pid {pid})" if pid else ""
         found.append(
             Finding(
@@ -261,7 +366,7 @@ def _daemon(found: list[Finding], sock: str, present: bool, service: bool) -> di
 
 
 def _tokens(found: list[Finding], st: dict[str, Any]) -> None:
-    from coactive_credd.core.config import login_command
+    from coactive_credd.core.config import reauth_fix
 
     if st.get("locked"):
         found.append(Finding("tokens", "problem", "the vault is locked", "coactive-credd unlock"))
@@ -282,7 +387,7 @@ def _tokens(found: list[Finding], st: dict[str, Any]) -> None:
                     "tokens",
                     "problem",
                     f"profile {name}: Coactive rejected its credentials ({p.get('last_error')})",
-                    login_command(name, p["auth"], p.get("client_id")),
+                    reauth_fix(name, p["auth"], p.get("client_id"), p.get("base_url")),
                 )
             )
         else:
@@ -324,31 +429,39 @@ def _credential_age(found: list[Finding]) -> None:
             found.append(Finding("credential", "problem" if left <= 0 else "note", message, fix))
 
 
+def _git_config(pattern: str) -> list[str]:
+    return subprocess.run(
+        ["git", "config", "--global", "--get-regexp", pattern],
+        capture_output=True,
+        text=True,
+        timeout=NET_TIMEOUT,
+        check=False,
+    ).stdout.splitlines()
+
+
 def _git(found: list[Finding]) -> None:
-    from coactive_credd.core import config
+    """For each Coactive origin: is git set up for it, and which profile it gets, as the
+    helper picks it (git's username from setup-git, else $COACTIVE_PROFILE, else default)."""
+    from coactive_credd.cli.git import origin_url
+    from coactive_credd.core import config, gitcred
 
     if not shutil.which("git"):
         return
     try:
-        out = subprocess.run(
-            ["git", "config", "--global", "--get-regexp", r"^credential\..*helper$"],
-            capture_output=True,
-            text=True,
-            timeout=NET_TIMEOUT,
-            check=False,
-        ).stdout
+        helpers = _git_config(r"^credential\..*\.helper$")
+        usernames = _git_config(r"^credential\..*\.username$")
         profiles = config.load(resolve_paths().config_file).profiles.values()
     except (OSError, subprocess.TimeoutExpired, config.ConfigError):
         return
-    lines = out.splitlines()
-    for url in sorted({p.base_url for p in profiles}):
-        if any(
-            line.startswith(f"credential.{url}.helper") and line.endswith(" coactive")
-            for line in lines
-        ):
-            found.append(Finding("git", "ok", f"git uses the coactive helper for {url}"))
-        else:
-            names = sorted(p.name for p in profiles if p.base_url == url)
+    origins: dict[str, list[str]] = {}
+    for p in profiles:
+        origin = gitcred.base_url_origin(p.base_url)
+        if origin is not None:
+            origins.setdefault(origin_url(origin), []).append(p.name)
+    for url, names in sorted(origins.items()):
+        names.sort()
+        key = f"credential.{url}"
+        if not any(line == f"{key}.helper coactive" for line in helpers):
             found.append(
                 Finding(
                     "git",
@@ -357,6 +470,31 @@ def _git(found: list[Finding]) -> None:
                     f"coactive-credd setup-git --profile {names[0]}",
                 )
             )
+            continue
+        pinned = [
+            line.split(" ", 1)[1] for line in usernames if line.startswith(f"{key}.username ")
+        ]
+        username = pinned[-1] if pinned else None
+        chosen = gitcred.choose(names, username, os.environ.get("COACTIVE_PROFILE"))
+        why = (
+            f"{key}.username = {username}"
+            if username
+            else "COACTIVE_PROFILE"
+            if chosen and chosen == os.environ.get("COACTIVE_PROFILE")
+            else "no username set"
+        )
+        if chosen is None:
+            found.append(
+                Finding(
+                    "git",
+                    "problem",
+                    f"git asks coactive-credd for {url}, but no profile answers ({why}; "
+                    f"profiles there: {', '.join(names)})",
+                    f"coactive-credd setup-git --profile {names[0]}",
+                )
+            )
+        else:
+            found.append(Finding("git", "ok", f"git gets profile {chosen!r} for {url} ({why})"))
 
 
 def diagnose() -> list[Finding]:
@@ -369,7 +507,7 @@ def diagnose() -> list[Finding]:
     if st is not None:
         _tokens(found, st)
     _credential_age(found)
-    doctor_net.network(found)
+    doctor_net.network(found, st)
     _git(found)
     return found
 

@@ -11,7 +11,8 @@ stores the short-lived token, and git asks the daemon each time. A helper config
 it comes after ``coactive`` in git's list: never asked first, but it may keep a copy. Running it again gives the
 same two entries. When the profile is not the one git-credential-coactive picks without a
 username (another profile of the same origin is ``default``, say), it also sets
-``credential.<origin>.username`` to the profile's name.
+``credential.<origin>.username`` to the profile's name; when it is, it removes a username an
+earlier run set, so switching back really switches.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def _set(*args: str) -> None:
         )
 
 
+def origin_url(origin: tuple[str, str, int]) -> str:
+    """The URL setup-git writes for an origin (``scheme://host[:port]``; git's own spelling)."""
+    from coactive_credd.core import gitcred
+
+    scheme, host, port = origin
+    return f"{scheme}://{host}" + ("" if port == gitcred.DEFAULT_PORTS[scheme] else f":{port}")
+
+
 def setup_git(profile: str) -> list[str]:
     """Configure git for ``profile``'s origin; returns the settings written, for the user.
 
@@ -67,8 +76,7 @@ def setup_git(profile: str) -> list[str]:
             f"run `coactive-credd login --profile {profile} --base-url https://HOST`",
             EXIT_UNKNOWN_PROFILE,
         )
-    scheme, host, port = origin
-    url = f"{scheme}://{host}" + ("" if port == gitcred.DEFAULT_PORTS[scheme] else f":{port}")
+    url = origin_url(origin)
     key = f"credential.{url}"
     _set("--replace-all", f"{key}.helper", "")
     _set("--add", f"{key}.helper", HELPER)
@@ -82,6 +90,13 @@ def setup_git(profile: str) -> list[str]:
     if gitcred.choose(same_origin, None, None) != profile:
         _set("--replace-all", f"{key}.username", profile)
         written.append(f"{key}.username = {profile}")
+    elif _git("--get-all", f"{key}.username").stdout.strip():
+        # An earlier `setup-git --profile OTHER` pinned that profile: without this, git would
+        # keep asking for it.
+        r = _git("--unset-all", f"{key}.username")
+        if r.returncode not in (0, 5):  # 5: nothing to unset
+            _set("--unset-all", f"{key}.username")
+        written.append(f"{key}.username removed (git asks for {profile!r} without one)")
     return written
 
 

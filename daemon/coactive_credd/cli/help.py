@@ -39,7 +39,8 @@ HELP: dict[str, tuple[list[str], str, list[str]]] = {
             'echo "$SECRET" | coactive-credd login --profile prod --client-id ID --client-secret-stdin',
             "coactive-credd login --profile prod                   # again: same URL, CA and client id",
         ],
-        "0 saved, 2 usage, 5 credentials rejected, 6 Coactive unreachable (nothing saved; "
+        "0 saved, 1 a file could not be written (the message names it: a full disk, say), "
+        "2 usage, 5 credentials rejected, 6 Coactive unreachable (nothing saved; "
         "--no-verify saves anyway), 7 passphrase vault locked (`coactive-credd unlock`)",
         [
             "COACTIVE_CREDD_HOME",
@@ -161,10 +162,12 @@ HELP: dict[str, tuple[list[str], str, list[str]]] = {
     ),
     "completion": (
         [
+            "mkdir -p ~/.local/share/bash-completion/completions",
             "coactive-credd completion bash > ~/.local/share/bash-completion/completions/coactive-credd",
-            "coactive-credd completion zsh > ~/.zfunc/_coactive-credd",
+            "coactive-credd completion zsh > ~/.zfunc/_coactive-credd   # with fpath+=~/.zfunc",
+            "# --profile <TAB> completes the profiles in config.toml",
         ],
-        "0 printed, 1 the shtab package is missing (`pip install 'coactive-credd[completion]'`)",
+        "0 printed, 2 no shell named",
         ["(none)"],
     ),
     "demo": (

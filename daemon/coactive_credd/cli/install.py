@@ -8,7 +8,8 @@ tests replace. Uninstall removes the files install writes (and the folders it ha
 for them, once empty), never the vault or the config.
 
 The shipped ``systemd/`` and ``launchd/`` files are these renderers' output for
-``/usr/bin/coactive-credd``; ``tests/test_install.py`` keeps the two identical.
+``/usr/bin/coactive-credd``; ``tests/test_install.py`` keeps the two identical. What is written lives in
+:mod:`install_layout`, :mod:`install_systemd` and :mod:`install_launchd`.
 """
 
 from __future__ import annotations
@@ -20,20 +21,27 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TextIO
 
+from coactive_credd.cli import install_launchd, install_systemd
+from coactive_credd.cli.install_launchd import launchd_target as launchd_target
+from coactive_credd.cli.install_launchd import plist_bytes as plist_bytes
+from coactive_credd.cli.install_launchd import render_plist as render_plist
+from coactive_credd.cli.install_layout import LAUNCHD_LABEL as LAUNCHD_LABEL
+from coactive_credd.cli.install_layout import PROG as PROG
+from coactive_credd.cli.install_layout import SERVICE_UNIT as SERVICE_UNIT
+from coactive_credd.cli.install_layout import SHIPPED_EXECUTABLE as SHIPPED_EXECUTABLE
+from coactive_credd.cli.install_layout import SOCKET_UNIT as SOCKET_UNIT
+from coactive_credd.cli.install_layout import InstallError as InstallError
+from coactive_credd.cli.install_layout import Layout as Layout
+from coactive_credd.cli.install_layout import Manager as Manager
+from coactive_credd.cli.install_layout import Step as Step
+from coactive_credd.cli.install_layout import Target as Target
+from coactive_credd.cli.install_systemd import render_systemd_units as render_systemd_units
+from coactive_credd.cli.install_systemd import systemd_target as systemd_target
 from coactive_credd.core import fsutil
-from coactive_credd.core.errors import CreddError
 
-PROG = "coactive-credd"
-SOCKET_UNIT = "coactive-credd.socket"
-SERVICE_UNIT = "coactive-credd.service"
-LAUNCHD_LABEL = "ai.coactive.credd"
-SHIPPED_EXECUTABLE = "/usr/bin/coactive-credd"
-
-Manager = Literal["systemd", "launchd"]
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 
@@ -81,293 +89,8 @@ def installed_executable() -> str:
     )
 
 
-class InstallError(CreddError):
-    """Something the user must fix before the service can be installed."""
-
-
-# ---- what gets written ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the daemon keeps its files, as the service unit must see them."""
-
-    home: Path
-    config_dir: Path
-    data_dir: Path
-    socket: Path | None  # None: the default, %t/coactive-credd/credd.sock
-    environment: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | os._Environ[str] | None = None) -> Layout:
-        """The locations ``coactive-credd`` itself would use with this environment.
-
-        Variables that move files (``COACTIVE_CREDD_HOME``, ``XDG_CONFIG_HOME``,
-        ``XDG_DATA_HOME``) are passed on to the service, which would not see them otherwise,
-        so the daemon and the commands run in a shell agree on where things are.
-        """
-        env = os.environ if environ is None else environ
-        home = Path(env.get("HOME") or Path.home())
-        passed = {
-            k: env[k]
-            for k in ("COACTIVE_CREDD_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")
-            if env.get(k)
-        }
-        sock = env.get("COACTIVE_CREDD_SOCKET") or None
-        product_home = passed.get("COACTIVE_CREDD_HOME")
-        if product_home:
-            h = Path(product_home).expanduser().absolute()
-            return cls(home, h, h, Path(sock) if sock else h / "credd.sock", passed)
-        config = Path(passed.get("XDG_CONFIG_HOME") or home / ".config") / PROG
-        data = Path(passed.get("XDG_DATA_HOME") or home / ".local" / "share") / PROG
-        return cls(home, config, data, Path(sock) if sock else None, passed)
-
-
-def _spec(text: str) -> str:
-    """Escape systemd specifiers: a literal ``%`` in a path is ``%%`` in a unit file."""
-    return text.replace("%", "%%")
-
-
-def _quoted(word: str) -> str:
-    """One word of a space-separated setting, quoted when it holds a space or a quote."""
-    if any(c in word for c in " \t\"'\\"):
-        return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return word
-
-
-def _exec_word(word: str) -> str:
-    """One word of an Exec*= line, where ``$`` would also expand a variable."""
-    return _quoted(word.replace("$", "$$"))
-
-
-def _unit_path(path: Path, home: Path) -> str:
-    """``%h/...`` for paths under the home folder, so the unit reads like the shipped one."""
-    try:
-        return "%h/" + _spec(str(path.relative_to(home)))
-    except ValueError:
-        return _spec(str(path))
-
-
-SOCKET_TEMPLATE = """\
-# coactive-credd user unit. `coactive-credd install-service` writes it to
-# ~/.config/systemd/user/ and `coactive-credd uninstall-service` removes it.
-[Unit]
-Description=coactive-credd socket (Coactive access tokens for local programs)
-
-[Socket]
-ListenStream={listen}
-# Only this user may connect; the daemon also checks every peer's uid.
-SocketMode=0600
-DirectoryMode=0700
-RemoveOnStop=yes
-
-[Install]
-WantedBy=sockets.target
-"""
-
-SERVICE_TEMPLATE = """\
-# coactive-credd user unit. `coactive-credd install-service` writes it to
-# ~/.config/systemd/user/ with the path of the installed executable, and
-# `coactive-credd uninstall-service` removes it.
-[Unit]
-Description=coactive-credd (keeps Coactive access tokens fresh for local programs)
-Requires=coactive-credd.socket
-After=coactive-credd.socket
-
-[Service]
-Type=notify
-NotifyAccess=main
-{environment}\
-# ProtectSystem=strict leaves only the ReadWritePaths= below writable, and they must exist
-# when the sandbox is set up; "+" creates them outside it, before the first login has.
-ExecStartPre=+/bin/mkdir -p {data_dirs}
-ExecStart={exec_start} serve
-# SIGHUP re-reads the config and the vault (`systemctl --user reload coactive-credd`).
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-RestartSec=2s
-WatchdogSec=30s
-TimeoutStopSec=15s
-SyslogIdentifier=coactive-credd
-UMask=0077
-
-# Hardening, each line checked against what the daemon does (docs/SERVICE.md):
-# no setuid gains, no exotic personalities, no W+X memory (CPython, cryptography and aiohttp
-# run without it), only the address families it uses: its own Unix socket and HTTPS to
-# Coactive.
-NoNewPrivileges=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-# A user manager can build the file-system sandbox only inside a user namespace; where the
-# kernel refuses one, systemd starts the daemon without these. No PrivateTmp=: the daemon
-# writes nothing to /tmp, and a private /tmp would hide a COACTIVE_CREDD_HOME kept there.
-PrivateUsers=yes
-ProtectSystem=strict
-ReadWritePaths={rw_paths}
-
-[Install]
-WantedBy=default.target
-Also=coactive-credd.socket
-"""
-
-
-def render_systemd_units(executable: str, layout: Layout) -> dict[str, str]:
-    """``{unit name: text}`` for the socket and the service."""
-    home = layout.home
-    if layout.socket is None:
-        listen, runtime = "%t/coactive-credd/credd.sock", "%t/coactive-credd"
-    else:
-        # ListenStream= takes the rest of the line as the path: no quoting there.
-        listen, runtime = _spec(str(layout.socket)), _unit_path(layout.socket.parent, home)
-    data = [_unit_path(p, home) for p in dict.fromkeys([layout.config_dir, layout.data_dir])]
-    environment = "".join(
-        f"Environment={_quoted(_spec(f'{k}={v}'))}\n" for k, v in sorted(layout.environment.items())
-    )
-    service = SERVICE_TEMPLATE.format(
-        environment=environment,
-        data_dirs=" ".join(_exec_word(d) for d in data),
-        exec_start=_exec_word(_spec(executable)),
-        rw_paths=" ".join(
-            _quoted(d) for d in [*data, *([] if runtime in data else ["-" + runtime])]
-        ),
-    )
-    return {SOCKET_UNIT: SOCKET_TEMPLATE.format(listen=listen), SERVICE_UNIT: service}
-
-
-def macos_socket_path(home: Path) -> Path:
-    """docs/ARCHITECTURE.md's macOS default socket."""
-    return home / "Library/Caches/TemporaryItems/coactive-credd/credd.sock"
-
-
-def render_plist(executable: str, layout: Layout) -> dict[str, Any]:
-    """The LaunchAgent, as plistlib data."""
-    home = layout.home
-    sock = layout.socket or macos_socket_path(home)
-    log = str(home / "Library/Logs/coactive-credd.log")
-    plist: dict[str, Any] = {
-        "Label": LAUNCHD_LABEL,
-        "ProgramArguments": [executable, "serve"],
-        "Sockets": {
-            "Listeners": {
-                "SockPathName": str(sock),
-                "SockPathMode": 0o600,  # 384; plists have no octal
-            }
-        },
-        "RunAtLoad": True,
-        # Like Restart=on-failure: a crash is restarted, a deliberate stop is not.
-        "KeepAlive": {"SuccessfulExit": False},
-        "ProcessType": "Background",
-        "StandardOutPath": log,
-        "StandardErrorPath": log,
-    }
-    if layout.environment:
-        plist["EnvironmentVariables"] = dict(sorted(layout.environment.items()))
-    return plist
-
-
-def plist_bytes(plist: dict[str, Any]) -> bytes:
-    header = (
-        b"<!-- coactive-credd LaunchAgent. `coactive-credd install-service` writes it to\n"
-        b"     ~/Library/LaunchAgents/ with your paths; `coactive-credd uninstall-service`"
-        b" removes it. -->\n"
-    )
-    body = plistlib.dumps(plist, sort_keys=False)
-    first, _, rest = body.partition(b"\n")  # the XML declaration must stay first
-    return first + b"\n" + header + rest
-
-
-# ---- plans ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Step:
-    """One change: write a file, make a folder, remove one, or run a command."""
-
-    kind: Literal["write", "mkdir", "remove", "rmdir", "run"]
-    path: Path | None = None
-    content: bytes = b""
-    mode: int = 0o644
-    argv: tuple[str, ...] = ()
-    may_fail: bool = False  # e.g. `launchctl bootout` of a job that is not loaded
-
-    def describe(self) -> str:
-        if self.kind == "run":
-            return (
-                "run: " + " ".join(self.argv) + ("  (a failure is fine)" if self.may_fail else "")
-            )
-        if self.kind == "write":
-            return f"write {self.path} (mode {self.mode:04o}):\n" + _indent(self.content)
-        if self.kind == "mkdir":
-            return f"create folder {self.path} (mode {self.mode:04o})"
-        if self.kind == "rmdir":
-            return f"remove folder {self.path} if nothing else is in it"
-        return f"remove {self.path}"
-
-
-def _indent(content: bytes) -> str:
-    return "".join("    " + line + "\n" for line in content.decode().splitlines())
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one service manager keeps what install writes."""
-
-    manager: Manager
-    files: dict[Path, bytes]
-    folders: list[Path]  # created by install if missing (parents first), pruned by uninstall
-    leftovers: tuple[Path, ...] = ()  # made by the service manager; pruned by uninstall if empty
-
-
-def systemd_target(executable: str, layout: Layout) -> Target:
-    env_config = layout.environment.get("XDG_CONFIG_HOME")
-    base = Path(env_config) if env_config else layout.home / ".config"
-    unit_dir = base / "systemd" / "user"
-    units = render_systemd_units(executable, layout)
-    # The socket unit's DirectoryMode= folder outlives the socket (RemoveOnStop= takes only
-    # the socket itself).
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    leftovers = (Path(runtime) / PROG,) if runtime and layout.socket is None else ()
-    return Target(
-        "systemd",
-        {unit_dir / name: text.encode() for name, text in units.items()},
-        _folders(layout.home, unit_dir),
-        leftovers,
-    )
-
-
-def launchd_target(executable: str, layout: Layout) -> Target:
-    home = layout.home
-    agents = home / "Library" / "LaunchAgents"
-    plist = render_plist(executable, layout)
-    sock_dir = Path(plist["Sockets"]["Listeners"]["SockPathName"]).parent
-    return Target(
-        "launchd",
-        {agents / f"{LAUNCHD_LABEL}.plist": plist_bytes(plist)},
-        _folders(home, agents, sock_dir),
-    )
-
-
-def _folders(home: Path, *needed: Path) -> list[Path]:
-    """``needed`` and their ancestors below ``home``, parents first: what install may create."""
-    out: list[Path] = []
-    for folder in needed:
-        chain = [folder, *folder.parents]
-        below = chain[: chain.index(home)] if home in chain else [folder]
-        out += [p for p in reversed(below) if p not in out]
-    return out
-
-
 def _target(manager: Manager, executable: str, layout: Layout) -> Target:
     return (systemd_target if manager == "systemd" else launchd_target)(executable, layout)
-
-
-def _systemctl(*args: str) -> Step:
-    return Step("run", argv=("systemctl", "--user", *args))
-
-
-def _gui_domain() -> str:
-    return f"gui/{os.getuid()}"
 
 
 def install_plan(target: Target) -> list[Step]:
@@ -383,18 +106,9 @@ def install_plan(target: Target) -> list[Step]:
             steps.append(Step("write", path, content))
             changed = changed or old is not None
     if target.manager == "systemd":
-        if changed:
-            # A new ExecStart= or ListenStream= takes effect only from a fresh start.
-            steps.append(_systemctl("stop", SERVICE_UNIT, SOCKET_UNIT))
-        steps.append(_systemctl("daemon-reload"))
-        steps.append(_systemctl("enable", "--now", SOCKET_UNIT, SERVICE_UNIT))
+        steps += install_systemd.start_steps(changed)
     else:
-        plist = next(iter(target.files))
-        job = f"{_gui_domain()}/{LAUNCHD_LABEL}"
-        # bootstrap refuses a loaded job: unload it first, which fails harmlessly if it is not.
-        steps.append(Step("run", argv=("launchctl", "bootout", job), may_fail=True))
-        steps.append(Step("run", argv=("launchctl", "enable", job)))
-        steps.append(Step("run", argv=("launchctl", "bootstrap", _gui_domain(), str(plist))))
+        steps += install_launchd.start_steps(next(iter(target.files)))
     return steps
 
 
@@ -402,21 +116,11 @@ def uninstall_plan(target: Target) -> list[Step]:
     present = [p for p in target.files if p.is_file()]
     if not present:
         return []
-    steps: list[Step] = []
-    if target.manager == "systemd":
-        steps.append(
-            Step(
-                "run",
-                argv=("systemctl", "--user", "disable", "--now", SERVICE_UNIT, SOCKET_UNIT),
-                may_fail=True,
-            )
-        )
-        steps += [Step("remove", p) for p in present]
-        steps.append(Step("run", argv=("systemctl", "--user", "daemon-reload"), may_fail=True))
-    else:
-        job = f"{_gui_domain()}/{LAUNCHD_LABEL}"
-        steps.append(Step("run", argv=("launchctl", "bootout", job), may_fail=True))
-        steps += [Step("remove", p) for p in present]
+    steps = (
+        install_systemd.stop_steps(present)
+        if target.manager == "systemd"
+        else install_launchd.stop_steps(present)
+    )
     # Folders install created, innermost first; only removed when nothing else is in them
     # (launchd may leave its socket behind in the socket folder: that one is ours too).
     for folder in [*reversed(target.folders), *target.leftovers]:
@@ -597,18 +301,9 @@ def service_status(
                 "from the coactive-credd you use now",
                 file=out,
             )
-    if chosen == "systemd":
-        argv: tuple[str, ...] = (
-            "systemctl",
-            "--user",
-            "--no-pager",
-            "status",
-            SOCKET_UNIT,
-            SERVICE_UNIT,
-        )
-    else:
-        argv = ("launchctl", "print", f"{_gui_domain()}/{LAUNCHD_LABEL}")
-    result = runner(argv)
+    result = runner(
+        install_systemd.status_argv() if chosen == "systemd" else install_launchd.status_argv()
+    )
     text = (result.stdout or "") + (result.stderr or "")
     if text.strip():
         print(text.rstrip("\n"), file=out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import shlex
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -42,31 +43,50 @@ if TYPE_CHECKING:
     from coactive_credd.vault import CachedToken, Vault
 
 
-def read_secret(prompt: str, from_stdin: bool, flag: str) -> str:
-    """One credential: a line of stdin, or typed on the terminal without echo."""
-    if from_stdin:
-        secret = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
+def read_secret(
+    prompt: str, from_stdin: bool, flag: str, again: str = "coactive-credd login"
+) -> str:
+    """One credential: a line of stdin, or typed on the terminal without echo. ``again`` is
+    the login command for this profile (``--profile``, ``--base-url``), which every hint
+    repeats so following it logs the same profile in at the same place."""
+    if sys.stdin.isatty():
+        # Also with the -stdin flag: a forgotten `< file` must not leave a pasted token on
+        # the screen, so a terminal is always read without echo, with a prompt.
         import getpass
 
-        secret = getpass.getpass(prompt)
+        try:
+            secret = getpass.getpass(prompt)
+        except EOFError:
+            print(file=sys.stderr)  # the prompt's line ends here, not in the message
+            raise CommandError(
+                f"no credential given (end of input); run `{again}` and paste it, or pipe it "
+                f'in: `echo "$SECRET" | {again} {flag}`',
+                EXIT_USAGE,
+            ) from None
+    elif from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
     else:
         raise CommandError(
             f"no credential given and standard input is not a terminal; pipe it in: "
-            f'`echo "$SECRET" | coactive-credd login {flag}`',
+            f'`echo "$SECRET" | {again} {flag}`',
             EXIT_USAGE,
         )
     secret = secret.strip()
     if not secret:
         raise CommandError(
-            f"the credential is empty; pass the personal token or client secret "
-            f"(`coactive-credd login {flag}`)",
+            f"the credential is empty; pass the personal token or client secret (`{again} {flag}`)",
+            EXIT_USAGE,
+        )
+    if secret.lower().startswith("bearer "):
+        raise CommandError(
+            "that is an Authorization header (`Bearer ...`), not the credential; pass the "
+            f"token alone, without `Bearer `: `{again} {flag}`",
             EXIT_USAGE,
         )
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in secret):
         raise CommandError(
             f"the credential contains spaces or control characters; check what you pasted "
-            f"and run `coactive-credd login {flag}` again",
+            f"and run `{again} {flag}` again",
             EXIT_USAGE,
         )
     return secret
@@ -288,11 +308,15 @@ def cmd_login(args: argparse.Namespace) -> int:
     created = _created(args, auth)
     if getattr(args, "credential_command", None) is not None:
         return _login_command(args, name, old, writer, base_url, ca_bundle, auth, client_id)
+    again = config.login_command(name, auth, None, base_url).split(" --client-id")[0]
     if auth == "client_credentials":
-        secret = read_secret("Client secret: ", args.client_secret_stdin, "--client-secret-stdin")
+        again += f" --client-id {shlex.quote(client_id or 'ID')}"
+        secret = read_secret(
+            "Client secret: ", args.client_secret_stdin, "--client-secret-stdin", again
+        )
     else:
         secret = read_secret(
-            "Personal token: ", args.personal_token_stdin, "--personal-token-stdin"
+            "Personal token: ", args.personal_token_stdin, "--personal-token-stdin", again
         )
     pc = config.ProfileConfig(
         name=name,
@@ -428,13 +452,16 @@ def _verify(
 
     progress(f"verifying the credentials with {pc.base_url}")
     sent_at = time.time()
-    flag = "--client-secret-stdin" if pc.auth == "client_credentials" else "--personal-token-stdin"
+    from coactive_credd.core.config import reauth_fix
+
     try:
         grant = asyncio.run(verify())
     except upstream.CredentialsRejected as exc:
+        # The profile may not be saved yet: the hint names its --base-url, so following it
+        # never sends the credential to another Coactive.
+        fix = reauth_fix(name, pc.auth, client_id, pc.base_url, stdin=True)
         raise CommandError(
-            f"Coactive rejected these credentials ({exc.detail}); nothing was saved; check them "
-            f"and run `coactive-credd login --profile {name} {flag}` again",
+            f"Coactive rejected these credentials ({exc.detail}); nothing was saved; {fix}",
             EXIT_REJECTED,
         ) from None
     except upstream.UpstreamError as exc:

@@ -10,12 +10,14 @@ heavy rooms are imported inside the commands that need them.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from coactive_credd.cli.common import (
     EXIT_FAILURE,
+    EXIT_UNKNOWN_PROFILE,
     EXIT_USAGE,
     PROG,
     CommandError,
@@ -133,6 +135,15 @@ def _main(argv: Sequence[str] | None) -> int:
             args.command
         ]
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    autostart = os.environ.get("COACTIVE_CREDD_AUTOSTART", "").strip().lower()
+    if command_in(argv) in _STARTS_DAEMON and autostart not in _AUTOSTART_WORDS:
+        # As COACTIVE_CREDD_DAEMON_UID: a value that means nothing is refused, not ignored.
+        say(
+            f"COACTIVE_CREDD_AUTOSTART={os.environ['COACTIVE_CREDD_AUTOSTART'][:40]!r} is not "
+            "0 or 1; `export COACTIVE_CREDD_AUTOSTART=0` (never start a daemon) or `=1`, or "
+            "`unset COACTIVE_CREDD_AUTOSTART`"
+        )
+        return EXIT_USAGE
     if getattr(args, "min_ttl", 0) < 0:
         say(f"--min-ttl must be 0 or more seconds; see `{PROG} {args.command} --help`")
         return EXIT_USAGE
@@ -142,14 +153,27 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.func(args))
     except CommandError as exc:
-        say(str(exc))
+        say(_with_profile_hint(str(exc), exc.exit_code, args))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         raise
     except Exception as exc:
-        return _known_failure(exc)
+        return _known_failure(exc, args)
+
+
+# Writes that fail for want of room, whatever the file's owner and mode.
+_NO_ROOM = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "it is on a read-only file system",
+}
+
+# The commands whose client may start a daemon, and the values of COACTIVE_CREDD_AUTOSTART
+# the clients know (coactive_token.autostart_enabled; "" is unset).
+_STARTS_DAEMON = frozenset({"token", "refresh", "exec", "watch"})
+_AUTOSTART_WORDS = frozenset({"", "0", "1", "false", "true", "no", "yes", "off", "on"})
 
 
 # The daemon's hints speak the socket protocol; on the command line the flags say it.
@@ -168,16 +192,42 @@ def _cli_words(text: str) -> str:
     return text
 
 
-def _known_failure(exc: Exception) -> int:
+def _with_profile_hint(text: str, code: int, args: argparse.Namespace) -> str:
+    """An unknown profile's line, with the closest configured name (and $COACTIVE_PROFILE
+    when the name came from there)."""
+    if code != EXIT_UNKNOWN_PROFILE or not hasattr(args, "profile"):
+        return text
+    from coactive_credd.cli.common import unknown_profile_hint
+
+    hint = unknown_profile_hint(args)
+    return f"{text}; {hint}" if hint else text
+
+
+def _known_failure(exc: Exception, args: argparse.Namespace | None = None) -> int:
     """Turn the error tree's errors (:mod:`coactive_credd.core.errors`, and the client shim's own
     root) into one line and their exit code; anything else is a bug."""
     import coactive_token  # stdlib only, and imported already by every client command
 
     if isinstance(exc, CreddError | coactive_token.CredddError):
-        say(_cli_words(str(exc)))
-        return exc.exit_code
+        code = exc.exit_code
+        text = _cli_words(str(exc))
+        say(text if args is None else _with_profile_hint(text, code, args))
+        return code
     if os.environ.get("COACTIVE_CREDD_DEBUG"):
         raise exc
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        # A full or read-only disk is not a matter of owner and mode: name the place.
+        where = exc.filename or str(resolve_paths().vault_file.parent)
+        folder = where if os.path.isdir(where) else os.path.dirname(where) or "."
+        if exc.errno == errno.EROFS:
+            fix = (
+                f"make it writable (`findmnt -T {folder}` shows the mount), or set "
+                "COACTIVE_CREDD_HOME to a writable folder of yours"
+            )
+        else:
+            fix = f"free some space there (`df -h {folder}` shows how much is left)"
+        say(f"cannot write {where}: {_NO_ROOM[exc.errno]}; {fix}, then run this command again")
+        return EXIT_FAILURE
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         say(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, cast
 
 from coactive_credd import __version__
-from coactive_credd.cli.common import EXIT_USAGE, PROG, CommandError
+from coactive_credd.cli.common import EXIT_USAGE, PROG, CommandError, resolve_paths
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -73,57 +74,34 @@ def command_in(argv: Sequence[str]) -> str | None:
     return argv[0] if argv and not argv[0].startswith("-") else None
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with ``only``, that command's subparser alone (others skipped),
-    which is all a run of that command needs. An unknown ``only`` builds them all."""
-    from coactive_credd.cli.help import HELP, epilog, main_epilog
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
-    if only is not None and only not in HELP:
-        only = None
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(
-        prog=PROG,
-        description="Keep Coactive access tokens fresh and hand them to local programs.",
-        epilog=main_epilog(),
-        formatter_class=fmt,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+
+def _profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile", metavar="P", help="profile name (default: $COACTIVE_PROFILE or 'default')"
     )
 
-    def add(
-        name: str, fn: Callable[[argparse.Namespace], int], help: str
-    ) -> argparse.ArgumentParser:
-        if only is not None and name != only:
-            return cast(argparse.ArgumentParser, _Skipped())
-        p = sub.add_parser(
-            name, help=help, description=help, epilog=epilog(name), formatter_class=fmt
-        )
-        p.set_defaults(func=fn)
-        return p
 
-    def profile(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--profile", metavar="P", help="profile name (default: $COACTIVE_PROFILE or 'default')"
-        )
+def _min_ttl(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--min-ttl", type=int, default=0, metavar="SECONDS", help=help)
 
-    def min_ttl(p: argparse.ArgumentParser, help: str) -> None:
-        p.add_argument("--min-ttl", type=int, default=0, metavar="SECONDS", help=help)
 
-    def socket(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--socket",
-            metavar="PATH",
-            help="socket path (default: $COACTIVE_CREDD_SOCKET or the per-user runtime dir)",
-        )
+def _socket(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="socket path (default: $COACTIVE_CREDD_SOCKET or the per-user runtime dir)",
+    )
 
+
+def _add_login(add: Add) -> None:
     p = add(
         "login",
         _lazy("login", "cmd_login"),
         "store credentials for a profile (verified with one exchange)",
     )
-    profile(p)
+    _profile(p)
     p.add_argument(
         "--base-url",
         metavar="URL",
@@ -172,20 +150,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="when the personal token was generated, if before today (for the 3-month warning)",
     )
 
+
+def _add_logout(add: Add) -> None:
     p = add(
         "logout",
         _lazy("login", "cmd_logout"),
         "remove a profile's credentials and cached token",
     )
-    profile(p)
+    _profile(p)
     p.add_argument("--all", action="store_true", help="every profile")
 
+
+def _add_daemon(add: Add) -> None:
+    """serve and stop."""
     p = add(
         "serve",
         _lazy("main", "cmd_serve"),
         "run the daemon in the foreground (what the service units run)",
     )
-    socket(p)
+    _socket(p)
     p.add_argument(
         "--log-level",
         default=os.environ.get("COACTIVE_CREDD_LOG_LEVEL", "info"),
@@ -198,11 +181,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         _lazy("daemon", "cmd_stop"),
         "end the running daemon, even one that no longer answers",
     )
-    socket(p)
+    _socket(p)
 
+
+def _add_token(add: Add) -> None:
+    """token, refresh and watch: the client's commands."""
     p = add("token", _lazy("client", "cmd_token"), "print the current access token")
-    profile(p)
-    min_ttl(p, "needed validity; a shorter-lived token is refreshed first")
+    _profile(p)
+    _min_ttl(p, "needed validity; a shorter-lived token is refreshed first")
     p.add_argument(
         "--json", action="store_true", help="print the whole answer as JSON (same as --format json)"
     )
@@ -223,7 +209,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
 
     p = add("refresh", _lazy("client", "cmd_refresh"), "force a new token now")
-    profile(p)
+    _profile(p)
     p.add_argument("--all", action="store_true", help="every profile")
 
     p = add(
@@ -231,9 +217,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         _lazy("execrun", "cmd_watch"),
         "print a line each time a token is replaced or a profile's state changes (never a token)",
     )
-    profile(p)
+    _profile(p)
     p.add_argument("--json", action="store_true", help="one JSON event per line")
 
+
+def _add_inspect(add: Add) -> None:
+    """status, doctor and audit: commands that look and never change anything."""
     p = add(
         "status", _lazy("status", "cmd_status"), "show every profile's state (never a secret)"
     )
@@ -255,14 +244,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _add_exec(add: Add) -> None:
     p = add(
         "exec",
         _lazy("main", "cmd_exec"),
         "run a command with COACTIVE_ACCESS_TOKEN and COACTIVE_ACCESS_TOKEN_FILE (kept fresh "
         "while it runs), COACTIVE_TOKEN_EXPIRES_AT, COACTIVE_BASE_URL, COACTIVE_CREDD_SOCKET",
     )
-    profile(p)
-    min_ttl(p, "needed validity for the command's run")
+    _profile(p)
+    _min_ttl(p, "needed validity for the command's run")
     p.add_argument(
         "--token-file",
         metavar="PATH",
@@ -276,6 +267,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
+
+def _add_extras(add: Add) -> None:
+    """socket-path, completion and demo."""
     add(
         "socket-path",
         _lazy("daemon", "cmd_socket_path"),
@@ -283,7 +277,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
 
     p = add("completion", cmd_completion, "print a shell completion script (bash or zsh)")
-    p.add_argument("shell", choices=["bash", "zsh"])
+    p.add_argument("shell", nargs="?", choices=["bash", "zsh"])
+    # What the scripts call for `--profile <TAB>`: the configured names, one a line.
+    p.add_argument("--list-profiles", action="store_true", help=argparse.SUPPRESS)
 
     p = add(
         "demo",
@@ -294,6 +290,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--duration", type=float, default=60.0, metavar="SECONDS", help=argparse.SUPPRESS
     )
 
+
+def _add_service(add: Add) -> None:
     dry_run = "print every file and command instead of writing or running anything"
     p = add(
         "install-service",
@@ -313,23 +311,124 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "is the user service installed and running?",
     )
 
+
+def _add_others(add: Add) -> None:
+    """The commands whose flags live beside them: the vault's and setup-git."""
     from coactive_credd.cli import git as cli_git
     from coactive_credd.cli import vault as cli_vault
 
     cli_vault.add_commands(add)
     cli_git.add_commands(add)
 
+
+# In the order `--help` lists them.
+_BUILDERS: tuple[Callable[[Add], None], ...] = (
+    _add_login,
+    _add_logout,
+    _add_daemon,
+    _add_token,
+    _add_inspect,
+    _add_exec,
+    _add_extras,
+    _add_service,
+    _add_others,
+)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, that command's subparser alone (others skipped),
+    which is all a run of that command needs. An unknown ``only`` builds them all."""
+    from coactive_credd.cli.help import HELP, epilog, main_epilog
+
+    if only is not None and only not in HELP:
+        only = None
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog=PROG,
+        description="Keep Coactive access tokens fresh and hand them to local programs.",
+        epilog=main_epilog(),
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return cast(argparse.ArgumentParser, _Skipped())
+        p = sub.add_parser(
+            name, help=help, description=help, epilog=epilog(name), formatter_class=fmt
+        )
+        p.set_defaults(func=fn)
+        return p
+
+    for build in _BUILDERS:
+        build(add)
     return parser
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    """The completion script, generated from this parser by shtab (an optional extra)."""
-    try:
-        import shtab
-    except ImportError:
+    """The completion script shipped in :mod:`cli_completions` (generated from this parser by
+    shtab when the package was made), or with ``--list-profiles`` the configured profile
+    names, one a line (nothing when the config cannot be read: a completion never fails)."""
+    if args.list_profiles:
+        from coactive_credd.core import config
+
+        try:
+            names = config.load(resolve_paths().config_file).profiles
+        except (config.ConfigError, OSError):
+            return 0
+        for name in sorted(names):
+            print(name)
+        return 0
+    if args.shell is None:
         raise CommandError(
-            "shell completion needs the shtab package: `pip install 'coactive-credd[completion]'` "
-            "(or `pipx inject coactive-credd shtab`)"
-        ) from None
-    print(shtab.complete(build_parser(), shell=args.shell))
+            f"name the shell: `{PROG} completion bash` or `{PROG} completion zsh`", EXIT_USAGE
+        )
+    from coactive_credd.cli.completions import SCRIPTS
+
+    sys.stdout.write(SCRIPTS[args.shell])
     return 0
+
+
+# `--profile <TAB>`: a shell function asks `coactive-credd completion --list-profiles`.
+_PROFILES_FN = "_coactive_credd_profiles"
+PROFILE_COMPLETE = {
+    "bash": _PROFILES_FN,
+    "zsh": _PROFILES_FN,
+    "preamble": {
+        "bash": (
+            "# $1: the word being completed; the configured profile names\n"
+            f"{_PROFILES_FN}() {{\n"
+            f'  compgen -W "$({PROG} completion --list-profiles 2>/dev/null)" -- "$1"\n'
+            "}\n"
+        ),
+        "zsh": (
+            "# the configured profile names\n"
+            f"{_PROFILES_FN}() {{\n"
+            "  local -a profiles\n"
+            f'  profiles=(${{(f)"$({PROG} completion --list-profiles 2>/dev/null)"}})\n'
+            "  compadd -a profiles\n"
+            "}\n"
+        ),
+    },
+}
+
+
+def generate_completion(shell: str) -> str:
+    """What shtab makes of this parser for ``shell`` (bash or zsh), ``--profile`` completing
+    the configured names. Needs shtab (the ``test`` extra): run by ``tools/completions.py``,
+    which writes :mod:`cli_completions`, and by the test that keeps that file current."""
+    import shtab
+
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    if "--profile" in a.option_strings:
+                        a.complete = PROFILE_COMPLETE
+    return str(shtab.complete(parser, shell=shell)).rstrip("\n") + "\n"

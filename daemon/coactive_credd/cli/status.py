@@ -190,7 +190,7 @@ def _print_status(st: dict[str, Any]) -> None:
         if p.get("credential_warning"):
             print(f"warning: {p['credential_warning']}")
         if p["state"] == "reauth_required":
-            print(f"{p['name']}: log in again: {_login_hint(p)}")
+            print(f"{p['name']}: new credentials needed: {_login_hint(p)}")
 
 
 def _proxy_figures(px: dict[str, Any]) -> str:
@@ -203,6 +203,6 @@ def _proxy_figures(px: dict[str, Any]) -> str:
 
 
 def _login_hint(p: dict[str, Any]) -> str:
-    from coactive_credd.core.config import login_command
+    from coactive_credd.core.config import reauth_fix
 
-    return login_command(p["name"], p["auth"], p.get("client_id"))
+    return reauth_fix(p["name"], p["auth"], p.get("client_id"), p.get("base_url"))

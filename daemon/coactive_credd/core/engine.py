@@ -280,10 +280,12 @@ class Runtime:
         self.last_error = detail
 
     def on_new_credentials(self) -> None:
-        """New credentials (login): forget backoff and rejection."""
+        """New credentials (login) with the token their verified exchange gave: forget
+        backoff, rejection and the error that went with them (status must not show it)."""
         self.failures = 0
         self.retry_at = self.retry_boot = None
         self.reauth = False
+        self.last_error = None
 
     def on_explicit_refresh(self) -> None:
         """A user's own ``coactive-credd refresh``: try the stored credentials again even if

@@ -238,17 +238,19 @@ class Api:
     def _failure(self, p: Profile, now: float) -> ApiError:
         name = p.cfg.name
         if p.rt.reauth:
-            login = config.login_command(name, p.cfg.auth, p.client_id)
             return ApiError(
                 424,
                 "reauth_required",
                 # why: Coactive's refusal, or none stored, or stored ones that are malformed
                 f"profile {name!r} needs new credentials: {p.rt.last_error}",
-                credfile.fix_hint(p.cfg) or f"run `{login}`",
+                credfile.fix_hint(p.cfg)
+                or config.reauth_fix(name, p.cfg.auth, p.client_id, p.cfg.base_url),
             )
         tok, boot = p.rt.token, self.d.boot_clock()
         retry_in = p.rt.retry_in(now, boot)
         retry = "" if retry_in is None else f"; next attempt in {max(0, int(retry_in))} s"
+        # Within a backoff or Coactive's Retry-After a forced refresh is refused too: say when.
+        when = "then" if retry_in is None or retry_in <= 0 else f"in {int(retry_in) + 1} s"
         if tok is not None and engine.servable(tok, now, self.d.policy, boot=boot):
             # A forced refresh that failed: the token being served is still good.
             left = int(engine.serve_until(tok, self.d.policy, now, boot) - now)
@@ -257,13 +259,13 @@ class Api:
                 "upstream_unavailable",
                 f"no new token for profile {name!r}: Coactive cannot be reached "
                 f"({p.rt.last_error}){retry}; the current token is still served for {left} s",
-                f"check the network and `coactive-credd status`, then `coactive-credd refresh --profile {name}`",
+                f"check the network and `coactive-credd status`; `coactive-credd refresh --profile {name}` works {when}",
             )
         return ApiError(
             503,
             "upstream_unavailable",
             f"no valid token for profile {name!r} and Coactive cannot be reached ({p.rt.last_error}){retry}",
-            f"check the network and `coactive-credd status`, then `coactive-credd refresh --profile {name}`",
+            f"check the network and `coactive-credd status`; `coactive-credd refresh --profile {name}` works {when}",
         )
 
     async def get_token(self, request: web.BaseRequest) -> web.Response:

@@ -1,9 +1,9 @@
 """``GET /metrics``: the daemon's numbers in the Prometheus text exposition format (0.0.4).
 
 Built at scrape time by a custom collector from :class:`stats.Stats`, :class:`audit.Audit`
-and each profile's state, with ``prometheus-client`` — an optional extra
-(``pip install 'coactive-credd[metrics]'``) imported on the first scrape only, never at start-up
-nor on the token path. Without it a scrape answers 503 with the install command.
+and each profile's state, with ``prometheus-client`` (a dependency, so every install answers),
+imported on the first scrape only, never at start-up nor on the token path. An install that
+lost it answers 503 saying to reinstall.
 
 Names follow Prometheus' conventions: the ``coactive_credd_`` prefix, ``_total`` for
 counters, base units (``_seconds``). Never a secret: profiles, uids and outcomes only.
@@ -49,12 +49,13 @@ if TYPE_CHECKING:
 
 __all__ = ["INSTALL_HINT", "MetricsUnavailable", "render"]
 
-INSTALL_HINT = "pip install 'coactive-credd[metrics]'  (or: pip install prometheus-client)"
+# prometheus-client is a dependency: only a broken install lacks it.
+INSTALL_HINT = "reinstall coactive-credd (prometheus-client is one of its dependencies)"
 STATES = ("valid", "refreshing", "expired", "reauth_required", "locked", "no_token")
 
 
 class MetricsUnavailable(CreddError):
-    """prometheus-client is not installed; the message says how to install it."""
+    """prometheus-client cannot be imported (a broken install); the message says to reinstall."""
 
 
 def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
@@ -242,13 +243,13 @@ def _proxy_families(d: Daemon) -> Iterator[Any]:
 
 def render(d: Daemon, audit: Audit) -> tuple[bytes, str]:
     """The exposition body and its Content-Type. Raises MetricsUnavailable when
-    prometheus-client is not installed."""
+    prometheus-client cannot be imported."""
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
     except ImportError:
         raise MetricsUnavailable(
-            f"metrics need prometheus-client, which is not installed: {INSTALL_HINT}, "
-            "then restart the daemon"
+            "metrics need prometheus-client, which this install cannot import: "
+            f"{INSTALL_HINT}, then restart the daemon"
         ) from None
 
     class _Collector:

@@ -309,7 +309,7 @@ class Daemon:
                     "profile=%s %s; run `%s`",
                     name,
                     p.rt.last_error,
-                    config.login_command(name, p.cfg.auth, p.client_id),
+                    config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url),
                 )
                 return
             try:
@@ -321,7 +321,7 @@ class Daemon:
                     name,
                     exc.detail,
                     credfile.fix_hint(p.cfg)
-                    or f"run `{config.login_command(name, p.cfg.auth, p.client_id)}`",
+                    or f"run `{config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url)}`",
                 )
                 return
             except UpstreamError as exc:
