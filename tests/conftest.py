@@ -76,6 +76,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
 
 
+# ---- the conformance table (tests/test_shims.py) --------------------------------------------
+#
+# Each conformance cell names itself in a "conformance" user property; the reports reach this
+# process from whichever xdist worker ran the cell, and the table is printed once, at the end.
+_CONFORMANCE: dict[str, dict[str, Any]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    for key, cell in report.user_properties:
+        if key == "conformance":
+            row = _CONFORMANCE.setdefault(cell["case"], {**cell, "marks": {}})
+            row["marks"][cell["client"]] = "ok" if report.passed else "FAIL"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Every client on every vector that ran: ok, FAIL, or - (does not apply)."""
+    if not _CONFORMANCE or hasattr(terminalreporter.config, "workerinput"):
+        return
+    rows = sorted(_CONFORMANCE.items(), key=lambda item: int(item[1]["order"]))
+    columns = rows[0][1]["columns"]
+    width = max(len(name) for name, _ in rows)
+    terminalreporter.write_line("")
+    terminalreporter.write_line("conformance: " + " ".join(f"{c:>6}" for c in columns))
+    for name, row in rows:
+        marks = [row["marks"].get(c, "" if c in row["applies"] else "-") for c in columns]
+        terminalreporter.write_line(f"{name:<{width}} " + " ".join(f"{m:>6}" for m in marks))
+
+
 def leaked(text: str, extra: set[str] | None = None) -> list[str]:
     """The credentials (and ``extra`` secrets) that appear in ``text``."""
     return sorted(s for s in CREDENTIALS | (extra or set()) if s and s in text)
@@ -387,6 +417,9 @@ async def inproc(
     parametrized indirectly with ``"aiohttp"`` (see :data:`both_paths`), by aiohttp alone with
     the same settings. At teardown the daemon's log records are scanned for credentials and
     issued tokens.
+
+    ``@pytest.mark.coactive_fault("503")`` switches the fake's fault on before the daemon
+    starts: its first login fails, so it begins with no token, in backoff.
     """
     import logging
 
@@ -401,6 +434,8 @@ async def inproc(
     f = FakeCoactive(expires_in=3600)
     f.add_personal_token(PERSONAL_TOKEN)
     f.add_client(CLIENT_ID, CLIENT_SECRET)
+    if (fault := request.node.get_closest_marker("coactive_fault")) is not None:
+        f.fault = fault.args[0]
     await f.start()
     logged_in(logged_in_home, home, f.base_url)
     clock = FakeClock()
