@@ -120,7 +120,7 @@ def setup_key(case: dict[str, Any]) -> str:
     return json.dumps(case.get("setup", {}), sort_keys=True)
 
 
-# set-up key -> the first case that has it (names the set-up in test ids and xdist groups)
+# set-up key -> the first case that has it (names the set-up: the param of `served`, groups)
 SETUPS: dict[str, str] = {}
 for _name, _case in CASES.items():
     SETUPS.setdefault(setup_key(_case), _name)
@@ -229,9 +229,10 @@ def _make(setup: dict[str, Any], home: Path, fake: FakeCoactive) -> SetUp:
 
 @pytest.fixture(scope="module")
 def served(request: pytest.FixtureRequest) -> Iterator[SetUp]:
-    """The set-up named by ``request.param`` (a :func:`setup_key`), made once for every cell
-    that has it; the daemon's log is checked for tokens when the last of them is done."""
-    setup = json.loads(request.param)
+    """The set-up of the case named by ``request.param`` (the first case that has it, from
+    :data:`SETUPS`), made once for every cell that has it; the daemon's log is checked for
+    tokens when the last of them is done."""
+    setup = CASES[request.param].get("setup", {})
     # Short path under /tmp: a Unix socket path must fit in 108 bytes.
     home = Path(tempfile.mkdtemp(prefix="ccd-", dir="/tmp"))
     home.chmod(0o700)
@@ -322,10 +323,10 @@ def on_setup(case_name: str, *rest: str, id: str) -> Any:
     """The parameters of one cell: its set-up (for :func:`served`, indirectly) first. Cells
     of a set-up with a daemon run in one xdist worker (group ``shims-<first case>``), so the
     daemon is started once; the ids stay the case's and the client's."""
-    key = setup_key(CASES[case_name])
+    first = SETUPS[setup_key(CASES[case_name])]
     daemon = CASES[case_name].get("setup", {}).get("daemon", "up") == "up"
-    marks = [pytest.mark.xdist_group(f"shims-{SETUPS[key]}")] if daemon else []
-    return pytest.param(key, case_name, *rest, id=id, marks=marks)
+    marks = [pytest.mark.xdist_group(f"shims-{first}")] if daemon else []
+    return pytest.param(first, case_name, *rest, id=id, marks=marks)
 
 
 def cli_params() -> list[Any]:
@@ -340,7 +341,12 @@ def check_help(text: str, prog: str) -> None:
         assert piece in text, (piece, text)
 
 
-@pytest.mark.parametrize(("served", "case_name", "shim"), cli_params(), indirect=["served"])
+@pytest.mark.parametrize(
+    ("served", "case_name", "shim"),
+    cli_params(),
+    indirect=["served"],
+    scope="module",  # else pytest makes `served` anew for every test
+)
 def test_cli_conformance(
     served: SetUp, case_name: str, shim: str, request: pytest.FixtureRequest
 ) -> None:
@@ -416,7 +422,10 @@ GIT_CASES = [name for name, c in CASES.items() if c.get("git") is not None]
 
 
 @pytest.mark.parametrize(
-    ("served", "case_name"), [on_setup(c, id=c) for c in GIT_CASES], indirect=["served"]
+    ("served", "case_name"),
+    [on_setup(c, id=c) for c in GIT_CASES],
+    indirect=["served"],
+    scope="module",  # else pytest makes `served` anew for every test
 )
 def test_git_helper_conformance(
     served: SetUp, case_name: str, request: pytest.FixtureRequest
