@@ -175,22 +175,19 @@ def lock_vault() -> None:
     vault.rekey_to_passphrase("correct horse battery staple")
 
 
-def _make(setup: dict[str, Any], home: Path, fake: FakeCoactive) -> SetUp:
-    """Prepare ``setup`` in ``home`` (COACTIVE_CREDD_HOME is set to it by the caller)."""
-    profile = setup.get("profile", "default")
-    sock = str(home / "credd.sock")
-    u = SetUp(
-        home=home, fake=fake, profile=profile, env={"COACTIVE_CREDD_HOME": str(home)}, socket=sock
-    )
+def _make(setup: dict[str, Any], u: SetUp) -> None:
+    """Prepare ``setup`` in ``u.home`` (COACTIVE_CREDD_HOME is set to it by the caller); what
+    it starts is in ``u`` as soon as it runs, for the caller to stop when a later step fails."""
+    home, fake, sock = u.home, u.fake, u.socket
     mode = setup.get("daemon", "up")
     if mode == "down":
-        return u
+        return
     if mode == "stale":
         # A socket file left behind by a daemon that died: connecting is refused.
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(sock)
         s.close()
-        return u
+        return
     if "curlrc" in setup:
         curl_home = home / "curl-home"
         curl_home.mkdir(exist_ok=True)
@@ -201,9 +198,9 @@ def _make(setup: dict[str, Any], home: Path, fake: FakeCoactive) -> SetUp:
     if "first_expires_in" in setup:
         fake.expires_in = setup["first_expires_in"]
     if setup.get("verify", True):
-        login(fake, profile)
+        login(fake, u.profile)
     else:
-        login(fake, profile, "--no-verify")
+        login(fake, u.profile, "--no-verify")
     if setup.get("revoked"):
         fake.revoke(PERSONAL_TOKEN)
     if setup.get("locked"):
@@ -221,10 +218,9 @@ def _make(setup: dict[str, Any], home: Path, fake: FakeCoactive) -> SetUp:
     d = start_daemon(home, *args, wait=False)
     d.socket = Path(sock)
     u.daemon, u.socket = d, sock
-    wait_ready(d)
+    wait_ready(d, timeout=60)  # a poll: as long as a loaded machine needs, for every cell
     if "expires_in" in setup:
         fake.expires_in = setup["expires_in"]
-    return u
 
 
 @pytest.fixture(scope="module")
@@ -241,12 +237,19 @@ def served(request: pytest.FixtureRequest) -> Iterator[SetUp]:
         with FakeCoactiveThread(expires_in=3600) as fake:
             fake.add_personal_token(PERSONAL_TOKEN)
             fake.add_client(CLIENT_ID, CLIENT_SECRET)
+            u = SetUp(
+                home=home,
+                fake=fake,
+                profile=setup.get("profile", "default"),
+                env={"COACTIVE_CREDD_HOME": str(home)},
+                socket=str(home / "credd.sock"),
+            )
             # the `home` fixture's environment, while the set-up is made (login, serve)
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("COACTIVE_CREDD_HOME", str(home))
                 for var in SCRUBBED:
                     mp.delenv(var, raising=False)
-                u = _make(setup, home, fake)
+                _make(setup, u)
             yield u
             if u.daemon is not None:
                 u.daemon.stop()
@@ -254,7 +257,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[SetUp]:
     finally:
         if u is not None:
             if u.daemon is not None:
-                u.daemon.stop()
+                u.daemon.stop()  # a set-up that failed half-way leaves no daemon behind
             for fn in u.cleanups:
                 fn()
         shutil.rmtree(home, ignore_errors=True)
