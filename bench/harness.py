@@ -68,7 +68,7 @@ def credd_command() -> list[str] | None:
     if exe:
         return [exe]
     try:
-        import coactive_credd.cli  # noqa: F401
+        import coactive_credd.cli.main  # noqa: F401
     except ImportError:
         return None
     return [sys.executable, "-m", "coactive_credd"]
@@ -412,7 +412,7 @@ class Credd:
         return self.proc.pid
 
     def __enter__(self) -> Credd:
-        from coactive_credd.fakeupstream import FakeCoactiveThread
+        from coactive_credd.testing.fakeupstream import FakeCoactiveThread
 
         self._fake_cm = FakeCoactiveThread(expires_in=self.expires_in)
         self.fake = self._fake_cm.__enter__()

@@ -84,7 +84,7 @@ class Figures:
 
 class Loop:
     def __init__(self, *, profiles: int, seed: int, verbose: bool) -> None:
-        from coactive_credd.fakeupstream import FakeCoactiveThread
+        from coactive_credd.testing.fakeupstream import FakeCoactiveThread
 
         self.rng = random.Random(seed)
         self.seed = seed
@@ -191,7 +191,7 @@ class Loop:
     def check_disk(self) -> dict[str, str]:
         """Open vault and config as a restarting daemon would; compare with the model.
         Returns the profiles with credentials in both (the ones the daemon must serve)."""
-        from coactive_credd import config
+        from coactive_credd.core import config
         from coactive_credd.vault import Vault, VaultError
 
         vault = Vault(self.home / "vault.bin", self.home / "vault.key", self.home / "vault.lock")

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "daemon"), str(REPO / "client_shim" / "python")]
 
 import coactive_token  # noqa: E402
-from coactive_credd.fakeupstream import FakeCoactiveThread  # noqa: E402
+from coactive_credd.testing.fakeupstream import FakeCoactiveThread  # noqa: E402
 
 
 def main() -> int:

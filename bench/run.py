@@ -108,7 +108,7 @@ class Suite:
         if not self.credd_cmd:
             raise Skip("coactive-credd is not installed (pip install -e .)")
         try:
-            import coactive_credd.fakeupstream  # noqa: F401
+            import coactive_credd.testing.fakeupstream  # noqa: F401
         except ImportError as exc:
             raise Skip(f"the fake Coactive cannot be imported: {exc}") from None
         return self.credd_cmd
@@ -308,7 +308,7 @@ class Suite:
             sys.executable,
             "-c",
             "import sys; sys.modules['uvloop'] = None; "
-            "from coactive_credd.cli import main; sys.exit(main())",
+            "from coactive_credd.cli.main import main; sys.exit(main())",
         ]
         c = stack.enter_context(harness.Credd(command=wrapper, home=harness.short_tmpdir("ccb-")))
         c.login()

@@ -8,7 +8,7 @@ and every answer checked against the fake Coactive's ledger.
 What runs (loopback and Unix sockets only; every loop bounded by ``--duration``):
 
 * ``coactive-credd serve`` as shipped (uvloop when installed, default configuration), its
-  wall clock offset through ``COACTIVE_CREDD_TEST_CLOCK_FILE`` (see coactive_credd.testhooks);
+  wall clock offset through ``COACTIVE_CREDD_TEST_CLOCK_FILE`` (see coactive_credd.testing.hooks);
 * the fake Coactive in this process, issuing ``--lifetime``-second tokens (30 by default:
   a refresh every 10-11 s per profile) and recording each one in its ledger;
 * steady callers: keep-alive HTTP threads on the socket, and in turn every shim kind — the
@@ -113,7 +113,7 @@ class Plan:
 
 class Soak:
     def __init__(self, plan: Plan, *, verbose: bool = True) -> None:
-        from coactive_credd.fakeupstream import FakeCoactiveThread, credential_id
+        from coactive_credd.testing.fakeupstream import FakeCoactiveThread, credential_id
 
         self.plan = plan
         self.verbose = verbose
@@ -176,7 +176,7 @@ class Soak:
     def setup(self) -> None:
         """Every profile's credentials straight into the vault and config (as `login
         --no-verify` would write them, without 50 CLI starts)."""
-        from coactive_credd import config, fsutil
+        from coactive_credd.core import config, fsutil
         from coactive_credd.vault import ProfileSecrets, Vault, VaultData
 
         for name in self.names:

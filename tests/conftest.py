@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -450,7 +450,9 @@ async def inproc(
     import asyncio
 
     import aiohttp
-    from coactive_credd import api, paths, refresh, server
+    from coactive_credd.core import paths
+    from coactive_credd.server import api, refresh
+    from coactive_credd.server import process as server
 
     via = getattr(request, "param", "fast")
     assert via in ("fast", "aiohttp"), via

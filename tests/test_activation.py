@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import (
     PERSONAL_TOKEN,
@@ -150,7 +150,7 @@ def test_socket_activation_serves_on_the_inherited_socket(
     assert sock.is_socket() and sock.stat().st_ino == inode
     # Beside it, only the pid file `coactive-credd stop` reads, and no longer held: a daemon
     # that has exited is never reported as running.
-    from coactive_credd import pidfile
+    from coactive_credd.core import pidfile
 
     assert pidfile.running_pid(sock) is None
 

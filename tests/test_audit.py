@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from coactive_credd import audit
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.server import audit
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, FakeClock, leaked, run_cli
 
@@ -99,7 +99,7 @@ def _lines(trail: audit.Audit) -> list[str]:
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record.getMessage())
 
-    logger = logging.getLogger("coactive_credd.audit")
+    logger = logging.getLogger("coactive_credd.server.audit")
     handler = Grab()
     logger.addHandler(handler)
     old = logger.level

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import coactive_token
 import pytest
-from coactive_credd import install
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.cli import install
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import call, leaked, login, start_daemon
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, Daemon, login, run_cli
 
@@ -205,7 +205,7 @@ def test_bash_completion_completes_commands_and_flags(home: Path) -> None:
 def test_completion_without_shtab_says_how_to_get_it(home: Path) -> None:
     code = (
         "import sys; sys.modules['shtab'] = None\n"
-        "from coactive_credd.cli import main\n"
+        "from coactive_credd.cli.main import main\n"
         "sys.exit(main(['completion', 'bash']))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
@@ -225,8 +225,8 @@ def test_every_command_has_help_text_and_builds_alone() -> None:
     build the whole parser (a run builds only its own command's parser)."""
     import argparse
 
-    from coactive_credd.cli_help import HELP
-    from coactive_credd.cli_parser import build_parser
+    from coactive_credd.cli.help import HELP
+    from coactive_credd.cli.parser import build_parser
 
     def commands(parser: argparse.ArgumentParser) -> set[str]:
         (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

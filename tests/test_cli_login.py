@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from coactive_credd import config
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.core import config
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import (
     CLIENT_ID,

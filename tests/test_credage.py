@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from coactive_credd import config, credage
+from coactive_credd.core import config, credage
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, InProc, run_cli
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive, credential_id
+from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, run_cli, start_daemon
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import (
     CLIENT_ID,
@@ -408,7 +408,7 @@ def test_two_processes_adding_fifty_profiles_each_lose_nothing(
 ) -> None:
     script = (
         "import io, sys\n"
-        "from coactive_credd.cli import main\n"
+        "from coactive_credd.cli.main import main\n"
         "prefix, url, secret = sys.argv[1], sys.argv[2], sys.stdin.readline()\n"
         "for i in range(50):\n"
         "    sys.stdin = io.StringIO(secret)\n"
@@ -439,7 +439,7 @@ def test_two_processes_adding_fifty_profiles_each_lose_nothing(
 def test_ca_bundle_for_a_tls_inspecting_proxy(home: Path, tls_files: tuple[Path, Path]) -> None:
     import ssl
 
-    from coactive_credd.fakeupstream import FakeCoactiveThread
+    from coactive_credd.testing.fakeupstream import FakeCoactiveThread
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*tls_files)
@@ -462,7 +462,7 @@ def test_ca_bundle_for_a_tls_inspecting_proxy(home: Path, tls_files: tuple[Path,
 async def test_a_daemon_whose_socket_is_removed_or_replaced_stops(tmp_path: Path) -> None:
     import asyncio
 
-    from coactive_credd.server import watch_socket
+    from coactive_credd.server.process import watch_socket
 
     sock = tmp_path / "s"
     for replace in (False, True):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from coactive_credd import config
+from coactive_credd.core import config
 
 from .conftest import Daemon
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from coactive_credd import engine
-from coactive_credd.engine import Action, Policy, Runtime, State, Token
+from coactive_credd.core import engine
+from coactive_credd.core.engine import Action, Policy, Runtime, State, Token
 
 P = Policy()
 

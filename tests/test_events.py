@@ -18,8 +18,10 @@ from typing import Any
 
 import coactive_token
 import pytest
-from coactive_credd import api, engine, events, server
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.core import engine
+from coactive_credd.server import api, events
+from coactive_credd.server import process as server
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 
 from .conftest import PERSONAL_TOKEN, Daemon, InProc, login, start_daemon
 

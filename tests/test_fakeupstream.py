@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from coactive_credd.fakeupstream import FAULTS, FakeCoactive, FakeCoactiveThread
+from coactive_credd.testing.fakeupstream import FAULTS, FakeCoactive, FakeCoactiveThread
 
 TOKEN = "cpt_fake-Personal_token.42"
 CLIENT_ID = "fake-client"
@@ -319,7 +319,7 @@ def test_command_line_serves_until_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "coactive_credd.fakeupstream",
+            "coactive_credd.testing.fakeupstream",
             "--expires-in",
             "77",
             "--personal-token",

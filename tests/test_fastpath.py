@@ -15,8 +15,9 @@ from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from coactive_credd import api, fastpath, logguard, server
-from coactive_credd.fastpath import FastSite
+from coactive_credd.server import api, fastpath, logguard
+from coactive_credd.server import process as server
+from coactive_credd.server.fastpath import FastSite
 
 from .conftest import InProc
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, login, wait_ready
 

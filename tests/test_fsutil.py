@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from coactive_credd import fsutil
-from coactive_credd.fsutil import InsecurePathError
+from coactive_credd.core import fsutil
+from coactive_credd.core.fsutil import InsecurePathError
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 
@@ -209,7 +209,7 @@ def test_atomic_write_replaces_a_symlink_instead_of_writing_through_it(tmp_path:
 HOLDER = """
 import sys
 from pathlib import Path
-from coactive_credd import fsutil
+from coactive_credd.core import fsutil
 with fsutil.locked(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.readline()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -60,7 +60,9 @@ def served() -> Iterator[Served]:
         stop: list[asyncio.Event] = []
 
         async def main() -> None:
-            from coactive_credd import api, paths, refresh, server
+            from coactive_credd.core import paths
+            from coactive_credd.server import api, refresh
+            from coactive_credd.server import process as server
 
             fake = FakeCoactive(expires_in=3600)
             fake.add_personal_token(PERSONAL_TOKEN)

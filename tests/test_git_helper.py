@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, leaked, login, run_cli
 

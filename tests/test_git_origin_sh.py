@@ -1,4 +1,4 @@
-"""The git helper's origin and profile rules (coactive_credd.gitcred), and the sh helper's copy
+"""The git helper's origin and profile rules (coactive_credd.core.gitcred), and the sh helper's copy
 of the origin rule checked against it host by host."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd import gitcred
+from coactive_credd.core import gitcred
 
 HELPER = Path(__file__).resolve().parent.parent / "client_shim" / "sh" / "git-credential-coactive"
 BASE_URLS = ["https://api.coactive.ai", "http://127.0.0.1:8080/coactive", "http://[::1]:9000"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from coactive_credd import gitcred
+from coactive_credd.core import gitcred
 
 from .conftest import PERSONAL_TOKEN, InProc, run_cli
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from coactive_credd import install
+from coactive_credd.cli import install
 
 REPO = Path(__file__).resolve().parent.parent
 NEEDS_SYSTEMD_ANALYZE = pytest.mark.skipif(

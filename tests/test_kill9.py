@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from coactive_credd import config, fsutil
+from coactive_credd.core import config, fsutil
 from coactive_credd.vault import ProfileSecrets, Vault, VaultData
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd import config
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.core import config
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import PERSONAL_TOKEN, InProc, both_paths, login, run_cli, start_daemon
 

@@ -10,7 +10,7 @@ import logging
 
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage
-from coactive_credd import logguard
+from coactive_credd.server import logguard
 
 
 class Clock:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import leaked, login, start_daemon, wait_ready
 

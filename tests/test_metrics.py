@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import Daemon, call, leaked, login, start_daemon, wait_ready
@@ -113,7 +113,7 @@ def test_start_up_does_not_import_prometheus_client(home: Path, fake: FakeCoacti
     d = _serve(home, "-X", "importtime")
     try:
         assert d.get("/v1/token")[0] == 200
-        assert "coactive_credd.fastpath" in d.log_text()  # importtime is on
+        assert "coactive_credd.server.fastpath" in d.log_text()  # importtime is on
         assert "prometheus_client" not in d.log_text()
         scrape(d)
         assert "prometheus_client" in d.log_text()  # imported by the first scrape

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon
 from .test_python_shim import FakeAPI, api

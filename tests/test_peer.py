@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd import api
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.server import api
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, InProc, both_paths, start_daemon
 

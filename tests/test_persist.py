@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 import pytest
-from coactive_credd import engine, refresh
+from coactive_credd.core import engine
+from coactive_credd.server import refresh
 
 from .conftest import PERSONAL_TOKEN, FakeClock, InProc, login, on_disk
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread, credential_id
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread, credential_id
 
 from .conftest import PERSONAL_TOKEN, start_daemon, wait_ready
 from .test_credfile import ROTATED, Secret, wait_for, write_config

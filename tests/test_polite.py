@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 
 import pytest
-from coactive_credd import engine
+from coactive_credd.core import engine
 
 from .conftest import InProc, both_paths
 
@@ -281,7 +281,7 @@ async def test_a_rejected_token_report_is_logged_once_with_the_tokens_tail(
 
 
 async def test_an_absurd_retry_after_is_a_day_and_status_still_answers(inproc: InProc) -> None:
-    from coactive_credd.refresh import rfc3339
+    from coactive_credd.server.refresh import rfc3339
 
     tok = current(inproc)
     inproc.fake.fault, inproc.fake.retry_after = "429", "99999999999999999999999"

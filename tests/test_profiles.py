@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd import config
-from coactive_credd.fakeupstream import FakeCoactive, credential_id
+from coactive_credd.core import config
+from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
 from coactive_credd.vault import VaultData
 
 from .conftest import (

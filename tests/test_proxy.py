@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from coactive_credd import config, proxy
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.core import config
+from coactive_credd.core import proxy_choice as proxy
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 
 from .conftest import PERSONAL_TOKEN, run_cli, start_daemon
 

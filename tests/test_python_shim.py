@@ -21,7 +21,7 @@ from typing import Any
 
 import coactive_token as ct
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, start_daemon
 

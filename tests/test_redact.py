@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from coactive_credd import redact
-from coactive_credd.upstream import Credential, CredentialsRejected, Upstream
+from coactive_credd.upstream import redact
+from coactive_credd.upstream.exchange import Credential, CredentialsRejected, Upstream
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, PERSONAL_TOKEN, run_cli, start_daemon
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from coactive_credd import config, engine
-from coactive_credd.upstream import Upstream
+from coactive_credd.core import config, engine
+from coactive_credd.upstream.exchange import Upstream
 
 from .conftest import InProc, both_paths
 
@@ -297,7 +297,7 @@ async def test_the_scheduler_sleeps_until_the_next_refresh_is_due_and_no_longer(
 async def test_the_peer_is_asked_once_per_connection(
     inproc: InProc, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from coactive_credd import api, fastpath
+    from coactive_credd.server import api, fastpath
 
     calls = []
     real = api.peer_credentials

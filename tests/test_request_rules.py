@@ -8,7 +8,7 @@ import sys
 from urllib.parse import parse_qsl
 
 import pytest
-from coactive_credd import request
+from coactive_credd.core import request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd import request
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.core import request
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, login, start_daemon
 

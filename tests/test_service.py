@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd import service
+from coactive_credd.server import service
 
 # ---- sd_notify -----------------------------------------------------------------------------
 
@@ -150,7 +150,7 @@ def test_an_unsupported_notify_address_disables_notification(
 CHILD = textwrap.dedent(
     """
     import json, os, socket, sys
-    from coactive_credd import service
+    from coactive_credd.server import service
     try:
         socks = service.inherited_sockets()
     except service.ActivationError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, login, run_cli
 from .test_git_helper import fill, git, git_env, parse

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 
 from .conftest import (
     CLIENT_ID,
@@ -167,7 +167,7 @@ class Prepared:
 
 def lock_vault() -> None:
     """Put the vault under a passphrase; a daemon started afterwards has it locked."""
-    from coactive_credd import paths
+    from coactive_credd.core import paths
     from coactive_credd.vault import Vault
 
     where = paths.resolve()

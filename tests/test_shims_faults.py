@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import login
 from .test_shims import CLIS, PROGS, SHIM, VECTORS, Prepared, _need, cli_argv, go_cli, prepare, run

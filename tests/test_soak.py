@@ -25,7 +25,7 @@ import soak
 import soak_check
 from soak_check import Answer, Window
 
-# The wall clock is stepped an hour forward and back (coactive_credd.testhooks): before the
+# The wall clock is stepped an hour forward and back (coactive_credd.testing.hooks): before the
 # daemon judged validity on the boot clock too, a step back served dead tokens for an hour.
 CI_CLOCK_STEPS = True
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 
 from .conftest import PERSONAL_TOKEN, leaked, login, run_cli, start_daemon
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from coactive_credd import config, fsutil
-from coactive_credd.fsutil import InsecurePathError
+from coactive_credd.core import config, fsutil
+from coactive_credd.core.fsutil import InsecurePathError
 
 from .conftest import run_cli
 
@@ -175,7 +175,7 @@ def test_harden_module_does_not_pull_in_the_heavy_rooms() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, coactive_credd.harden; "
+            "import sys, coactive_credd.core.harden; "
             "print(sorted(m for m in ('aiohttp', 'cryptography') if m in sys.modules))",
         ],
         capture_output=True,

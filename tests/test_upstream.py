@@ -15,9 +15,9 @@ from pathlib import Path
 import coactive_credd
 import pytest
 from aiohttp import web
-from coactive_credd import redact
-from coactive_credd.fakeupstream import FakeCoactive
-from coactive_credd.upstream import (
+from coactive_credd.testing.fakeupstream import FakeCoactive
+from coactive_credd.upstream import redact
+from coactive_credd.upstream.exchange import (
     Credential,
     CredentialsRejected,
     Grant,
@@ -80,7 +80,7 @@ def failures_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "coactive_credd.upstream"
+        if r.name == "coactive_credd.upstream.exchange"
         and r.levelno == logging.DEBUG
         and " failed: " in r.getMessage()
     ]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from coactive_credd import vault as v
-from coactive_credd.shield import Shielded, ShieldedKey
 from coactive_credd.vault import (
     CachedToken,
     ProfileSecrets,
@@ -20,6 +19,7 @@ from coactive_credd.vault import (
     VaultKeyMissing,
     VaultVersionError,
 )
+from coactive_credd.vault.shield import Shielded, ShieldedKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
