@@ -3,6 +3,23 @@
 Leak checks are built into the fixtures: every CLI run is checked for the long-lived
 credentials (``CREDENTIALS``; an access token may be printed by ``token``, a credential never),
 and every daemon log for the credentials and every access token the fake issued.
+
+The suite runs in parallel (pyproject's addopts: ``-n 6 --dist loadgroup``, pytest-xdist), each
+worker a process of its own with its own temporary folders. A test is safe there when what it
+touches is its own: a ``home`` or ``tmp_path``, ports and uids it picked at run time (the
+``fake`` listens on port 0; tests/test_trust.py derives its uids from the worker's pid). A test
+that needs a fixed, shared resource (a fixed path outside its temporary folders, a fixed port
+or uid whose state it changes, the user's real ~/.gitconfig, a system-wide setting) joins the
+serial group, whose tests run one after another on one worker::
+
+    @pytest.mark.xdist_group("serial")
+
+(a module: ``pytestmark = pytest.mark.xdist_group("serial")``). Other workers go on beside it:
+the group keeps its members from meeting each other, not from sharing the machine. Tests that
+share an expensive module- or session-scoped fixture can share a group of their own (as
+``bench-smoke`` and each ``shims-*`` set-up do) so the fixture is made once. A long scenario
+test is marked ``@pytest.mark.heavy``: :func:`pytest_collection_modifyitems` hands it out
+first, so it does not run alone at the end. ``python3 -m pytest -n 0`` runs all in one process.
 """
 
 from __future__ import annotations
@@ -74,6 +91,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             f"skipped in CI ({reason}); install what it needs in .ci/setup, or allow-list it "
             "in tests/conftest.py CI_MAY_SKIP with the reason"
         )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``heavy`` first, the rest in their order (xdist hands out work in this
+    order, after the groups, the largest first)."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
+# ---- the conformance table (tests/test_shims.py) --------------------------------------------
+#
+# Each conformance cell names itself in a "conformance" user property; the reports reach this
+# process from whichever xdist worker ran the cell, and the table is printed once, at the end.
+_CONFORMANCE: dict[str, dict[str, Any]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    for key, cell in report.user_properties:
+        if key == "conformance":
+            row = _CONFORMANCE.setdefault(cell["case"], {**cell, "marks": {}})
+            row["marks"][cell["client"]] = "ok" if report.passed else "FAIL"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Every client on every vector that ran: ok, FAIL, or - (does not apply)."""
+    if not _CONFORMANCE or hasattr(terminalreporter.config, "workerinput"):
+        return
+    rows = sorted(_CONFORMANCE.items(), key=lambda item: int(item[1]["order"]))
+    columns = rows[0][1]["columns"]
+    width = max(len(name) for name, _ in rows)
+    terminalreporter.write_line("")
+    terminalreporter.write_line("conformance: " + " ".join(f"{c:>6}" for c in columns))
+    for name, row in rows:
+        marks = [row["marks"].get(c, "" if c in row["applies"] else "-") for c in columns]
+        terminalreporter.write_line(f"{name:<{width}} " + " ".join(f"{m:>6}" for m in marks))
 
 
 def leaked(text: str, extra: set[str] | None = None) -> list[str]:
@@ -387,6 +440,9 @@ async def inproc(
     parametrized indirectly with ``"aiohttp"`` (see :data:`both_paths`), by aiohttp alone with
     the same settings. At teardown the daemon's log records are scanned for credentials and
     issued tokens.
+
+    ``@pytest.mark.coactive_fault("503")`` switches the fake's fault on before the daemon
+    starts: its first login fails, so it begins with no token, in backoff.
     """
     import logging
 
@@ -403,6 +459,8 @@ async def inproc(
     f = FakeCoactive(expires_in=3600)
     f.add_personal_token(PERSONAL_TOKEN)
     f.add_client(CLIENT_ID, CLIENT_SECRET)
+    if (fault := request.node.get_closest_marker("coactive_fault")) is not None:
+        f.fault = fault.args[0]
     await f.start()
     logged_in(logged_in_home, home, f.base_url)
     clock = FakeClock()

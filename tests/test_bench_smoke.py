@@ -18,7 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PARTS = ("serving", "coldstart", "storm", "footprint", "profiles")
 
-pytestmark = pytest.mark.timeout(300)
+# one worker runs them all: the module-scoped run of bench/run.py --smoke happens once
+pytestmark = [pytest.mark.timeout(300), pytest.mark.heavy, pytest.mark.xdist_group("bench-smoke")]
 
 
 @pytest.fixture(scope="module")

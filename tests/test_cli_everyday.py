@@ -4,8 +4,10 @@ environment, and the one-line failures (broken pipe, long socket path)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 from coactive_credd.testing.fakeupstream import FakeCoactive
 
-from .conftest import Daemon, login, run_cli, start_daemon
+from .conftest import Daemon, InProc, leaked, login, run_cli, start_daemon
 
 
 def one_line(text: str) -> bool:
@@ -71,23 +73,70 @@ def test_refresh_during_an_outage_keeps_serving_and_says_so(
     assert run_cli("token").stdout.strip() == before
 
 
-def test_token_wait_rides_out_the_backoff(home: Path, fake: FakeCoactive) -> None:
-    login(fake, "default", "--no-verify")  # no token yet: the daemon must log in first
-    fake.fault = "503"
-    d = start_daemon(home)
+def _read_pty(fd: int, until: bytes | None = None) -> bytes:
+    """What a child wrote to the terminal ``fd`` (the master side) until ``until`` appears,
+    or until it exits (EIO: no writer left)."""
+    got = b""
+    while until is None or until not in got:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO once the child is gone
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.coactive_fault("503")  # the daemon's first login meets an outage: no token yet
+async def test_token_wait_rides_out_the_backoff(inproc: InProc) -> None:
+    """``token --wait`` keeps asking through the daemon's backoff and gets the token of the
+    login that follows it. The backoff ends when the in-process daemon's clock is moved past
+    it (both clocks), not by waiting it out; the client's stderr is a terminal, where it says
+    that it waits."""
+    rt = inproc.daemon.profiles["default"].rt
+    assert inproc.fake.requests and inproc.fake.logins == 0  # it tried; Coactive said 503
+    assert rt.token is None and rt.in_backoff(inproc.clock(), inproc.clock.boot_time())
+    failed = await asyncio.to_thread(run_cli, "token")
+    assert failed.returncode == 6 and one_line(failed.stderr)
+    assert "--wait" in failed.stderr or "coactive-credd" in failed.stderr
+    inproc.fake.fault = None
+    terminal, tty = pty.openpty()
     try:
-        deadline = time.monotonic() + 10
-        while fake.logins == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        failed = run_cli("token")
-        assert failed.returncode == 6 and one_line(failed.stderr)
-        assert "--wait" in failed.stderr or "coactive-credd" in failed.stderr
-        fake.fault = None
-        waited = run_cli("token", "--wait=60")
-        assert waited.returncode == 0, waited.stderr
-        assert waited.stdout.strip() == fake.issued[-1]
+        waited = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "coactive_credd",
+            "token",
+            "--wait=60",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=tty,
+        )
+        os.close(tty)
+        try:
+            told = await asyncio.wait_for(
+                asyncio.to_thread(_read_pty, terminal, b"for Coactive"), 30
+            )
+            assert b"waiting up to 60 s for Coactive" in told, told
+            # Coactive is back and the client has asked: nobody logs in inside the backoff
+            assert inproc.fake.logins == 0
+            assert rt.in_backoff(inproc.clock(), inproc.clock.boot_time())
+            left = rt.retry_in(inproc.clock(), inproc.clock.boot_time())
+            assert left is not None
+            inproc.clock.jump(left + 0.1)
+            await inproc.settle()
+            out, _ = await asyncio.wait_for(waited.communicate(), 30)
+        finally:
+            if waited.returncode is None:
+                waited.kill()
+                await waited.wait()
+        said = (told + await asyncio.to_thread(_read_pty, terminal)).decode(errors="replace")
     finally:
-        d.stop()
+        os.close(terminal)
+    assert waited.returncode == 0, said
+    assert out.decode().strip() == inproc.fake.issued[-1]
+    assert inproc.fake.logins == 1
+    assert "Traceback" not in said and not leaked(said, set(inproc.fake.issued))
 
 
 def test_status_exit_codes_and_refresh_all(home: Path, fake: FakeCoactive) -> None:

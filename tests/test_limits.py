@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import limits
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(180)
 def test_under_ulimit_n_64_a_flood_is_refused_and_the_connected_are_served() -> None:
     out = limits.scenario("nofile", 4.0)
@@ -28,6 +29,7 @@ def test_under_ulimit_n_64_a_flood_is_refused_and_the_connected_are_served() -> 
     assert out["log_lines_during_flood"] <= 5  # the refusals are logged rate-limited
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(180)
 def test_in_a_64_mib_memory_cgroup_a_flood_does_not_kill_it() -> None:
     why = limits.cgroup_writable()

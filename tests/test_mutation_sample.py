@@ -105,6 +105,7 @@ PLANTED = [
 ]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     ("module", "line", "bug", "tests"),
     PLANTED,
@@ -133,7 +134,8 @@ def test_a_planted_bug_turns_its_tests_red(
     )
     assert where.stdout.strip() == str(copy / "__init__.py")  # the copy is what runs
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        # -n 0: in this process (the named tests are few; workers would only cost start-ups)
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0", *tests],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -19,16 +19,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from coactive_credd.testing.fakeupstream import FakeCoactive
+from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
 
-from .conftest import PERSONAL_TOKEN, Daemon, leaked, login, start_daemon, wait_ready
+from .conftest import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PERSONAL_TOKEN,
+    Daemon,
+    leaked,
+    login,
+    start_daemon,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "client_shim"
@@ -104,9 +112,46 @@ def clients_of(case: dict[str, Any]) -> tuple[str, ...]:
     return SHIMS if case.get("clients", "all") == "shims" else CLIS
 
 
+# Every cell of one set-up (the vector's ``setup``: a daemon with some state, or none) shares
+# one daemon and one fake Coactive: a client only asks, so what one cell leaves behind is what
+# the next one would have set up again. Starting a daemon (a login, then `serve`) costs about
+# a second, and there are over two hundred cells.
+def setup_key(case: dict[str, Any]) -> str:
+    return json.dumps(case.get("setup", {}), sort_keys=True)
+
+
+# set-up key -> the first case that has it (names the set-up: the param of `served`, groups)
+SETUPS: dict[str, str] = {}
+for _name, _case in CASES.items():
+    SETUPS.setdefault(setup_key(_case), _name)
+
+# Variables of the test run's own environment a cell must not see (the `home` fixture's list).
+SCRUBBED = (
+    "COACTIVE_CREDD_SOCKET",
+    "COACTIVE_PROFILE",
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+)
+
+
+@dataclass
+class SetUp:
+    """One set-up made real: its home, the fake, the daemon (if any) and what clients get."""
+
+    home: Path
+    fake: FakeCoactive
+    profile: str
+    env: dict[str, str]  # COACTIVE_CREDD_HOME, and HOME for a curlrc
+    socket: str
+    daemon: Daemon | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
 @dataclass
 class Prepared:
-    """A case made real: the daemon (if any), the fake, and what the shims get."""
+    """One cell's view of its set-up: the env its client gets, what the fake had issued and
+    how many logins it had counted when the cell began."""
 
     fake: FakeCoactive
     profile: str
@@ -115,7 +160,6 @@ class Prepared:
     daemon: Daemon | None = None
     logins_before: int = 0
     first_token: str | None = None
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def current_token(self) -> str:
         return self.fake.issued[-1]
@@ -131,76 +175,121 @@ def lock_vault() -> None:
     vault.rekey_to_passphrase("correct horse battery staple")
 
 
-@pytest.fixture
-def prepare(home: Path, fake: FakeCoactive) -> Iterator[Callable[[dict[str, Any]], Prepared]]:
-    made: list[Prepared] = []
+def _make(setup: dict[str, Any], u: SetUp) -> None:
+    """Prepare ``setup`` in ``u.home`` (COACTIVE_CREDD_HOME is set to it by the caller); what
+    it starts is in ``u`` as soon as it runs, for the caller to stop when a later step fails."""
+    home, fake, sock = u.home, u.fake, u.socket
+    mode = setup.get("daemon", "up")
+    if mode == "down":
+        return
+    if mode == "stale":
+        # A socket file left behind by a daemon that died: connecting is refused.
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(sock)
+        s.close()
+        return
+    if "curlrc" in setup:
+        curl_home = home / "curl-home"
+        curl_home.mkdir(exist_ok=True)
+        (curl_home / ".curlrc").write_text(setup["curlrc"])
+        u.env["HOME"] = str(curl_home)
+    if "token" in setup:
+        fake.next_tokens = [setup["token"]]
+    if "first_expires_in" in setup:
+        fake.expires_in = setup["first_expires_in"]
+    if setup.get("verify", True):
+        login(fake, u.profile)
+    else:
+        login(fake, u.profile, "--no-verify")
+    if setup.get("revoked"):
+        fake.revoke(PERSONAL_TOKEN)
+    if setup.get("locked"):
+        lock_vault()
+    if "fault" in setup:
+        fake.retry_after = None
+        fake.fault = setup["fault"]
+    args: list[str] = []
+    if setup.get("socket") == "elsewhere":
+        alt = Path(tempfile.mkdtemp(prefix="ccs-", dir="/tmp"))
+        alt.chmod(0o700)
+        u.cleanups.append(lambda: shutil.rmtree(alt, ignore_errors=True))
+        sock = str(alt / "d.sock")
+        args = ["--socket", sock]
+    d = start_daemon(home, *args, wait=False)
+    d.socket = Path(sock)
+    u.daemon, u.socket = d, sock
+    wait_ready(d, timeout=60)  # a poll: as long as a loaded machine needs, for every cell
+    if "expires_in" in setup:
+        fake.expires_in = setup["expires_in"]
 
-    def _prepare(case: dict[str, Any]) -> Prepared:
-        setup = case.get("setup", {})
-        profile = setup.get("profile", "default")
-        sock = str(home / "credd.sock")
-        p = Prepared(fake=fake, profile=profile, env={}, socket=sock)
-        made.append(p)
-        mode = setup.get("daemon", "up")
-        p.env.update(case.get("env", {}))
-        if mode == "down":
-            return p
-        if mode == "stale":
-            # A socket file left behind by a daemon that died: connecting is refused.
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.bind(sock)
-            s.close()
-            return p
-        if "curlrc" in setup:
-            curl_home = home / "curl-home"
-            curl_home.mkdir(exist_ok=True)
-            (curl_home / ".curlrc").write_text(setup["curlrc"])
-            p.env["HOME"] = str(curl_home)
-        if "token" in setup:
-            fake.next_tokens = [setup["token"]]
-        if "first_expires_in" in setup:
-            fake.expires_in = setup["first_expires_in"]
-        if setup.get("verify", True):
-            login(fake, profile)
-        else:
-            login(fake, profile, "--no-verify")
-        if setup.get("revoked"):
-            fake.revoke(PERSONAL_TOKEN)
-        if setup.get("locked"):
-            lock_vault()
-        if "fault" in setup:
-            fake.retry_after = None
-            fake.fault = setup["fault"]
-        args: list[str] = []
-        if setup.get("socket") == "elsewhere":
-            alt = Path(tempfile.mkdtemp(prefix="ccs-", dir="/tmp"))
-            alt.chmod(0o700)
-            p.cleanups.append(lambda: shutil.rmtree(alt, ignore_errors=True))
-            sock = str(alt / "d.sock")
-            args = ["--socket", sock]
-        d = start_daemon(home, *args, wait=False)
-        d.socket = Path(sock)
-        wait_ready(d)
-        p.daemon, p.socket = d, sock
-        if "expires_in" in setup:
-            fake.expires_in = setup["expires_in"]
-        p.first_token = fake.issued[-1] if fake.issued else None
-        p.logins_before = fake.logins
-        p.env.update({k: v.format(socket=sock) for k, v in case.get("env", {}).items()})
-        return p
 
-    yield _prepare
-    for p in made:
-        if p.daemon is not None:
-            p.daemon.stop()
-            assert not leaked(p.daemon.log_text(), set(fake.issued)), "a token in the daemon log"
-        for fn in p.cleanups:
-            fn()
+@pytest.fixture(scope="module")
+def served(request: pytest.FixtureRequest) -> Iterator[SetUp]:
+    """The set-up of the case named by ``request.param`` (the first case that has it, from
+    :data:`SETUPS`), made once for every cell that has it; the daemon's log is checked for
+    tokens when the last of them is done."""
+    setup = CASES[request.param].get("setup", {})
+    # Short path under /tmp: a Unix socket path must fit in 108 bytes.
+    home = Path(tempfile.mkdtemp(prefix="ccd-", dir="/tmp"))
+    home.chmod(0o700)
+    u: SetUp | None = None
+    try:
+        with FakeCoactiveThread(expires_in=3600) as fake:
+            fake.add_personal_token(PERSONAL_TOKEN)
+            fake.add_client(CLIENT_ID, CLIENT_SECRET)
+            u = SetUp(
+                home=home,
+                fake=fake,
+                profile=setup.get("profile", "default"),
+                env={"COACTIVE_CREDD_HOME": str(home)},
+                socket=str(home / "credd.sock"),
+            )
+            # the `home` fixture's environment, while the set-up is made (login, serve)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("COACTIVE_CREDD_HOME", str(home))
+                for var in SCRUBBED:
+                    mp.delenv(var, raising=False)
+                _make(setup, u)
+            yield u
+            if u.daemon is not None:
+                u.daemon.stop()
+                assert not leaked(u.daemon.log_text(), set(fake.issued)), "a token in the log"
+    finally:
+        if u is not None:
+            if u.daemon is not None:
+                u.daemon.stop()  # a set-up that failed half-way leaves no daemon behind
+            for fn in u.cleanups:
+                fn()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def prepare(u: SetUp, case: dict[str, Any]) -> Prepared:
+    """Begin a cell of ``case`` on its set-up ``u``."""
+    if u.daemon is not None:
+        assert u.daemon.proc.poll() is None, (
+            f"the daemon of this set-up exited ({u.daemon.proc.returncode}):\n"
+            + u.daemon.log_text()
+        )
+    env = {**u.env, **case.get("env", {})}
+    if u.daemon is not None:
+        env.update({k: v.format(socket=u.socket) for k, v in case.get("env", {}).items()})
+    return Prepared(
+        fake=u.fake,
+        profile=u.profile,
+        env=env,
+        socket=u.socket,
+        daemon=u.daemon,
+        logins_before=u.fake.logins,
+        first_token=u.fake.issued[-1] if u.fake.issued else None,
+    )
 
 
 def run(
-    argv: list[str], env: dict[str, str], stdin: str | None = None
+    argv: list[str], env: dict[str, str], stdin: str | None = None, *, clean: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``argv`` with ``env`` over this process's environment (without :data:`SCRUBBED`
+    when ``clean``: a cell's client sees only its set-up's); returns it and its seconds."""
+    base = {k: v for k, v in os.environ.items() if not (clean and k in SCRUBBED)}
     started = time.monotonic()
     proc = subprocess.run(
         argv,
@@ -208,49 +297,43 @@ def run(
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **env},
+        env={**base, **env},
     )
     return proc, time.monotonic() - started
 
 
-# case -> client -> "ok" / "FAIL"; printed as one table when the module ends.
-MATRIX: dict[str, dict[str, str]] = {}
+def record_cell(request: pytest.FixtureRequest, case_name: str, client: str) -> None:
+    """Name this test as one client's cell on one vector: tests/conftest.py prints every cell
+    that ran as one table at the end of the run (ok, FAIL, or - where it does not apply), from
+    whichever xdist worker ran it."""
+    case = CASES[case_name]
+    applies = [*clients_of(case), *(["git"] if case.get("git") is not None else [])]
+    request.node.user_properties.append(
+        (
+            "conformance",
+            {
+                "case": case_name,
+                "order": list(CASES).index(case_name),
+                "client": client,
+                "columns": [*CLIS, "git"],
+                "applies": applies,
+            },
+        )
+    )
 
 
-@contextmanager
-def cell(case_name: str, client: str) -> Iterator[None]:
-    """Record one client's outcome on one vector (FAIL unless the block completes)."""
-    MATRIX.setdefault(case_name, {})[client] = "FAIL"
-    yield
-    MATRIX[case_name][client] = "ok"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def conformance_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    """At the end, every client on every vector that ran: ok, FAIL, or - (does not apply)."""
-    yield
-    if not MATRIX:
-        return
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    columns = [*CLIS, "git"]
-    width = max(len(name) for name in MATRIX)
-    lines = ["", "conformance: " + " ".join(f"{c:>6}" for c in columns)]
-    for name, row in MATRIX.items():
-        case = CASES[name]
-        applies = {*clients_of(case), *(["git"] if case.get("git") is not None else [])}
-        marks = [row.get(c, "-" if c not in applies else "") for c in columns]
-        lines.append(f"{name:<{width}} " + " ".join(f"{m:>6}" for m in marks))
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():  # shown even under -q, never captured
-            for line in lines:
-                reporter.write_line(line)
+def on_setup(case_name: str, *rest: str, id: str) -> Any:
+    """The parameters of one cell: its set-up (for :func:`served`, indirectly) first. Cells
+    of a set-up with a daemon run in one xdist worker (group ``shims-<first case>``), so the
+    daemon is started once; the ids stay the case's and the client's."""
+    first = SETUPS[setup_key(CASES[case_name])]
+    daemon = CASES[case_name].get("setup", {}).get("daemon", "up") == "up"
+    marks = [pytest.mark.xdist_group(f"shims-{first}")] if daemon else []
+    return pytest.param(first, case_name, *rest, id=id, marks=marks)
 
 
 def cli_params() -> list[Any]:
-    return [
-        pytest.param(c, s, id=f"{c}-{s}") for c, case in CASES.items() for s in clients_of(case)
-    ]
+    return [on_setup(c, s, id=f"{c}-{s}") for c, case in CASES.items() for s in clients_of(case)]
 
 
 def check_help(text: str, prog: str) -> None:
@@ -261,27 +344,24 @@ def check_help(text: str, prog: str) -> None:
         assert piece in text, (piece, text)
 
 
-@pytest.mark.parametrize(("case_name", "shim"), cli_params())
+@pytest.mark.parametrize(
+    ("served", "case_name", "shim"),
+    cli_params(),
+    indirect=["served"],
+    scope="module",  # else pytest makes `served` anew for every test
+)
 def test_cli_conformance(
-    case_name: str,
-    shim: str,
-    prepare: Callable[[dict[str, Any]], Prepared],
-    request: pytest.FixtureRequest,
+    served: SetUp, case_name: str, shim: str, request: pytest.FixtureRequest
 ) -> None:
-    with cell(case_name, shim):
-        _check_cli(case_name, shim, prepare, request)
+    record_cell(request, case_name, shim)
+    _check_cli(case_name, shim, served, request)
 
 
-def _check_cli(
-    case_name: str,
-    shim: str,
-    prepare: Callable[[dict[str, Any]], Prepared],
-    request: pytest.FixtureRequest,
-) -> None:
+def _check_cli(case_name: str, shim: str, served: SetUp, request: pytest.FixtureRequest) -> None:
     case = CASES[case_name]
     go = request.getfixturevalue("go_cli") if shim == "go" else None
-    p = prepare(case)
-    proc, elapsed = run(cli_argv(shim, go) + flags(case, shim), p.env)
+    p = prepare(served, case)
+    proc, elapsed = run(cli_argv(shim, go) + flags(case, shim), p.env, clean=True)
     expect = case["expect"]
     prog = PROGS[shim]
     where = f"{shim} {case_name}: exit {proc.returncode}, out {proc.stdout!r}, err {proc.stderr!r}"
@@ -344,23 +424,28 @@ def test_every_shim_says_the_package_version(request: pytest.FixtureRequest) -> 
 GIT_CASES = [name for name, c in CASES.items() if c.get("git") is not None]
 
 
-@pytest.mark.parametrize("case_name", GIT_CASES)
+@pytest.mark.parametrize(
+    ("served", "case_name"),
+    [on_setup(c, id=c) for c in GIT_CASES],
+    indirect=["served"],
+    scope="module",  # else pytest makes `served` anew for every test
+)
 def test_git_helper_conformance(
-    case_name: str, prepare: Callable[[dict[str, Any]], Prepared]
+    served: SetUp, case_name: str, request: pytest.FixtureRequest
 ) -> None:
-    with cell(case_name, "git"):
-        _check_git(case_name, prepare)
+    record_cell(request, case_name, "git")
+    _check_git(case_name, served)
 
 
-def _check_git(case_name: str, prepare: Callable[[dict[str, Any]], Prepared]) -> None:
+def _check_git(case_name: str, served: SetUp) -> None:
     case = CASES[case_name]
-    p = prepare(case)
+    p = prepare(served, case)
     host = p.fake.base_url.split("://", 1)[1]
     stdin = f"protocol=http\nhost={host}\n"
     if "profile" in case.get("args", {}):
         stdin += f"username={case['args']['profile']}\n"
     argv = [_need("dash"), str(SHIM / "sh" / "git-credential-coactive"), "get"]
-    proc, _ = run(argv, p.env, stdin + "\n")
+    proc, _ = run(argv, p.env, stdin + "\n", clean=True)
     where = (
         f"git {case_name}: exit {proc.returncode}, stdout {proc.stdout!r}, stderr {proc.stderr!r}"
     )

@@ -30,6 +30,7 @@ from soak_check import Answer, Window
 CI_CLOCK_STEPS = True
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(400)
 def test_short_soak_holds_every_guarantee() -> None:
     plan = soak.Plan(
@@ -71,6 +72,7 @@ def _planted_copy(tmp: Path) -> Path:
     return dst
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_the_soak_catches_a_token_served_past_its_deadline(tmp_path: Path) -> None:
     plan = soak.Plan(

@@ -142,7 +142,9 @@ def prepare(module: str, timeout_multiplier: float) -> Path:
             f"pytest_add_cli_args_test_selection = {json.dumps(MODULES[module])}",
             # mutmut runs the suite several times in one process: a resource warning from one
             # run surfaces in the next as an error that is nobody's mutant
-            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", '
+            # -n 0: mutmut counts the tests that reach a function in its own process, so no
+            # xdist workers (pyproject's addopts asks for them)
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-n", "0", '
             '"-W", "ignore::pytest.PytestUnraisableExceptionWarning", '
             '"-W", "ignore::ResourceWarning"]',
             # the tests start subprocesses; forked straight from mutmut's own process, a child
