@@ -1,8 +1,9 @@
 """Every environment variable the product reads or sets: its name, default and meaning.
 
 Precedence everywhere is: a command-line flag, else the variable, else the config file, else
-the default here. Code names a variable through these constants, never by a string of its own
-(``tests/test_walls.py`` checks that every ``COACTIVE_*`` name in the package is listed here).
+the default here. Every ``COACTIVE_*`` name that appears anywhere in the package must be listed
+here (``tests/test_walls.py`` fails otherwise); new code names a variable through these
+constants.
 The client shims (sh, Python, Node, Go) are single files other projects copy, so they spell the
 names themselves; ``tests/vectors/`` runs every shim against the same cases.
 """
