@@ -30,8 +30,8 @@ import pytest
 from coactive_credd.core import config
 from coactive_credd.core import proxy_choice as proxy
 from coactive_credd.testing.fakeupstream import FakeCoactive, FakeCoactiveThread
+from coactive_credd.upstream import answers, redact
 from coactive_credd.upstream import exchange as upstream
-from coactive_credd.upstream import redact
 
 from .conftest import PERSONAL_TOKEN, InProc, run_cli, start_daemon
 from .test_metrics import scrape
@@ -127,7 +127,7 @@ def test_an_http_base_url_always_goes_direct() -> None:
 )
 def test_an_echo_of_the_credential_reversed_is_withheld(echo: str) -> None:
     body = json.dumps({"detail": echo}).encode()
-    assert upstream._server_message(body, (PERSONAL_TOKEN,)) == redact.WITHHELD
+    assert answers._server_message(body, (PERSONAL_TOKEN,)) == redact.WITHHELD
 
 
 def test_a_lifetime_beyond_a_day_is_a_day(caplog: pytest.LogCaptureFixture) -> None:

@@ -108,6 +108,10 @@ _CLI_LAZY = (
     "coactive_credd.server",
     "coactive_credd.vault",
     "coactive_credd.upstream.exchange",
+    "coactive_credd.upstream.answers",
+    "coactive_credd.upstream.connection",
+    "coactive_credd.upstream.credential",
+    "coactive_credd.upstream.failures",
     "coactive_credd.testing",
     *HEAVY,
 )
