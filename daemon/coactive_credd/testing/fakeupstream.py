@@ -34,29 +34,33 @@ wall clock) and for how long (seconds).
 
 Run it alone with ``python -m coactive_credd.testing.fakeupstream --personal-token T``; it prints its
 base URL on one line and serves until SIGTERM or SIGINT.
+
+The parts, one module each in this room: :mod:`.fakerecords` (what it keeps of requests and
+tokens), :mod:`.fakelogin` (the login shape it demands), :mod:`.fakefaults` (the faults and
+their answers), :mod:`.fakeapi` (the API surface's answers). This module is their public face:
+the fake, its thread wrapper and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
 import json
-import secrets
 import signal
-import socket
 import ssl
-import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from .fakeapi import answer as answer_api
+from .fakeapi import pattern as pattern  # re-exported: tests check streamed bodies with it
+from .fakefaults import FAULTS, SLOW_DEFAULT, fault_answer
+from .fakelogin import LOGIN_PATH, Refused, check_shape
+from .fakerecords import Issued, RecordedRequest, credential_id, credential_of, new_token, peer_of
 
 __all__ = [
     "FAULTS",
@@ -66,81 +70,6 @@ __all__ = [
     "RecordedRequest",
     "credential_id",
 ]
-
-FAULTS = (
-    "slow",
-    "429",
-    "500",
-    "502",
-    "503",
-    "reset",
-    "malformed",
-    "401",
-    "wrong_token_type",
-    "missing_expires_in",
-    "timeout",
-)
-LOGIN_PATH = "/api/v0/login"
-SLOW_DEFAULT = 5.0
-HANG_SECONDS = 3600.0
-GRANT_TYPES = {"bearer": "refresh_token", "basic": "client_credentials"}
-
-
-@dataclass
-class RecordedRequest:
-    """One request the fake received (every path except ``/_fake/...``)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any  # the parsed JSON, or the raw text when it is not JSON
-    auth: str | None  # "bearer", "basic", another scheme in lower case, or None
-    peer: tuple[str, int] | None  # the client's address: same peer, same connection
-    status: int | None = None  # the answer's status; None while pending or when none was sent
-    fault: str | None = None  # the fault applied, if any
-    detail: str | None = field(default=None)  # why a request of the wrong shape was refused
-    at: float = field(default_factory=time.time)  # arrival, epoch seconds
-    credential: str | None = None  # credential_id() of the secret it presented, if any
-    retry_after: str | None = None  # the Retry-After it was answered with, if any
-
-
-@dataclass(frozen=True)
-class Issued:
-    """One token the fake handed out: the soak's ledger entry."""
-
-    access_token: str = field(repr=False)
-    credential: str  # credential_id() of the personal token or client id that obtained it
-    issued_at: float  # epoch seconds, just before the answer was sent
-    expires_in: int  # seconds, as answered
-    requested_at: float = 0.0  # epoch seconds the login request arrived (before any delay)
-
-
-def credential_id(secret: str) -> str:
-    """A short stable name for a personal token or a client id (16 hex digits of SHA-256)."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:16]
-
-
-def _credential_of(authorization: str) -> str | None:
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value:
-        return credential_id(value)
-    if scheme.lower() == "basic" and value:
-        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
-            client_id = base64.b64decode(value, validate=True).decode().partition(":")[0]
-            return credential_id(client_id)
-    return None
-
-
-def new_token() -> str:
-    """A random URL-safe access token, 43 characters, starting ``cat_``."""
-    return "cat_" + secrets.token_urlsafe(30)[:39]
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 class FakeCoactive:
@@ -305,12 +234,12 @@ class FakeCoactive:
             headers=dict(request.headers),
             body=body,
             auth=authorization.split(" ", 1)[0].lower() or None,
-            peer=_peer(request),
-            credential=_credential_of(authorization),
+            peer=peer_of(request),
+            credential=credential_of(authorization),
         )
         with self._lock:
             self.requests.append(record)
-        response = await self._answer(request, record, raw)
+        response = await self._answer(request, record)
         if response is None:
             # The transport is gone on purpose; aiohttp quietly drops what is returned.
             return web.Response()
@@ -318,7 +247,7 @@ class FakeCoactive:
         return response
 
     async def _answer(
-        self, request: web.Request, record: RecordedRequest, raw: bytes
+        self, request: web.Request, record: RecordedRequest
     ) -> web.StreamResponse | None:
         if request.path != LOGIN_PATH:
             record.detail = f"no route {request.path}; the login endpoint is {LOGIN_PATH}"
@@ -336,12 +265,24 @@ class FakeCoactive:
             record.fault = fault
             if fault in ("429", "503"):
                 record.retry_after = self.retry_after
-            return await self._faulty(request, fault)
+            return await fault_answer(
+                request,
+                fault,
+                retry_after=self.retry_after,
+                expires_in=self.expires_in,
+                sleep=self._sleep,
+            )
         try:
-            kind, secret, client_id = self._check_shape(request, record, raw)
-        except _Refused as refused:
+            kind, secret, client_id = check_shape(request, record.body)
+        except Refused as refused:
             record.detail = refused.detail
             return web.json_response({"detail": refused.detail}, status=refused.status)
+        return self._issue(kind, secret, client_id, record)
+
+    def _issue(
+        self, kind: str, secret: str, client_id: str | None, record: RecordedRequest
+    ) -> web.Response:
+        """A token for a known, unrevoked credential (a 401 otherwise), written in the ledger."""
         with self._lock:
             if kind == "bearer":
                 known = secret in self._personal_tokens
@@ -375,7 +316,7 @@ class FakeCoactive:
             headers=dict(request.headers),
             body=None,
             auth=authorization.split(" ", 1)[0].lower() or None,
-            peer=_peer(request),
+            peer=peer_of(request),
         )
         with self._lock:
             self.api_requests.append(record)
@@ -389,167 +330,9 @@ class FakeCoactive:
             record.status = 401
             record.detail = "api_401 switch" if refuse else "bearer is not a token this fake issued"
             return web.json_response({"detail": "Invalid or expired token"}, status=401)
-        resp = await self._api_answer(request, record)
+        resp = await answer_api(request, record, self._sleep)
         record.status = resp.status
         return resp
-
-    async def _api_answer(
-        self, request: web.Request, record: RecordedRequest
-    ) -> web.StreamResponse:
-        tail = request.match_info["tail"]
-        if tail.startswith(("echo", "datasets/")):
-            digest, size, kept = hashlib.sha256(), 0, bytearray()
-            while chunk := await request.content.read(64 * 1024):
-                digest.update(chunk)
-                size += len(chunk)
-                if len(kept) <= 64 * 1024:
-                    kept += chunk
-            record.body = size
-            return web.json_response(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "query": request.raw_path.partition("?")[2],  # as sent, undecoded
-                    "headers": [[k, v] for k, v in request.headers.items()],
-                    "body_bytes": size,
-                    "body_sha256": digest.hexdigest(),
-                    "body": kept.decode("utf-8", "replace") if size <= 64 * 1024 else None,
-                }
-            )
-        if tail == "stream" or tail == "reset":
-            try:
-                size = int(request.query.get("bytes", "0"))
-            except ValueError:
-                return web.json_response({"detail": "bytes must be an integer"}, status=400)
-            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-            if tail == "reset":
-                resp.content_length = size + 1024 * 1024
-            elif request.query.get("chunked") != "1":
-                resp.content_length = size
-            await resp.prepare(request)
-            sent = 0 if request.method != "HEAD" else size  # a HEAD: the head alone
-            while sent < size:
-                n = min(64 * 1024, size - sent)
-                await resp.write(pattern(sent, n))
-                sent += n
-            if tail == "reset":
-                _abort(request, reset=True)
-                return resp
-            await resp.write_eof()
-            return resp
-        if tail == "redirect":
-            return web.Response(status=302, headers={"Location": "https://elsewhere.invalid/"})
-        if tail == "stall":
-            await self._sleep(HANG_SECONDS)
-            return web.json_response({"detail": "stalled"})
-        if tail.rstrip("/") == "datasets":
-            return web.json_response(
-                {"meta": {"links": {}, "page": {"currentPage": 1, "lastPage": 1}}, "data": []}
-            )
-        return web.json_response({"detail": f"no API route {request.path}"}, status=404)
-
-    def _check_shape(
-        self, request: web.Request, record: RecordedRequest, raw: bytes
-    ) -> tuple[str, str, str | None]:
-        if request.content_type != "application/json":
-            raise _Refused(
-                400,
-                f"Content-Type must be application/json, got "
-                f"{request.headers.get('Content-Type')!r}",
-            )
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        kind = scheme.lower()
-        if kind not in GRANT_TYPES or not value:
-            raise _Refused(
-                400,
-                "Authorization must be 'Bearer <personal token>' or HTTP Basic "
-                "with the client id and secret",
-            )
-        client_id: str | None = None
-        secret = value
-        if kind == "basic":
-            try:
-                pair = base64.b64decode(value, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                raise _Refused(400, "Basic credentials are not valid base64 of UTF-8") from None
-            client_id, colon, secret = pair.partition(":")
-            if not colon or not client_id or not secret:
-                raise _Refused(400, "Basic credentials must be '<client id>:<client secret>'")
-        expected = {"grant_type": GRANT_TYPES[kind]}
-        if record.body != expected:
-            raise _Refused(
-                400, f"with {scheme} auth the body must be exactly {json.dumps(expected)}"
-            )
-        return kind, secret, client_id
-
-    async def _faulty(self, request: web.Request, fault: str) -> web.StreamResponse | None:
-        retry = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
-        if fault == "timeout":
-            await self._sleep(HANG_SECONDS)
-            _abort(request, reset=False)
-            return None
-        if fault == "reset":
-            _abort(request, reset=True)
-            return None
-        if fault == "429":
-            return web.json_response({"detail": "Too many requests"}, status=429, headers=retry)
-        if fault == "503":
-            return web.json_response({"detail": "Service unavailable"}, status=503, headers=retry)
-        if fault == "500":
-            return web.Response(status=500, text="Internal Server Error")
-        if fault == "502":
-            return web.Response(
-                status=502,
-                content_type="text/html",
-                text="<html><body><h1>502 Bad Gateway</h1></body></html>",
-            )
-        if fault == "401":
-            return web.json_response({"detail": "Invalid or revoked credentials"}, status=401)
-        if fault == "malformed":
-            return web.Response(
-                status=200,
-                content_type="text/html",
-                text="<html><body>Sign in to continue</body></html>",
-            )
-        answer: dict[str, Any] = {
-            "access_token": new_token(),
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-        }
-        if fault == "wrong_token_type":
-            answer["token_type"] = "mac"  # noqa: S105 - a scheme name, not a secret
-        elif fault == "missing_expires_in":
-            del answer["expires_in"]
-        return web.json_response(answer)
-
-
-_PATTERN = bytes(range(256)) * 256  # 64 KiB
-
-
-def pattern(offset: int, n: int) -> bytes:
-    """``n`` bytes of the stream endpoint's body from ``offset``: byte i is ``i % 256``."""
-    start = offset % 256
-    out = _PATTERN[start : start + n]
-    while len(out) < n:
-        out += _PATTERN[: n - len(out)]
-    return out
-
-
-def _peer(request: web.Request) -> tuple[str, int] | None:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return (str(peer[0]), int(peer[1])) if peer else None
-
-
-def _abort(request: web.Request, *, reset: bool) -> None:
-    transport = request.transport
-    if transport is None:
-        return
-    if reset:
-        # SO_LINGER 0 makes close() send RST rather than FIN: a real "connection reset".
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 class FakeCoactiveThread:
