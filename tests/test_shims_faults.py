@@ -12,7 +12,7 @@ import socketserver
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,25 +26,28 @@ from .test_shims import (
     PROGS,
     SHIM,
     VECTORS,
-    Prepared,
+    SetUp,
     _need,
     cli_argv,
     go_cli,
     prepare,
     run,
+    served,
 )
 
-__all__ = ["go_cli", "prepare"]  # fixtures, used here by name
+__all__ = ["go_cli", "served"]  # fixtures, used here by name
 
 
+# "success": the conformance set-up with a logged-in daemon and nothing else (no fault)
+@pytest.mark.parametrize("served", ["success"], indirect=True)
 def test_a_wedged_daemon_costs_every_client_a_bounded_wait(
-    prepare: Callable[[dict[str, Any]], Prepared], request: pytest.FixtureRequest
+    served: SetUp, request: pytest.FixtureRequest
 ) -> None:
     """SIGSTOP the daemon: each CLI gives up with exit 3 and one line within its 30 s
     timeout, the git helper prints nothing for the Coactive host and does not wait at all
     for another. All at once, so the suite waits the 30 s once."""
     go = request.getfixturevalue("go_cli")
-    p = prepare({"setup": {}})
+    p = prepare(served, {"setup": {}})
     assert p.daemon is not None
     host = p.fake.base_url.split("://", 1)[1]
     helper = [_need("dash"), str(SHIM / "sh" / "git-credential-coactive"), "get"]

@@ -62,7 +62,7 @@ def _planted_copy(tmp: Path) -> Path:
     src = Path(coactive_credd.__file__).resolve().parent
     dst = tmp / "planted"
     shutil.copytree(src, dst / "coactive_credd", ignore=shutil.ignore_patterns("__pycache__"))
-    engine = dst / "coactive_credd" / "engine.py"
+    engine = dst / "coactive_credd" / "core" / "engine.py"
     engine.write_text(
         engine.read_text()
         + "\n\n_real_skew_for = skew_for\n\n\n"

@@ -65,7 +65,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "coactive_credd.fakeupstream",
+                "coactive_credd.testing.fakeupstream",
                 "--personal-token",
                 PERSONAL_TOKEN,
             ],

@@ -68,7 +68,7 @@ t_images=$(date +%s)
 
 # 2. A fake Coactive on 127.0.0.1 that knows the first and the rotated credential.
 first="cpt_pod-first-$$-$RANDOM" rotated="cpt_pod-rotated-$$-$RANDOM"
-PYTHONPATH="$root/daemon:$root/client_shim/python" python3 -m coactive_credd.fakeupstream \
+PYTHONPATH="$root/daemon:$root/client_shim/python" python3 -m coactive_credd.testing.fakeupstream \
   --personal-token "$first" --personal-token "$rotated" >"$work/fake.url" 2>"$work/fake.log" &
 fake_pid=$!
 for _ in $(seq 100); do [ -s "$work/fake.url" ] && break; sleep 0.1; done

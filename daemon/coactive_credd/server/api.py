@@ -131,9 +131,8 @@ class Api:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             uid, pid = self._peer(request)
-            if not self.peer_allowed(
-                uid
-            ):  # the fast path refuses these first; allowed_uids reloaded
+            # the fast path refuses these first; here for a reload that changed allowed_uids
+            if not self.peer_allowed(uid):
                 logguard.refusals.warn(
                     "forbidden",
                     "refused a request from uid %d (pid %s): not the daemon's uid nor in allowed_uids",
