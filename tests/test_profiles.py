@@ -101,7 +101,10 @@ async def test_a_new_client_id_for_the_same_secret_is_new_credentials(
         "profile=system credentials rejected by Coactive: Coactive refused the login with "
         "HTTP 401: "
     )
-    fix = "coactive-credd login --profile system --client-id client-4712 --client-secret-stdin"
+    fix = (
+        f"coactive-credd login --profile system --base-url {inproc.fake.base_url} "
+        "--client-id client-4712 --client-secret-stdin"
+    )
     assert line.endswith(f"; run `{fix}`")
 
 
@@ -116,7 +119,7 @@ async def test_a_profile_with_no_credentials_says_so(inproc: InProc, home: Path)
     assert status == 424 and body["error"] == {
         "code": "reauth_required",
         "message": "profile 'bare' needs new credentials: no credentials stored",
-        "hint": "run `coactive-credd login --profile bare`",
+        "hint": f"run `coactive-credd login --profile bare --base-url {inproc.fake.base_url}`",
     }
     assert len(inproc.fake.requests) == requests
     assert (await state(inproc, "bare"))["last_error"] == "no credentials stored"
@@ -165,7 +168,10 @@ async def test_stored_credentials_that_no_longer_fit_the_profile_are_malformed(
     assert problem in body["error"]["message"]
     assert len(inproc.fake.requests) == requests
     lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-    fix = "coactive-credd login --profile default --client-id ID --client-secret-stdin"
+    fix = (
+        f"coactive-credd login --profile default --base-url {inproc.fake.base_url} "
+        "--client-id ID --client-secret-stdin"
+    )
     assert lines == [f"profile=default {problem}; run `{fix}`"]
 
 
@@ -207,7 +213,10 @@ async def test_a_client_secret_the_vault_holds_malformed_names_its_client_id_in_
     # refresh asked for says why there is no new one.
     assert (await inproc.get("/v1/token?profile=system"))[0] == 200
     status, body = await inproc.post("/v1/token/refresh?profile=system")
-    fix = f"coactive-credd login --profile system --client-id {CLIENT_ID} --client-secret-stdin"
+    fix = (
+        f"coactive-credd login --profile system --base-url {inproc.fake.base_url} "
+        f"--client-id {CLIENT_ID} --client-secret-stdin"
+    )
     assert status == 424 and body["error"]["hint"] == f"run `{fix}`"
     problem = "the stored credentials are malformed (the credential's secret contains control"
     assert (

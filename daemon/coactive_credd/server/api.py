@@ -234,6 +234,15 @@ class Api:
             body=p.render(now, self.d.boot_clock()), content_type="application/json"
         )
 
+    @staticmethod
+    def _relogin_hint(p: Profile) -> str:
+        """A refused credential is replaced (a personal token made anew first); none stored,
+        or stored ones that are malformed, are stored again with the same login."""
+        name, auth, base_url = p.cfg.name, p.cfg.auth, p.cfg.base_url
+        if (p.rt.last_error or "").startswith("Coactive refused"):
+            return config.reauth_fix(name, auth, p.client_id, base_url)
+        return f"run `{config.login_command(name, auth, p.client_id, base_url)}`"
+
     def _failure(self, p: Profile, now: float) -> ApiError:
         name = p.cfg.name
         if p.rt.reauth:
@@ -242,8 +251,7 @@ class Api:
                 "reauth_required",
                 # why: Coactive's refusal, or none stored, or stored ones that are malformed
                 f"profile {name!r} needs new credentials: {p.rt.last_error}",
-                credfile.fix_hint(p.cfg)
-                or config.reauth_fix(name, p.cfg.auth, p.client_id, p.cfg.base_url),
+                credfile.fix_hint(p.cfg) or self._relogin_hint(p),
             )
         tok, boot = p.rt.token, self.d.boot_clock()
         retry_in = p.rt.retry_in(now, boot)
