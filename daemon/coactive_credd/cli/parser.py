@@ -214,7 +214,7 @@ def _add_token(add: Add) -> None:
 
     p = add(
         "watch",
-        _lazy("execrun", "cmd_watch"),
+        _lazy("watch", "cmd_watch"),
         "print a line each time a token is replaced or a profile's state changes (never a token)",
     )
     _profile(p)
