@@ -122,7 +122,7 @@ def test_watch_ends_with_exit_3_when_the_daemon_stops(home: Path, short: FakeCoa
                 first = json.loads(p.stdout.readline())
                 assert set(first) == {"profile", "state", "expires_at", "token_sha256"}
                 d.stop()
-                assert p.wait(40) == 3  # after execrun.WATCH_GIVE_UP without a daemon
+                assert p.wait(40) == 3  # after watch.WATCH_GIVE_UP without a daemon
                 assert "serve" in p.stderr.read()
             finally:
                 if p.poll() is None:

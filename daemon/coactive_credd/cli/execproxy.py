@@ -22,7 +22,7 @@ and asks Coactive for an uncompressed answer, so that the mask can be applied. B
 ways with backpressure, as on the socket.
 
 It runs aiohttp on an event loop in a thread of its own, so the process's main thread keeps
-relaying signals to CMD exactly as plain ``exec`` does (:func:`execrun.wait`).
+relaying signals to CMD exactly as plain ``exec`` does (:func:`execchild.wait`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 import coactive_token
 
-from coactive_credd.cli import execrun
+from coactive_credd.cli import execchild
 from coactive_credd.core.proxyrules import WITHHOLD_HEADER, end_to_end, target_problem
 
 __all__ = ["PLACEHOLDER_PREFIX", "Listener", "run"]
@@ -247,7 +247,7 @@ def run(sock: str, profile: str, min_ttl: int, command: list[str]) -> int:
         name = client.token(profile, min_ttl).profile  # checked, then dropped: CMD never sees it
     coactive_token.verify_daemon(sock)
     placeholder = PLACEHOLDER_PREFIX + secrets.token_urlsafe(32)
-    waited = {*execrun.RELAYED, signal.SIGCHLD}
+    waited = {*execchild.RELAYED, signal.SIGCHLD}
     # Blocked before the listener's thread starts, so the signals wait for the main thread.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     listener = Listener(sock, name, placeholder)
@@ -276,7 +276,7 @@ def run(sock: str, profile: str, min_ttl: int, command: list[str]) -> int:
                 file=sys.stderr,
             )
             return 127 if isinstance(exc, FileNotFoundError) else 126
-        status_code = execrun.wait(pid)
+        status_code = execchild.wait(pid)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         listener.end()

@@ -7,268 +7,41 @@ Who writes the vault: this process when it can open the vault (a key file, or a 
 asked on the terminal); otherwise, with a passphrase vault, the running daemon that holds the
 unlocked key does it on this command's behalf (``POST /v1/admin/credentials``), so scripts
 log in and out without a terminal and without the passphrase in argv or the environment.
+
+The steps live beside: :mod:`login_input` (the credential read, its kind, ``--created``),
+:mod:`login_writer` (the vault, here or through the daemon), :mod:`login_verify` (the one
+exchange that checks it); this module puts the profile in the config and the secret in the
+vault.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shlex
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from coactive_credd.cli.common import (
-    EXIT_LOCKED,
-    EXIT_REJECTED,
-    EXIT_UNAVAILABLE,
     EXIT_UNKNOWN_PROFILE,
     EXIT_USAGE,
-    PROBE_TIMEOUT,
     CommandError,
-    admin,
-    error_line,
     guard_secret_holder,
     notify_daemon,
-    open_vault,
     profile_name,
     progress,
     resolve_paths,
 )
+from coactive_credd.cli.login_input import auth_for, created_day, read_secret
+from coactive_credd.cli.login_verify import verify, with_proxy
+from coactive_credd.cli.login_writer import Writer, open_writer
 
 if TYPE_CHECKING:
     from coactive_credd.core.config import ProfileConfig
-    from coactive_credd.core.paths import Paths
-    from coactive_credd.vault import CachedToken, Vault
 
 
-def read_secret(
-    prompt: str, from_stdin: bool, flag: str, again: str = "coactive-credd login"
-) -> str:
-    """One credential: a line of stdin, or typed on the terminal without echo. ``again`` is
-    the login command for this profile (``--profile``, ``--base-url``), which every hint
-    repeats so following it logs the same profile in at the same place."""
-    if sys.stdin.isatty():
-        # Also with the -stdin flag: a forgotten `< file` must not leave a pasted token on
-        # the screen, so a terminal is always read without echo, with a prompt.
-        import getpass
-
-        try:
-            secret = getpass.getpass(prompt)
-        except EOFError:
-            print(file=sys.stderr)  # the prompt's line ends here, not in the message
-            raise CommandError(
-                f"no credential given (end of input); run `{again}` and paste it, or pipe it "
-                f'in: `echo "$SECRET" | {again} {flag}`',
-                EXIT_USAGE,
-            ) from None
-    elif from_stdin:
-        secret = sys.stdin.readline().rstrip("\r\n")
-    else:
-        raise CommandError(
-            f"no credential given and standard input is not a terminal; pipe it in: "
-            f'`echo "$SECRET" | {again} {flag}`',
-            EXIT_USAGE,
-        )
-    secret = secret.strip()
-    if not secret:
-        raise CommandError(
-            f"the credential is empty; pass the personal token or client secret (`{again} {flag}`)",
-            EXIT_USAGE,
-        )
-    if secret.lower().startswith("bearer "):
-        raise CommandError(
-            "that is an Authorization header (`Bearer ...`), not the credential; pass the "
-            f"token alone, without `Bearer `: `{again} {flag}`",
-            EXIT_USAGE,
-        )
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in secret):
-        raise CommandError(
-            f"the credential contains spaces or control characters; check what you pasted "
-            f"and run `{again} {flag}` again",
-            EXIT_USAGE,
-        )
-    return secret
-
-
-class _Writer:
-    """Writes the vault here, or through the running daemon when only it holds the key."""
-
-    def __init__(self, paths: Paths, vault: Vault, via_daemon: bool) -> None:
-        self.paths, self.vault, self.via_daemon = paths, vault, via_daemon
-
-    def client_id(self, name: str) -> str | None:
-        """The client id stored for profile ``name`` (None if none)."""
-        if self.via_daemon:
-            import coactive_token
-
-            try:
-                with coactive_token.Client(
-                    str(self.paths.socket), timeout=PROBE_TIMEOUT, autostart=False
-                ) as client:
-                    st = client.status()
-            except coactive_token.CredddError:
-                return None
-            for p in st.get("profiles", []):
-                if p.get("name") == name and isinstance(p.get("client_id"), str):
-                    return str(p["client_id"])
-            return None
-        sec = self.vault.load().profiles.get(name)
-        return sec.client_id if sec else None
-
-    def put(
-        self, name: str, secret: str, client_id: str | None, cached: CachedToken | None
-    ) -> None:
-        if self.via_daemon:
-            token = None
-            if cached is not None:
-                token = {
-                    "access_token": cached.access_token,
-                    "token_type": cached.token_type,
-                    "expires_at": cached.expires_at,
-                    "obtained_at": cached.obtained_at,
-                }
-            body = {"profile": name, "secret": secret, "client_id": client_id, "token": token}
-            self._daemon("/v1/admin/credentials", body)
-            return
-        from coactive_credd.vault import ProfileSecrets, VaultData
-
-        def put(data: VaultData) -> None:
-            data.profiles[name] = ProfileSecrets(secret=secret, client_id=client_id, token=cached)
-
-        self.vault.update(put)
-
-    def remove(self, names: list[str]) -> list[str]:
-        """Drop these profiles' secrets; answers the names that had any."""
-        if self.via_daemon:
-            answer = self._daemon("/v1/admin/credentials/remove", {"profiles": names})
-            return [str(n) for n in answer.get("removed", [])]
-        from coactive_credd.vault import VaultData
-
-        removed: list[str] = []
-
-        def drop(data: VaultData) -> None:
-            removed.extend(n for n in names if data.profiles.pop(n, None) is not None)
-
-        self.vault.update(drop)
-        return removed
-
-    def _daemon(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        status, answer = admin(self.paths, path, body)
-        if status == 423:
-            raise CommandError(f"{error_line(answer)}", EXIT_LOCKED)
-        if status != 200:
-            raise CommandError(error_line(answer))
-        return answer
-
-
-def open_writer(paths: Paths) -> _Writer:
-    """How this command gets at the vault; asks the passphrase first when it must."""
-    from coactive_credd.core import fsutil
-
-    for d in paths.private_dirs:
-        fsutil.ensure_private_dir(d)
-    vault = open_vault(paths)
-    # A locked Secret Service is no passphrase to ask for: writing says what to unlock.
-    if not vault.locked or vault.key_source != "passphrase":
-        return _Writer(paths, vault, via_daemon=False)
-    if _daemon_unlocked(paths):
-        return _Writer(paths, vault, via_daemon=True)
-    from coactive_credd.cli.vault import has_terminal, read_passphrase
-    from coactive_credd.vault import WrongPassphrase
-
-    if not has_terminal():
-        raise CommandError(
-            "the vault is protected by a passphrase, no unlocked daemon holds it and there is "
-            "no terminal to ask on; run `coactive-credd unlock` with the daemon running, "
-            "then this command again",
-            EXIT_LOCKED,
-        )
-    try:
-        vault.unlock(read_passphrase("Vault passphrase: ", False))
-    except WrongPassphrase as exc:
-        raise CommandError(str(exc), EXIT_LOCKED) from None
-    return _Writer(paths, vault, via_daemon=False)
-
-
-def _daemon_unlocked(paths: Paths) -> bool:
-    import coactive_token
-
-    try:
-        with coactive_token.Client(
-            str(paths.socket), timeout=PROBE_TIMEOUT, autostart=False
-        ) as client:
-            return client.status().get("locked") is False
-    except coactive_token.CredddError:
-        return False
-
-
-def _auth_for(
-    args: argparse.Namespace, old: ProfileConfig | None, writer: _Writer, name: str
-) -> tuple[str, str | None]:
-    """(auth, client id): what the flags say, else what the profile already has."""
-    if args.client_id is not None:
-        if not args.client_id.strip():
-            raise CommandError("--client-id is empty; give the system client's id", EXIT_USAGE)
-        return "client_credentials", args.client_id.strip()
-    if args.personal_token_stdin:
-        return "personal_token", None
-    if old is not None and old.auth == "client_credentials":
-        client_id = writer.client_id(name) or old.client_id
-        if client_id:
-            return "client_credentials", client_id
-        raise CommandError(
-            f"profile {name!r} uses system credentials but no client id is stored; run "
-            f"`coactive-credd login --profile {name} --client-id ID --client-secret-stdin`",
-            EXIT_USAGE,
-        )
-    if args.client_secret_stdin:
-        raise CommandError(
-            f"--client-secret-stdin needs the client id: "
-            f"`coactive-credd login --profile {name} --client-id ID --client-secret-stdin`",
-            EXIT_USAGE,
-        )
-    return "personal_token", None
-
-
-def _created(args: argparse.Namespace, auth: str) -> datetime.date | None:
-    """The ``--created`` day, checked; None when not given."""
-    from coactive_credd.core import credage
-
-    if args.created is None:
-        return None
-    if auth != "personal_token":
-        raise CommandError(
-            "--created is for personal tokens; system credentials do not expire", EXIT_USAGE
-        )
-    try:
-        return credage.parse_created(args.created, time.time())
-    except ValueError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
-
-
-def _with_proxy(args: argparse.Namespace, pc: ProfileConfig) -> tuple[ProfileConfig, str | None]:
-    """The profile with ``--proxy`` applied (else its proxy as it was), and the proxy URL the
-    verifying exchange goes through (None: direct)."""
-    import dataclasses
-
-    from coactive_credd.core import config
-    from coactive_credd.core import proxy_choice as proxy
-
-    if args.proxy is not None:
-        try:
-            setting = config.parse_proxy(args.proxy, "--proxy")
-        except config.ConfigError as exc:
-            raise CommandError(str(exc), EXIT_USAGE) from None
-        pc = dataclasses.replace(pc, proxy=setting)
-    try:
-        return pc, proxy.choose(pc.base_url, pc.proxy).url
-    except ValueError as exc:
-        raise CommandError(f"{exc}; fix or unset it", EXIT_USAGE) from None
-
-
-def _same_secret(writer: _Writer, name: str, secret: str) -> bool:
+def _same_secret(writer: Writer, name: str, secret: str) -> bool:
     """Whether ``secret`` is already the profile's (so its recorded day stays). Unknown (False)
     when only the running daemon holds the vault's key."""
     if writer.via_daemon:
@@ -304,8 +77,8 @@ def cmd_login(args: argparse.Namespace) -> int:
             )
     # The passphrase (when one is needed) before anything slow: a wrong one fails fast.
     writer = open_writer(paths)
-    auth, client_id = _auth_for(args, old, writer, name)
-    created = _created(args, auth)
+    auth, client_id = auth_for(args, old, writer, name)
+    created = created_day(args, auth)
     if getattr(args, "credential_command", None) is not None:
         return _login_command(args, name, old, writer, base_url, ca_bundle, auth, client_id)
     again = config.login_command(name, auth, None, base_url).split(" --client-id")[0]
@@ -328,9 +101,9 @@ def cmd_login(args: argparse.Namespace) -> int:
         import dataclasses
 
         pc = dataclasses.replace(old, base_url=pc.base_url, auth=pc.auth, ca_bundle=ca_bundle)
-    pc, route = _with_proxy(args, pc)
+    pc, route = with_proxy(args, pc)
     same_secret = _same_secret(writer, name, secret)
-    cached = None if args.no_verify else _verify(pc, secret, client_id, name, route)
+    cached = None if args.no_verify else verify(pc, secret, client_id, name, route)
     writer.put(name, secret, client_id, cached)
     pc = credage.stamp(pc, old, same_secret=same_secret, created=created, now=time.time())
     with fsutil.locked(paths.config_file.with_name("config.lock")):
@@ -347,7 +120,7 @@ def _login_command(
     args: argparse.Namespace,
     name: str,
     old: ProfileConfig | None,
-    writer: _Writer,
+    writer: Writer,
     base_url: str,
     ca_bundle: str | None,
     auth: str,
@@ -393,7 +166,7 @@ def _login_command(
         credential_file=None,
         credential_command=argv,
     )
-    pc, route = _with_proxy(args, pc)
+    pc, route = with_proxy(args, pc)
     checked, cached = "saved without verifying", None
     if not args.no_verify:
         progress(f"running `{credcommand.describe(argv)}`")
@@ -401,7 +174,7 @@ def _login_command(
             secret = credcommand.run(argv)
         except credcommand.CommandFailed as exc:
             raise CommandError(f"{exc}; nothing was saved; fix it and log in again") from None
-        cached = _verify(pc, secret, client_id, name, route)
+        cached = verify(pc, secret, client_id, name, route)
         checked = "verified"
     with fsutil.locked(paths.config_file.with_name("config.lock")):
         config.update(paths.config_file, lambda c: config.with_profile(c, pc))
@@ -430,47 +203,6 @@ def _start_tail() -> str:
     if manager == "launchd":
         return "start the daemon with `launchctl kickstart gui/$(id -u)/ai.coactive.credd`"
     return "start the daemon with `coactive-credd serve` (clients also start it when needed)"
-
-
-def _verify(
-    pc: ProfileConfig, secret: str, client_id: str | None, name: str, route: str | None
-) -> CachedToken:
-    """One exchange with Coactive; the token it gives is kept, so the daemon needs no login."""
-    import asyncio
-
-    from coactive_credd.upstream import exchange as upstream
-    from coactive_credd.vault import CachedToken
-
-    cred = upstream.Credential(auth=pc.auth, secret=secret, client_id=client_id)
-
-    async def verify() -> upstream.Grant:
-        up = upstream.Upstream()
-        try:
-            return await up.login(pc.base_url, cred, ca_bundle=pc.ca_bundle, proxy=route)
-        finally:
-            await up.close()
-
-    progress(f"verifying the credentials with {pc.base_url}")
-    sent_at = time.time()
-    from coactive_credd.core.config import reauth_fix
-
-    try:
-        grant = asyncio.run(verify())
-    except upstream.CredentialsRejected as exc:
-        # The profile may not be saved yet: the hint names its --base-url, so following it
-        # never sends the credential to another Coactive.
-        fix = reauth_fix(name, pc.auth, client_id, pc.base_url, stdin=True)
-        raise CommandError(
-            f"Coactive rejected these credentials ({exc.detail}); nothing was saved; {fix}",
-            EXIT_REJECTED,
-        ) from None
-    except upstream.UpstreamError as exc:
-        raise CommandError(
-            f"could not verify the credentials: {exc.detail}; nothing was saved; retry, "
-            f"or add --no-verify to save them unchecked",
-            EXIT_UNAVAILABLE,
-        ) from None
-    return CachedToken(grant.access_token, grant.token_type, sent_at + grant.expires_in, sent_at)
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
@@ -508,7 +240,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vault_names(writer: _Writer) -> list[str]:
+def _vault_names(writer: Writer) -> list[str]:
     if writer.via_daemon:
         return []  # the daemon's profiles are the config's
     return list(writer.vault.load().profiles)
