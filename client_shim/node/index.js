@@ -262,7 +262,7 @@ async function startDaemon(socketPath, { waitMs = AUTOSTART_WAIT_MS } = {}) {
     }
     if (exited && !checkedExit) {
       checkedExit = true;
-      if (!lostRace(log, offset)) throw startFailed(`${notRunning} and starting it failed; see ${log}`);
+      if (!lostRace(log, offset)) throw startFailed(`${notRunning} and starting it failed${lastWords(log, offset)}; see ${log}`);
     }
     if (await healthy(sock, Math.max(deadline - Date.now(), 50))) return;
     if (Date.now() >= deadline) {
@@ -288,6 +288,37 @@ function lostRace(log, offset) {
   } catch (_) {
     return false;
   }
+}
+
+const LAST_WORDS_MAX = 200; // characters of the daemon's last log line a failed start shows
+
+/** ": <why>": the last line the daemon wrote to its log since `offset` (why it failed: the
+ * daemon's log never holds a secret), without its "coactive-credd: " prefix, control
+ * characters escaped, cut to LAST_WORDS_MAX characters; "" when there is none. */
+function lastWords(log, offset) {
+  let text;
+  try {
+    const fd = fs.openSync(log, 'r');
+    try {
+      const start = Math.max(offset, fs.fstatSync(fd).size - (1 << 16));
+      const buf = Buffer.alloc(1 << 16);
+      const n = fs.readSync(fd, buf, 0, buf.length, start);
+      text = buf.subarray(0, n).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (_) {
+    return '';
+  }
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l);
+  if (!lines.length) return '';
+  let line = lines[lines.length - 1];
+  const at = line.indexOf('coactive-credd: ');
+  if (at >= 0 && at + 16 < line.length) line = line.slice(at + 16);
+  // eslint-disable-next-line no-control-regex
+  line = line.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  if (line.length > LAST_WORDS_MAX) line = `${line.slice(0, LAST_WORDS_MAX - 1)}\u2026`;
+  return `: ${line}`;
 }
 
 function unreachable(socketPath, err) {

@@ -701,7 +701,10 @@ def start_daemon(socket_path: str | None = None, *, wait: float = AUTOSTART_WAIT
             else:
                 # Another daemon holding the socket is why ours left: wait for that one.
                 if not running and not _lost_race(log_path, offset):
-                    raise _start_failed(f"{not_running} and starting it failed; see {log_path}")
+                    why = _last_words(log_path, offset)
+                    raise _start_failed(
+                        f"{not_running} and starting it failed{why}; see {log_path}"
+                    )
         if _answers(sock, max(deadline - time.monotonic(), 0.05)):
             break
         if time.monotonic() >= deadline:
@@ -800,6 +803,29 @@ def _lost_race(log_path: str, offset: int) -> bool:
             return b"already running" in f.read(1 << 16)
     except OSError:
         return False
+
+
+LAST_WORDS_MAX = 200  # characters of the daemon's last log line a failed start shows
+
+
+def _last_words(log_path: str, offset: int) -> str:
+    """``": <why>"``: the last line the daemon wrote to its log since ``offset`` (why it
+    failed: the daemon's log never holds a secret), without its ``coactive-credd: `` prefix,
+    control characters escaped, cut to :data:`LAST_WORDS_MAX` characters; ``""`` when none."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(offset, os.fstat(f.fileno()).st_size - (1 << 16)))
+            data = f.read(1 << 16)
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = lines[-1].partition("coactive-credd: ")[2] or lines[-1]
+    line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
+    if len(line) > LAST_WORDS_MAX:
+        line = line[: LAST_WORDS_MAX - 1] + "\u2026"
+    return f": {line}"
 
 
 def _reap_later(pid: int) -> None:
