@@ -381,11 +381,18 @@ function daemonUid(env = process.env) {
   return Number(raw);
 }
 
-function untrusted(sock, where, what, fix) {
+function untrusted(sock, where, what, fix, more = '') {
   return new UntrustedDaemon(`refusing to talk to the daemon on ${sock}: ${where} is not safe (${what}); nothing was sent`, {
     code: 'untrusted_daemon',
-    hint: `fix it with \`${fix}\``,
+    hint: `fix it with \`${fix}\`${more}`,
   });
+}
+
+/** For a socket folder of another uid (a sidecar's, perhaps) while COACTIVE_CREDD_DAEMON_UID
+ * is unset: the app's way to trust that uid, said beside the chown. */
+function sidecarHint(owner) {
+  if (process.env.COACTIVE_CREDD_DAEMON_UID) return '';
+  return `; or, if uid ${owner} runs your daemon (a sidecar), set COACTIVE_CREDD_DAEMON_UID=${owner} and list your uid ${process.geteuid()} in its allowed_uids`;
 }
 
 function modeText(st) {
@@ -466,7 +473,7 @@ function verifyDaemon(sock) {
     if (st.isSymbolicLink()) throw untrusted(sock, dir, 'it is a symlink', `rm ${dir}`);
     if (!st.isDirectory()) throw untrusted(sock, dir, 'not a folder', `ls -ld ${dir}`);
     if (!trusted(st.uid)) {
-      throw untrusted(sock, dir, `owner uid ${st.uid}, not you (uid ${euid})`, `sudo chown ${euid} ${dir}  # or remove it if you did not make it`);
+      throw untrusted(sock, dir, `owner uid ${st.uid}, not you (uid ${euid})`, `sudo chown ${euid} ${dir}  # or remove it if you did not make it`, sidecarHint(st.uid));
     }
     if (st.mode & 0o022) {
       throw untrusted(sock, dir, `mode ${modeText(st)}, writable by others`, `chmod go-w ${dir}`);

@@ -466,7 +466,8 @@ def _verify_folder(socket_path: str, trusted: frozenset[int] | None = None) -> i
                 f"export {ENV_SOCKET}=A_FOLDER_OF_YOURS/credd.sock",
             )
         if problem is not None:
-            raise _untrusted(socket_path, folder, problem)
+            more = _sidecar_hint(st.st_uid) if problem[1].startswith("sudo chown") else ""
+            raise _untrusted(socket_path, folder, problem, more)
         if os.environ.get(ENV_DAEMON_UID):
             return st.st_uid
     bad = unsafe_parent(folder, trusted)
@@ -475,13 +476,27 @@ def _verify_folder(socket_path: str, trusted: frozenset[int] | None = None) -> i
     return None if st is None else st.st_uid
 
 
-def _untrusted(socket_path: str, where: str, problem: tuple[str, str] | None) -> UntrustedDaemon:
+def _untrusted(
+    socket_path: str, where: str, problem: tuple[str, str] | None, more: str = ""
+) -> UntrustedDaemon:
     what, fix = problem or ("not yours", f"ls -ld {_quote(where)}")
     return UntrustedDaemon(
         f"refusing to talk to the daemon on {socket_path}: {where} is not safe ({what}); "
         "nothing was sent",
         code="untrusted_daemon",
-        hint=f"fix it with `{fix}`",
+        hint=f"fix it with `{fix}`{more}",
+    )
+
+
+def _sidecar_hint(owner: int) -> str:
+    """For a socket folder of another uid ``owner`` (a sidecar's, perhaps) while
+    ``$COACTIVE_CREDD_DAEMON_UID`` is unset: the app's way to trust that uid, said beside the
+    chown; else ``""``."""
+    if os.environ.get(ENV_DAEMON_UID):
+        return ""
+    return (
+        f"; or, if uid {owner} runs your daemon (a sidecar), set "
+        f"{ENV_DAEMON_UID}={owner} and list your uid {os.geteuid()} in its allowed_uids"
     )
 
 
