@@ -502,3 +502,35 @@ def test_a_failed_start_shows_the_daemons_last_line(
     assert r.stderr.count("\n") == 1, r.stderr
     assert "starting it failed" in r.stderr and "did you mean `daemon`?" in r.stderr
     assert daemons(home) == []
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_a_failed_start_names_the_daemons_last_line_in_one_line(
+    cli: str, home: Path, env: dict[str, str], go_cli: Path | None
+) -> None:
+    config = home / "config.toml"
+    config.write_text("[deamon]\nskew = 10\n")  # the daemon refuses it, naming file:line
+    config.chmod(0o600)
+    proc = run(cli, go_cli, {"COACTIVE_CREDD_COMMAND": str(BIN / "coactive-credd")})
+    assert proc.returncode == 3 and proc.stdout == "", proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    assert "starting it failed: " in line and "did you mean `daemon`?" in line, line
+    assert f"{config}:1" in line and str(home / "credd.log") in line, line
+    assert "coactive-credd: " + str(config) not in line  # the log's prefix is not repeated
+    assert daemons(home) == []
+
+
+@pytest.mark.parametrize("cli", [c for c in CLIS if c != "credd"])  # credd: the Python shim's
+def test_a_long_last_line_is_cut_short(
+    cli: str, home: Path, env: dict[str, str], go_cli: Path | None, tmp_path: Path
+) -> None:
+    fake_cmd = tmp_path / "fails"
+    fake_cmd.write_text("#!/bin/sh\nprintf 'coactive-credd: %0300d\\033[31m\\n' 7 >&2\nexit 1\n")
+    fake_cmd.chmod(0o755)
+    proc = run(cli, go_cli, {"COACTIVE_CREDD_COMMAND": str(fake_cmd)})
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and "\033" not in line, line
+    why = line.split("starting it failed: ", 1)[1]
+    assert why.startswith("0" * 190) and "0" * 201 not in why, line

@@ -190,3 +190,35 @@ def test_a_meaningless_autostart_setting_is_refused(home: Path) -> None:
         assert out.returncode == 2, out
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "COACTIVE_CREDD_AUTOSTART='nope'" in lines[0], out.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "answers", "prompt"),
+    [
+        (["unlock"], [], b"Vault passphrase: "),
+        (["rekey", "--passphrase"], [], b"New passphrase: "),
+        (["rekey", "--passphrase"], [b"a new passphrase\n"], b"Again: "),
+    ],
+)
+def test_ctrl_d_at_the_passphrase_prompt_is_one_clean_line(
+    home: Path, fake: FakeCoactive, argv: list[str], answers: list[bytes], prompt: bytes
+) -> None:
+    from .conftest import login
+
+    assert login(fake).returncode == 0  # a vault (with its key file) to rekey
+    before = sorted(p.name for p in home.rglob("*"))
+    pid, fd = _on_pty(argv, dict(os.environ))
+    seen = b""
+    for answer in answers:
+        seen += _read(fd, b"passphrase: ")
+        os.write(fd, answer)
+    seen += _read(fd, prompt)
+    assert prompt in seen, seen
+    os.write(fd, b"\x04")
+    code, rest = _finish(pid, fd)
+    text = (seen + rest).decode(errors="replace")
+    assert code == 2, text
+    assert "internal error" not in text and "EOFError" not in text and "Traceback" not in text
+    lines = [line for line in text.split(prompt.decode(), 1)[1].splitlines() if line.strip()]
+    assert len(lines) == 1 and "no passphrase given" in lines[0], text
+    assert sorted(p.name for p in home.rglob("*")) == before  # nothing was changed

@@ -301,3 +301,32 @@ def test_only_reading_requests_may_go_to_a_sidecar() -> None:
         ("POST", "/v1/token"),
     ):
         assert not coactive_token.other_uid_may_serve(method, path), path
+
+
+_OTHER_UID_CASES = [
+    c for c in VECTORS["cases"] if c["name"] in ("owned_by_other_uid", "sidecar_without_daemon_uid")
+]
+
+
+@pytest.mark.parametrize(
+    "built", _OTHER_UID_CASES, ids=[c["name"] for c in _OTHER_UID_CASES], indirect=True
+)
+def test_a_folder_of_another_uid_names_the_daemon_uid_beside_the_chown(
+    built: Case, go_cli_shared: Path
+) -> None:
+    """A sidecar's folder, met without COACTIVE_CREDD_DAEMON_UID: every client's one line
+    names the app's way to trust that uid (and the daemon's allowed_uids), not only chown."""
+    wrong = []
+    for client in ("python", "credd", "sh", "git-helper", "node", "go"):
+        proc = _run(built, client, go_cli_shared)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        line = lines[-1] if lines else ""
+        needed = (
+            "refusing to",
+            "sudo chown",
+            f"COACTIVE_CREDD_DAEMON_UID={built.other}",
+            f"your uid {built.me} in its allowed_uids",
+        )
+        if len(lines) != 1 or not all(n in line for n in needed):
+            wrong.append(f"{client}: {proc.stderr.strip()!r}")
+    assert not wrong, "\n".join(wrong)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // AutostartWait is how long StartDaemon waits for the daemon it started to answer.
@@ -141,7 +142,7 @@ func StartDaemon(ctx context.Context, socketPath string) error {
 				running = false
 				// Another daemon holding the socket is why ours left: wait for that one.
 				if !lostRace(logPath, offset) {
-					return startFailed(notRunning + " and starting it failed; see " + logPath)
+					return startFailed(notRunning + " and starting it failed" + lastWords(logPath, offset) + "; see " + logPath)
 				}
 			default:
 			}
@@ -218,4 +219,49 @@ func lostRace(logPath string, offset int64) bool {
 	buf := make([]byte, 1<<16)
 	n, _ := f.ReadAt(buf, offset)
 	return bytes.Contains(buf[:n], []byte("already running"))
+}
+
+// lastWordsMax is how many characters of the daemon's last log line a failed start shows.
+const lastWordsMax = 200
+
+// lastWords is ": <why>": the last line the daemon wrote to its log since offset (why it
+// failed: the daemon's log never holds a secret), without its "coactive-credd: " prefix,
+// control characters escaped, cut to lastWordsMax characters; "" when there is none.
+func lastWords(logPath string, offset int64) string {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	start := offset
+	if st, err := f.Stat(); err == nil && st.Size()-(1<<16) > start {
+		start = st.Size() - (1 << 16)
+	}
+	buf := make([]byte, 1<<16)
+	n, _ := f.ReadAt(buf, start)
+	line := ""
+	for _, l := range strings.Split(string(buf[:n]), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			line = l
+		}
+	}
+	if line == "" {
+		return ""
+	}
+	if i := strings.Index(line, "coactive-credd: "); i >= 0 && i+16 < len(line) {
+		line = line[i+16:]
+	}
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(line, "\uFFFD") {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	runes := []rune(b.String())
+	if len(runes) > lastWordsMax {
+		runes = append(runes[:lastWordsMax-1], '\u2026')
+	}
+	return ": " + string(runes)
 }

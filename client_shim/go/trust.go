@@ -108,8 +108,13 @@ func verifyFolder(socketPath string) error {
 			return err
 		}
 		if !ok {
-			return untrusted(socketPath, dir, fmt.Sprintf("owner uid %d, not you (uid %d)", sys.Uid, os.Geteuid()),
+			e := untrusted(socketPath, dir, fmt.Sprintf("owner uid %d, not you (uid %d)", sys.Uid, os.Geteuid()),
 				fmt.Sprintf("sudo chown %d %s  # or remove it if you did not make it", os.Geteuid(), dir))
+			if extra < 0 { // a sidecar's folder, perhaps: the app's way to trust its uid
+				e.Hint += fmt.Sprintf("; or, if uid %d runs your daemon (a sidecar), set "+
+					"COACTIVE_CREDD_DAEMON_UID=%d and list your uid %d in its allowed_uids", sys.Uid, sys.Uid, os.Geteuid())
+			}
+			return e
 		}
 		if sys.Mode&0o022 != 0 {
 			return untrusted(socketPath, dir, fmt.Sprintf("mode %04o, writable by others", sys.Mode&0o7777), "chmod go-w "+dir)

@@ -262,7 +262,7 @@ async function startDaemon(socketPath, { waitMs = AUTOSTART_WAIT_MS } = {}) {
     }
     if (exited && !checkedExit) {
       checkedExit = true;
-      if (!lostRace(log, offset)) throw startFailed(`${notRunning} and starting it failed; see ${log}`);
+      if (!lostRace(log, offset)) throw startFailed(`${notRunning} and starting it failed${lastWords(log, offset)}; see ${log}`);
     }
     if (await healthy(sock, Math.max(deadline - Date.now(), 50))) return;
     if (Date.now() >= deadline) {
@@ -288,6 +288,37 @@ function lostRace(log, offset) {
   } catch (_) {
     return false;
   }
+}
+
+const LAST_WORDS_MAX = 200; // characters of the daemon's last log line a failed start shows
+
+/** ": <why>": the last line the daemon wrote to its log since `offset` (why it failed: the
+ * daemon's log never holds a secret), without its "coactive-credd: " prefix, control
+ * characters escaped, cut to LAST_WORDS_MAX characters; "" when there is none. */
+function lastWords(log, offset) {
+  let text;
+  try {
+    const fd = fs.openSync(log, 'r');
+    try {
+      const start = Math.max(offset, fs.fstatSync(fd).size - (1 << 16));
+      const buf = Buffer.alloc(1 << 16);
+      const n = fs.readSync(fd, buf, 0, buf.length, start);
+      text = buf.subarray(0, n).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (_) {
+    return '';
+  }
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l);
+  if (!lines.length) return '';
+  let line = lines[lines.length - 1];
+  const at = line.indexOf('coactive-credd: ');
+  if (at >= 0 && at + 16 < line.length) line = line.slice(at + 16);
+  // eslint-disable-next-line no-control-regex
+  line = line.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  if (line.length > LAST_WORDS_MAX) line = `${line.slice(0, LAST_WORDS_MAX - 1)}\u2026`;
+  return `: ${line}`;
 }
 
 function unreachable(socketPath, err) {
@@ -350,11 +381,18 @@ function daemonUid(env = process.env) {
   return Number(raw);
 }
 
-function untrusted(sock, where, what, fix) {
+function untrusted(sock, where, what, fix, more = '') {
   return new UntrustedDaemon(`refusing to talk to the daemon on ${sock}: ${where} is not safe (${what}); nothing was sent`, {
     code: 'untrusted_daemon',
-    hint: `fix it with \`${fix}\``,
+    hint: `fix it with \`${fix}\`${more}`,
   });
+}
+
+/** For a socket folder of another uid (a sidecar's, perhaps) while COACTIVE_CREDD_DAEMON_UID
+ * is unset: the app's way to trust that uid, said beside the chown. */
+function sidecarHint(owner) {
+  if (process.env.COACTIVE_CREDD_DAEMON_UID) return '';
+  return `; or, if uid ${owner} runs your daemon (a sidecar), set COACTIVE_CREDD_DAEMON_UID=${owner} and list your uid ${process.geteuid()} in its allowed_uids`;
 }
 
 function modeText(st) {
@@ -435,7 +473,7 @@ function verifyDaemon(sock) {
     if (st.isSymbolicLink()) throw untrusted(sock, dir, 'it is a symlink', `rm ${dir}`);
     if (!st.isDirectory()) throw untrusted(sock, dir, 'not a folder', `ls -ld ${dir}`);
     if (!trusted(st.uid)) {
-      throw untrusted(sock, dir, `owner uid ${st.uid}, not you (uid ${euid})`, `sudo chown ${euid} ${dir}  # or remove it if you did not make it`);
+      throw untrusted(sock, dir, `owner uid ${st.uid}, not you (uid ${euid})`, `sudo chown ${euid} ${dir}  # or remove it if you did not make it`, sidecarHint(st.uid));
     }
     if (st.mode & 0o022) {
       throw untrusted(sock, dir, `mode ${modeText(st)}, writable by others`, `chmod go-w ${dir}`);

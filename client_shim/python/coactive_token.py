@@ -466,7 +466,8 @@ def _verify_folder(socket_path: str, trusted: frozenset[int] | None = None) -> i
                 f"export {ENV_SOCKET}=A_FOLDER_OF_YOURS/credd.sock",
             )
         if problem is not None:
-            raise _untrusted(socket_path, folder, problem)
+            more = _sidecar_hint(st.st_uid) if problem[1].startswith("sudo chown") else ""
+            raise _untrusted(socket_path, folder, problem, more)
         if os.environ.get(ENV_DAEMON_UID):
             return st.st_uid
     bad = unsafe_parent(folder, trusted)
@@ -475,13 +476,27 @@ def _verify_folder(socket_path: str, trusted: frozenset[int] | None = None) -> i
     return None if st is None else st.st_uid
 
 
-def _untrusted(socket_path: str, where: str, problem: tuple[str, str] | None) -> UntrustedDaemon:
+def _untrusted(
+    socket_path: str, where: str, problem: tuple[str, str] | None, more: str = ""
+) -> UntrustedDaemon:
     what, fix = problem or ("not yours", f"ls -ld {_quote(where)}")
     return UntrustedDaemon(
         f"refusing to talk to the daemon on {socket_path}: {where} is not safe ({what}); "
         "nothing was sent",
         code="untrusted_daemon",
-        hint=f"fix it with `{fix}`",
+        hint=f"fix it with `{fix}`{more}",
+    )
+
+
+def _sidecar_hint(owner: int) -> str:
+    """For a socket folder of another uid ``owner`` (a sidecar's, perhaps) while
+    ``$COACTIVE_CREDD_DAEMON_UID`` is unset: the app's way to trust that uid, said beside the
+    chown; else ``""``."""
+    if os.environ.get(ENV_DAEMON_UID):
+        return ""
+    return (
+        f"; or, if uid {owner} runs your daemon (a sidecar), set "
+        f"{ENV_DAEMON_UID}={owner} and list your uid {os.geteuid()} in its allowed_uids"
     )
 
 
@@ -701,7 +716,10 @@ def start_daemon(socket_path: str | None = None, *, wait: float = AUTOSTART_WAIT
             else:
                 # Another daemon holding the socket is why ours left: wait for that one.
                 if not running and not _lost_race(log_path, offset):
-                    raise _start_failed(f"{not_running} and starting it failed; see {log_path}")
+                    why = _last_words(log_path, offset)
+                    raise _start_failed(
+                        f"{not_running} and starting it failed{why}; see {log_path}"
+                    )
         if _answers(sock, max(deadline - time.monotonic(), 0.05)):
             break
         if time.monotonic() >= deadline:
@@ -800,6 +818,29 @@ def _lost_race(log_path: str, offset: int) -> bool:
             return b"already running" in f.read(1 << 16)
     except OSError:
         return False
+
+
+LAST_WORDS_MAX = 200  # characters of the daemon's last log line a failed start shows
+
+
+def _last_words(log_path: str, offset: int) -> str:
+    """``": <why>"``: the last line the daemon wrote to its log since ``offset`` (why it
+    failed: the daemon's log never holds a secret), without its ``coactive-credd: `` prefix,
+    control characters escaped, cut to :data:`LAST_WORDS_MAX` characters; ``""`` when none."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(offset, os.fstat(f.fileno()).st_size - (1 << 16)))
+            data = f.read(1 << 16)
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = lines[-1].partition("coactive-credd: ")[2] or lines[-1]
+    line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
+    if len(line) > LAST_WORDS_MAX:
+        line = line[: LAST_WORDS_MAX - 1] + "\u2026"
+    return f": {line}"
 
 
 def _reap_later(pid: int) -> None:

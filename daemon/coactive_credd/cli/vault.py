@@ -42,8 +42,17 @@ def read_passphrase(prompt: str, from_stdin: bool, *, confirm: bool = False) -> 
     elif sys.stdin.isatty() or has_terminal():
         import getpass
 
-        passphrase = getpass.getpass(prompt)
-        if confirm and getpass.getpass("Again: ") != passphrase:
+        try:
+            passphrase = getpass.getpass(prompt)
+            again = getpass.getpass("Again: ") if confirm else passphrase
+        except EOFError:  # Ctrl-D at the prompt
+            print(file=sys.stderr)  # the prompt's line ends here, not in the message
+            raise CommandError(
+                "no passphrase given (end of input); nothing was changed; type it at the "
+                "prompt, or pipe it in with --passphrase-stdin",
+                EXIT_USAGE,
+            ) from None
+        if again != passphrase:
             raise CommandError("the two passphrases differ; nothing was changed", EXIT_USAGE)
     else:
         raise CommandError(
