@@ -190,8 +190,8 @@ def _outcome(client: str, proc: subprocess.CompletedProcess[str], c: Case, befor
             return "refused: " + line
         if "is not a uid number" in line and not sent:
             return "usage"
-        if not got_token and not sent and not line:
-            return "no_daemon"
+        if not got_token and not sent and (not line or "not running" in line):
+            return "no_daemon"  # the helper's one line naming the fix, or none
         return f"git exit {proc.returncode}, sent={sent}: {proc.stderr.strip()!r}"
     one = len(lines) <= 1 and "Traceback" not in proc.stderr
     if proc.returncode == 0 and sent and (got_token or client == "credd-unlock"):
