@@ -21,14 +21,12 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from coactive_credd import __version__
-from coactive_credd.core import config, credage, engine, gitcred
-from coactive_credd.core import proxy_choice as proxy
+from coactive_credd.core import config, engine, gitcred
 from coactive_credd.core.escape import escape
 from coactive_credd.core.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
-from coactive_credd.server import admin, apiproxy, audit, events, logguard
+from coactive_credd.server import admin, apiproxy, audit, events, logguard, statusdoc
 from coactive_credd.server.errors import ApiError, refused_peer
-from coactive_credd.server.refresh import Daemon, Profile, rfc3339, status_extra
+from coactive_credd.server.refresh import Daemon, Profile
 from coactive_credd.vault import VaultError, WrongPassphrase, credfile, unlock_hint
 
 log = logging.getLogger("coactive_credd")
@@ -55,16 +53,6 @@ def peer_credentials(sock: Any) -> tuple[int, int | None]:
     raw = sock.getsockopt(0, 0x001, 76)
     _version, uid = struct.unpack_from("II", raw)
     return uid, None
-
-
-def _route_fields(pc: config.ProfileConfig) -> dict[str, str | None]:
-    """``proxy`` (the URL without credentials, null when direct) and ``proxy_route`` (one
-    line: which proxy and why, for doctor and people) in a profile's status."""
-    try:
-        route = proxy.choose(pc.base_url, pc.proxy)
-    except ValueError as exc:
-        return {"proxy": None, "proxy_route": f"invalid: {exc}"}
-    return {"proxy": route.shown(), "proxy_route": route.describe()}
 
 
 def _too_long(min_ttl: int, tok: engine.Token) -> ApiError:
@@ -464,39 +452,7 @@ class Api:
             raise ApiError(exc.status, exc.code, exc.message, exc.hint) from None
 
     async def get_status(self, request: web.BaseRequest) -> web.Response:
-        now, boot = self.d.clock(), self.d.boot_clock()
-        profiles = []
-        for name in sorted(self.d.profiles):
-            p = self.d.profiles[name]
-            rt = p.rt
-            profiles.append(
-                {
-                    "name": name,
-                    "auth": p.cfg.auth,
-                    "base_url": p.cfg.base_url,
-                    "state": str(
-                        engine.state(rt, now, self.d.policy, locked=self.d.locked, boot=boot)
-                    ),
-                    "expires_at": rfc3339(rt.token.expires_at) if rt.token else None,
-                    "next_refresh_at": rfc3339(rt.next_due(now, boot)),
-                    "last_refresh_at": rfc3339(rt.last_refresh_at),
-                    "last_error": rt.last_error,
-                    **status_extra(p, self.d.policy, now, boot),
-                    **_route_fields(p.cfg),
-                    **credage.status_fields(p.cfg, now),
-                    **self.d.stats.proxy.status_fields(name),
-                }
-            )
-        body = {
-            "version": __version__,
-            "pid": os.getpid(),
-            "locked": self.d.locked,
-            "key_source": self.d.key_source,
-            "uses_vault": credfile.uses_vault(self.d.cfg, self.d.paths.vault_file),
-            "socket": str(self.d.paths.socket),
-            "profiles": profiles,
-            "last_reload_error": self.d.last_reload_error,
-        }
+        body = statusdoc.status_document(self.d)
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
     async def get_metrics(self, request: web.BaseRequest) -> web.Response:

@@ -32,6 +32,11 @@ its logins use), no cookie jar, no automatic decompression or added headers.
 No log line carries a body, a header value or a token: a proxied request is counted
 (:class:`stats.ProxyStats`, the audit's ``proxied``), and a failure logged with its profile,
 method, status and reason only.
+
+One thing, kept in one module though long: forwarding one request, the target check, the
+headers, the body streamed both ways, the 401 report and replay, and the answer passed back
+are one request's life, sharing its held body and its per-profile session; cut apart, each
+piece would need the others' state.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ both paths.
 
 The benchmarks showed why: aiohttp's request cycle costs about 31 µs a request on this
 machine, six times the daemon's own work, and a task and timers for every new connection.
+
+One thing, kept in one module though long: the connection protocol, its per-uid share of
+the connection cap and the site that accepts into it are the token hot path, tuned and
+measured together (docs/BENCHMARKS.md); its code stays where the benchmarks measured it.
 """
 
 from __future__ import annotations

@@ -59,15 +59,20 @@ class MetricsUnavailable(CreddError):
 
 
 def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
-    from prometheus_client.core import (
-        CounterMetricFamily,
-        GaugeMetricFamily,
-        HistogramMetricFamily,
-    )
+    """Every metric family, in the order of the table above."""
+    now, boot = d.clock(), d.boot_clock()
+    yield from _token_families(d, audit)
+    yield from _profile_families(d, now, boot)
+    yield from _connection_families(d)
+    yield from _proxy_families(d)
+    yield from _build_families()
+
+
+def _token_families(d: Daemon, audit: Audit) -> Iterator[Any]:
+    """Tokens served, login exchanges with Coactive, their latency, and failed logins."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
     s = d.stats
-    now, boot = d.clock(), d.boot_clock()
-
     served = CounterMetricFamily(
         "coactive_credd_tokens_served",
         "Access tokens handed to callers, by profile and serving path (fast: answered in "
@@ -111,6 +116,12 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
     for (profile, kind), n in sorted(s.refresh_failures.items()):
         failures.add_metric([profile, kind], n)
     yield failures
+
+
+def _profile_families(d: Daemon, now: float, boot: float) -> Iterator[Any]:
+    """Each profile's state at ``now`` (wall and boot clock, seconds): failures in a row,
+    backoff, serving deadline, state, and the personal token's 3-month limit."""
+    from prometheus_client.core import GaugeMetricFamily
 
     consecutive = GaugeMetricFamily(
         "coactive_credd_consecutive_failures",
@@ -162,6 +173,12 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
             seconds_left.add_metric([name], left * credage.DAY)
     yield from (consecutive, backoff, deadline, state, expiry, seconds_left)
 
+
+def _connection_families(d: Daemon) -> Iterator[Any]:
+    """The socket's connections, the requests refused on it, and whether the vault is locked."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    s = d.stats
     yield GaugeMetricFamily(
         "coactive_credd_connections_open",
         "Connections to the socket open now.",
@@ -185,7 +202,12 @@ def _families(d: Daemon, audit: Audit) -> Iterator[Any]:
     yield GaugeMetricFamily(
         "coactive_credd_vault_locked", "1 while the vault is locked.", value=float(d.locked)
     )
-    yield from _proxy_families(d)
+
+
+def _build_families() -> Iterator[Any]:
+    """The daemon's version."""
+    from prometheus_client.core import GaugeMetricFamily
+
     info = GaugeMetricFamily(
         "coactive_credd_build_info", "The daemon's version; always 1.", labels=["version"]
     )

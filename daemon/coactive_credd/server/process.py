@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -173,6 +174,16 @@ async def start_sites(
     return sites
 
 
+@dataclasses.dataclass
+class _Claim:
+    """The listening sockets and what start-up took to own them."""
+
+    sockets: list[socket.socket]
+    own_socket: bool  # False: inherited from systemd/launchd
+    startup_lock: int | None  # the lock file beside the socket, held while we serve
+    inode: int  # of our own socket file (0 when inherited), to see it removed or replaced
+
+
 async def run(
     paths: Paths,
     *,
@@ -184,47 +195,8 @@ async def run(
     ``ready`` is called once the sockets serve; ``prepare`` (the testing room's start-up
     switches, :mod:`coactive_credd.testing.serve`) is called with the daemon before it loads,
     and returns coroutines to run beside the scheduler. Production passes neither."""
-    inherited = service.inherited_sockets()
-    own_socket = not inherited
-    startup_lock = None
-    inode = 0
-    shared = containers.socket_shared(paths)
-    if own_socket:
-        try:
-            containers.ensure_socket_dir(paths.socket.parent, shared)
-        except fsutil.InsecurePathError as exc:
-            raise StartupError(f"cannot serve on {paths.socket}: {exc}") from None
-        lock_path = paths.socket.with_name(paths.socket.name + ".lock")
-        try:
-            startup_lock = fsutil.open_lock_file(lock_path)
-        except fsutil.InsecurePathError as exc:
-            raise StartupError(f"cannot serve on {paths.socket}: {exc}") from None
-        import fcntl
-
-        try:
-            fcntl.flock(startup_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(startup_lock)
-            raise StartupError(
-                f"coactive-credd is already running on {paths.socket}"
-                f"{pidfile.describe(paths.socket)}; `coactive-credd stop` ends it"
-            ) from None
-        pidfile.record(startup_lock)  # so `coactive-credd stop` finds us even when we hang
-        sockets = [bind_socket(paths.socket, shared)]
-        inode = os.stat(paths.socket).st_ino
-    else:
-        sockets = inherited
-        startup_lock = pidfile.claim(paths.socket)  # best effort: for `coactive-credd stop`
-    daemon = Daemon(paths)
-    extra_tasks = prepare(daemon) if prepare is not None else []
-    try:
-        daemon.load()
-    except (config.ConfigError, VaultError) as exc:
-        for s in sockets:
-            s.close()
-        if own_socket:
-            paths.socket.unlink(missing_ok=True)
-        raise StartupError(str(exc)) from exc
+    claim = _claim_socket(paths)
+    daemon, extra_tasks = _load_daemon(paths, claim, prepare)
     api = Api(daemon)
     extras = containers.Extras(daemon, api)
     runner = await make_runner(api)
@@ -237,51 +209,146 @@ async def run(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, daemon)
+    background = _start_background(paths, claim, daemon, api, stop, extra_tasks)
+    try:
+        await _serve(paths, claim, daemon, api, runner, extras, stop, cap, ready)
+    finally:
+        await _clean_up(paths, claim, daemon, api, runner, extras, background)
+        logging.getLogger("aiohttp.server").removeFilter(malformed)
+
+
+def _claim_socket(paths: Paths) -> _Claim:
+    """Take the sockets to serve on: those systemd/launchd passed, or our own, bound only
+    once the start-up lock beside it shows no other daemon is starting."""
+    inherited = service.inherited_sockets()
+    if inherited:
+        # best effort: for `coactive-credd stop`
+        return _Claim(inherited, False, pidfile.claim(paths.socket), 0)
+    shared = containers.socket_shared(paths)
+    try:
+        containers.ensure_socket_dir(paths.socket.parent, shared)
+    except fsutil.InsecurePathError as exc:
+        raise StartupError(f"cannot serve on {paths.socket}: {exc}") from None
+    lock_path = paths.socket.with_name(paths.socket.name + ".lock")
+    try:
+        startup_lock = fsutil.open_lock_file(lock_path)
+    except fsutil.InsecurePathError as exc:
+        raise StartupError(f"cannot serve on {paths.socket}: {exc}") from None
+    import fcntl
+
+    try:
+        fcntl.flock(startup_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(startup_lock)
+        raise StartupError(
+            f"coactive-credd is already running on {paths.socket}"
+            f"{pidfile.describe(paths.socket)}; `coactive-credd stop` ends it"
+        ) from None
+    pidfile.record(startup_lock)  # so `coactive-credd stop` finds us even when we hang
+    sockets = [bind_socket(paths.socket, shared)]
+    return _Claim(sockets, True, startup_lock, os.stat(paths.socket).st_ino)
+
+
+def _load_daemon(
+    paths: Paths,
+    claim: _Claim,
+    prepare: Callable[[Daemon], list[Coroutine[Any, Any, None]]] | None,
+) -> tuple[Daemon, list[Coroutine[Any, Any, None]]]:
+    """The daemon with its config and vault loaded, and the testing room's extra coroutines;
+    a config or vault that cannot load gives up the sockets and raises StartupError."""
+    daemon = Daemon(paths)
+    extra_tasks = prepare(daemon) if prepare is not None else []
+    try:
+        daemon.load()
+    except (config.ConfigError, VaultError) as exc:
+        for s in claim.sockets:
+            s.close()
+        if claim.own_socket:
+            paths.socket.unlink(missing_ok=True)
+        raise StartupError(str(exc)) from exc
+    return daemon, extra_tasks
+
+
+def _start_background(
+    paths: Paths,
+    claim: _Claim,
+    daemon: Daemon,
+    api: Api,
+    stop: asyncio.Event,
+    extra_tasks: list[Coroutine[Any, Any, None]],
+) -> list[asyncio.Task[None]]:
+    """The tasks that run beside the sites: the scheduler, the key watch, the testing room's
+    coroutines, the service watchdog, the socket watch and the audit log."""
     background = [asyncio.create_task(daemon.scheduler())]
     background.append(asyncio.create_task(keywatch.watch(daemon)))
     background += [asyncio.create_task(c) for c in extra_tasks]
     interval = daemon.notifier.watchdog_interval()
     if interval:
         background.append(asyncio.create_task(_watchdog(daemon.notifier, interval)))
-    if own_socket:
-        background.append(asyncio.create_task(watch_socket(paths.socket, inode, stop)))
-    fast = os.environ.get("COACTIVE_CREDD_FAST_PATH", "1") != "0"
+    if claim.own_socket:
+        background.append(asyncio.create_task(watch_socket(paths.socket, claim.inode, stop)))
     background.append(asyncio.create_task(_audit_log(api)))
-    try:
-        await start_sites(runner, api, sockets, fast=fast, max_connections=cap)
-        log.info(
-            "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s)%s, at most %d connections",
-            __version__,
-            len(daemon.profiles),
-            paths.socket if own_socket else "an inherited socket",
-            " (vault locked)" if daemon.locked else "",
-            type(loop).__module__.split(".")[0],
-            "" if fast else ", fast path off (COACTIVE_CREDD_FAST_PATH=0)",
-            cap,
-        )
-        extras.start()
-        daemon.notifier.ready(daemon.status_line())
-        if ready is not None:
-            ready(daemon)
-        await stop.wait()
-        log.info("shutting down")
-        daemon.notifier.stopping()
-    finally:
-        for t in background:
-            t.cancel()
-        for t in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await extras.close()
-        await runner.cleanup()
-        await api.proxy.close()
-        await daemon.flush()
-        await daemon.upstream.close()
-        if own_socket and _same_socket(paths.socket, inode):
-            paths.socket.unlink()
-        if startup_lock is not None:
-            os.close(startup_lock)
-        logging.getLogger("aiohttp.server").removeFilter(malformed)
+    return background
+
+
+async def _serve(
+    paths: Paths,
+    claim: _Claim,
+    daemon: Daemon,
+    api: Api,
+    runner: web.ServerRunner,
+    extras: containers.Extras,
+    stop: asyncio.Event,
+    cap: int,
+    ready: Callable[[Daemon], None] | None,
+) -> None:
+    """Start the sites, tell the service manager we are ready, and serve until ``stop``."""
+    fast = os.environ.get("COACTIVE_CREDD_FAST_PATH", "1") != "0"
+    await start_sites(runner, api, claim.sockets, fast=fast, max_connections=cap)
+    log.info(
+        "coactive-credd %s serving %d profile(s) on %s%s (event loop: %s)%s, at most %d connections",
+        __version__,
+        len(daemon.profiles),
+        paths.socket if claim.own_socket else "an inherited socket",
+        " (vault locked)" if daemon.locked else "",
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+        "" if fast else ", fast path off (COACTIVE_CREDD_FAST_PATH=0)",
+        cap,
+    )
+    extras.start()
+    daemon.notifier.ready(daemon.status_line())
+    if ready is not None:
+        ready(daemon)
+    await stop.wait()
+    log.info("shutting down")
+    daemon.notifier.stopping()
+
+
+async def _clean_up(
+    paths: Paths,
+    claim: _Claim,
+    daemon: Daemon,
+    api: Api,
+    runner: web.ServerRunner,
+    extras: containers.Extras,
+    background: list[asyncio.Task[None]],
+) -> None:
+    """Stop the background tasks and the sites, write what is pending, and give up our
+    socket (only if it is still ours) and the start-up lock."""
+    for t in background:
+        t.cancel()
+    for t in background:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    await extras.close()
+    await runner.cleanup()
+    await api.proxy.close()
+    await daemon.flush()
+    await daemon.upstream.close()
+    if claim.own_socket and _same_socket(paths.socket, claim.inode):
+        paths.socket.unlink()
+    if claim.startup_lock is not None:
+        os.close(claim.startup_lock)
 
 
 def _reload(daemon: Daemon) -> None:

@@ -293,99 +293,127 @@ class Daemon:
         return p.inflight
 
     async def _refresh(self, p: Profile) -> None:
-        name = p.cfg.name
+        """One login for ``p``: its credentials, the exchange, and the token it gives; a
+        failure is recorded in ``p.rt`` (rejected, or backoff) and logged, never raised."""
         try:
-            if p.cfg.credential_command is not None and not await fetch_from_command(p):
-                return
-            if p.secret is None:
-                p.rt.on_rejected("no credentials stored")
+            if not await self._has_credentials(p):
                 return
             sent_at, sent_boot = self.clock(), self.boot_clock()
-            try:
-                cred = Credential(auth=p.cfg.auth, secret=p.secret.reveal(), client_id=p.client_id)
-            except ValueError as exc:
-                p.rt.on_rejected(f"the stored credentials are malformed ({exc})")
-                log.error(
-                    "profile=%s %s; run `%s`",
-                    name,
-                    p.rt.last_error,
-                    config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url),
-                )
+            cred = self._credential(p)
+            if cred is None:
                 return
-            try:
-                grant = await self.stats.timed_login(name, self._login(p, cred))
-            except CredentialsRejected as exc:
-                p.rt.on_rejected(exc.detail)
-                log.error(
-                    "profile=%s credentials rejected by Coactive: %s; %s",
-                    name,
-                    exc.detail,
-                    credfile.fix_hint(p.cfg)
-                    or f"run `{config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url)}`",
-                )
+            grant = await self._exchange(p, cred)
+            if grant is None:
                 return
-            except UpstreamError as exc:
-                delay = p.rt.on_transient_failure(
-                    exc.detail,
-                    self.policy,
-                    self.rand(),
-                    self.clock(),
-                    getattr(exc, "retry_after", None),
-                    self.boot_clock(),
-                )
-                usable = p.rt.token is not None and engine.servable(
-                    p.rt.token, self.clock(), self.policy, boot=self.boot_clock()
-                )
-                log.warning(
-                    "profile=%s refresh failed (attempt %d): %s; retrying in %.1f s%s",
-                    name,
-                    p.rt.failures,
-                    exc.detail,
-                    delay,
-                    ", still serving the current token" if usable else "",
-                )
-                return
-            except Exception as exc:  # an unexpected failure must not kill the daemon
-                delay = p.rt.on_transient_failure(
-                    f"unexpected error: {type(exc).__name__}",
-                    self.policy,
-                    self.rand(),
-                    self.clock(),
-                    None,
-                    self.boot_clock(),
-                )
-                log.exception(
-                    "profile=%s refresh failed unexpectedly; retrying in %.1f s", name, delay
-                )
-                return
-            tok = engine.Token(
-                grant.access_token,
-                grant.token_type,
-                sent_at,
-                sent_at + grant.expires_in,
-                sent_boot,
-            )
-            p.rt.on_success(tok, self.policy, self.rand(), self.clock())
-            p.rendered = None
-            ahead = (
-                f"next refresh in {int(p.rt.refresh_at - self.clock())} s"
-                if p.rt.refresh_at is not None
-                else "too short-lived to refresh ahead: replaced when a caller asks"
-            )
-            log.info(
-                "profile=%s new token %s, expires in %d s, %s",
-                name,
-                token_tail(tok.access_token),
-                grant.expires_in,
-                ahead,
-            )
-            if p.cfg.credential_file is None:  # nothing of it is in the vault
-                self._queue_persist(p, tok)
+            self._take_grant(p, grant, sent_at, sent_boot)
         finally:
             p.rt.refreshing = False
             p.inflight = None
             self._wake.set()
             self._notify_status()
+
+    async def _has_credentials(self, p: Profile) -> bool:
+        """Run ``p``'s credential command if it has one; False (recorded) when there is no
+        secret to log in with."""
+        if p.cfg.credential_command is not None and not await fetch_from_command(p):
+            return False
+        if p.secret is None:
+            p.rt.on_rejected("no credentials stored")
+            return False
+        return True
+
+    def _credential(self, p: Profile) -> Credential | None:
+        """What to send Coactive for ``p``; None (recorded and logged) when the stored
+        credentials are malformed."""
+        name = p.cfg.name
+        assert p.secret is not None  # _has_credentials
+        try:
+            return Credential(auth=p.cfg.auth, secret=p.secret.reveal(), client_id=p.client_id)
+        except ValueError as exc:
+            p.rt.on_rejected(f"the stored credentials are malformed ({exc})")
+            log.error(
+                "profile=%s %s; run `%s`",
+                name,
+                p.rt.last_error,
+                config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url),
+            )
+            return None
+
+    async def _exchange(self, p: Profile, cred: Credential) -> Grant | None:
+        """The timed login; None when it failed: rejected credentials (reauth_required), or
+        a transient or unexpected failure (backoff), recorded and logged."""
+        name = p.cfg.name
+        try:
+            return await self.stats.timed_login(name, self._login(p, cred))
+        except CredentialsRejected as exc:
+            p.rt.on_rejected(exc.detail)
+            log.error(
+                "profile=%s credentials rejected by Coactive: %s; %s",
+                name,
+                exc.detail,
+                credfile.fix_hint(p.cfg)
+                or f"run `{config.login_command(name, p.cfg.auth, p.client_id, p.cfg.base_url)}`",
+            )
+            return None
+        except UpstreamError as exc:
+            delay = p.rt.on_transient_failure(
+                exc.detail,
+                self.policy,
+                self.rand(),
+                self.clock(),
+                getattr(exc, "retry_after", None),
+                self.boot_clock(),
+            )
+            usable = p.rt.token is not None and engine.servable(
+                p.rt.token, self.clock(), self.policy, boot=self.boot_clock()
+            )
+            log.warning(
+                "profile=%s refresh failed (attempt %d): %s; retrying in %.1f s%s",
+                name,
+                p.rt.failures,
+                exc.detail,
+                delay,
+                ", still serving the current token" if usable else "",
+            )
+            return None
+        except Exception as exc:  # an unexpected failure must not kill the daemon
+            delay = p.rt.on_transient_failure(
+                f"unexpected error: {type(exc).__name__}",
+                self.policy,
+                self.rand(),
+                self.clock(),
+                None,
+                self.boot_clock(),
+            )
+            log.exception("profile=%s refresh failed unexpectedly; retrying in %.1f s", name, delay)
+            return None
+
+    def _take_grant(self, p: Profile, grant: Grant, sent_at: float, sent_boot: float) -> None:
+        """Serve the token ``grant`` carries, its lifetime counted from ``sent_at`` (wall and
+        boot clock, seconds: when the login was sent), and queue it for the vault."""
+        tok = engine.Token(
+            grant.access_token,
+            grant.token_type,
+            sent_at,
+            sent_at + grant.expires_in,
+            sent_boot,
+        )
+        p.rt.on_success(tok, self.policy, self.rand(), self.clock())
+        p.rendered = None
+        ahead = (
+            f"next refresh in {int(p.rt.refresh_at - self.clock())} s"
+            if p.rt.refresh_at is not None
+            else "too short-lived to refresh ahead: replaced when a caller asks"
+        )
+        log.info(
+            "profile=%s new token %s, expires in %d s, %s",
+            p.cfg.name,
+            token_tail(tok.access_token),
+            grant.expires_in,
+            ahead,
+        )
+        if p.cfg.credential_file is None:  # nothing of it is in the vault
+            self._queue_persist(p, tok)
 
     async def replace_rejected(self, p: Profile, rejected_sha256: str) -> bool:
         """A report that the token whose SHA-256 is ``rejected_sha256`` (lower-case hex) was
