@@ -6,6 +6,7 @@ by line so their comments and spelling stay (``login`` and ``logout`` write thro
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from coactive_credd.core.config_check import Lines, parse
 from coactive_credd.core.config_types import Config, ConfigError, DaemonConfig
@@ -81,59 +82,98 @@ def edit(text: str, old: Config, new: Config) -> str:
     rows = text.splitlines(keepends=True)
     if rows and not rows[-1].endswith("\n"):
         rows[-1] += "\n"
-    spans: dict[tuple[str, ...], tuple[int, int]] = {}  # table -> (header index, end index)
-    for i, (table, n) in enumerate(lines.tables):
-        end = lines.tables[i + 1][1] - 1 if i + 1 < len(lines.tables) else len(rows)
-        spans[table] = (n - 1, end)
-    replace_at: dict[int, str | None] = {}  # row index -> new text (None: remove)
-    inserts: dict[int, list[str]] = {}  # insert before this row index
-    appended: list[str] = []
-    for table in dict.fromkeys([*before, *after]):
-        old_kv, new_kv = before.get(table, {}), after.get(table, {})
-        if old_kv == new_kv:
-            continue
-        if table not in spans:
-            if table in before:  # written some other way (inline, dotted): render whole
-                return render(new)
-            appended += ["\n", f"{_header(table)}\n", *(v + "\n" for v in new_kv.values())]
-            continue
-        start, end = spans[table]
-        if table not in after:
-            for i in range(start, end):
-                replace_at[i] = None
-            continue
-        last = start  # the table's last key line
-        for i in range(start + 1, end):
-            if rows[i].strip() and not rows[i].lstrip().startswith("#"):
-                last = i
-        for key in dict.fromkeys([*old_kv, *new_kv]):
-            if old_kv.get(key) == new_kv.get(key):
-                continue
-            at = lines.at.get((*table, key))
-            if at is None and key in old_kv:
-                return render(new)
-            if at is None:
-                inserts.setdefault(last + 1, []).append(new_kv[key] + "\n")
-                continue
-            row = rows[at - 1]
-            if key in new_kv:
-                replace_at[at - 1] = row[: len(row) - len(row.lstrip())] + new_kv[key] + "\n"
-            else:
-                replace_at[at - 1] = None
-    out: list[str] = []
-    for i, row in enumerate(rows):
-        out += inserts.get(i, [])
-        new_row = replace_at.get(i, row)
-        if new_row is not None:
-            out.append(new_row)
-    out += inserts.get(len(rows), [])
-    result = "".join(out).rstrip("\n") + "\n" + "".join(appended)
+    edits = _plan(lines, rows, before, after)
+    if edits is None:
+        return render(new)
+    result = edits.apply(rows)
     try:
         if parse(result) == new:
             return result
     except ConfigError:
         pass
     return render(new)  # the edits did not say what was meant: say it whole
+
+
+@dataclass
+class _Edits:
+    """What :func:`edit` changes in the user's file, by row index (0-based)."""
+
+    replace_at: dict[int, str | None] = field(default_factory=dict)  # new text (None: remove)
+    inserts: dict[int, list[str]] = field(default_factory=dict)  # insert before this row index
+    appended: list[str] = field(default_factory=list)  # new tables, at the end of the file
+
+    def apply(self, rows: list[str]) -> str:
+        out: list[str] = []
+        for i, row in enumerate(rows):
+            out += self.inserts.get(i, [])
+            new_row = self.replace_at.get(i, row)
+            if new_row is not None:
+                out.append(new_row)
+        out += self.inserts.get(len(rows), [])
+        return "".join(out).rstrip("\n") + "\n" + "".join(self.appended)
+
+
+_Tables = dict[tuple[str, ...], dict[str, str]]  # as :func:`_table_lines` gives them
+
+
+def _plan(lines: Lines, rows: list[str], before: _Tables, after: _Tables) -> _Edits | None:
+    """The edits that turn ``rows`` (saying ``before``) into ``after``; None when the file is
+    laid out in a way they cannot follow."""
+    spans: dict[tuple[str, ...], tuple[int, int]] = {}  # table -> (header index, end index)
+    for i, (table, n) in enumerate(lines.tables):
+        end = lines.tables[i + 1][1] - 1 if i + 1 < len(lines.tables) else len(rows)
+        spans[table] = (n - 1, end)
+    edits = _Edits()
+    for table in dict.fromkeys([*before, *after]):
+        old_kv, new_kv = before.get(table, {}), after.get(table, {})
+        if old_kv == new_kv:
+            continue
+        if table not in spans:
+            if table in before:  # written some other way (inline, dotted): render whole
+                return None
+            edits.appended += ["\n", f"{_header(table)}\n", *(v + "\n" for v in new_kv.values())]
+            continue
+        start, end = spans[table]
+        if table not in after:
+            for i in range(start, end):
+                edits.replace_at[i] = None
+            continue
+        if not _plan_keys(edits, lines, rows, table, spans[table], old_kv, new_kv):
+            return None
+    return edits
+
+
+def _plan_keys(
+    edits: _Edits,
+    lines: Lines,
+    rows: list[str],
+    table: tuple[str, ...],
+    span: tuple[int, int],
+    old_kv: dict[str, str],
+    new_kv: dict[str, str],
+) -> bool:
+    """Add to ``edits`` the key lines that change in one table the file keeps; False when a
+    key to change or remove is not on a line of its own (inline, dotted)."""
+    start, end = span
+    last = start  # the table's last key line
+    for i in range(start + 1, end):
+        if rows[i].strip() and not rows[i].lstrip().startswith("#"):
+            last = i
+    for key in dict.fromkeys([*old_kv, *new_kv]):
+        if old_kv.get(key) == new_kv.get(key):
+            continue
+        at = lines.at.get((*table, key))
+        if at is None and key in old_kv:
+            return False
+        if at is None:
+            edits.inserts.setdefault(last + 1, []).append(new_kv[key] + "\n")
+            continue
+        row = rows[at - 1]
+        if key in new_kv:
+            edits.replace_at[at - 1] = row[: len(row) - len(row.lstrip())] + new_kv[key] + "\n"
+        else:
+            edits.replace_at[at - 1] = None
+    return True
 
 
 def _header(table: tuple[str, ...]) -> str:
