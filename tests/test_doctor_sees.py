@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from coactive_credd.testing.fakeupstream import FakeCoactive
@@ -121,3 +123,26 @@ def test_a_socket_nobody_listens_on_gets_the_same_story_from_doctor_and_stop(
     assert found[0]["fix"] == "coactive-credd serve", found
     stop = run_cli("stop")
     assert stop.returncode == 0 and "nothing to stop" in stop.stderr + stop.stdout
+
+
+def test_a_start_stopped_by_a_read_only_home_leaves_no_socket(
+    home: Path, fake: FakeCoactive, tmp_path: Path
+) -> None:
+    """The socket lives outside the home (COACTIVE_CREDD_SOCKET, or the runtime folder) and the
+    home is read-only: serve gives up at the vault's lock and takes its socket with it, so
+    clients, doctor and stop all see no daemon (before: a socket file nobody answered on)."""
+    import subprocess
+
+    sock_dir = Path(tempfile.mkdtemp(prefix="ccs-", dir="/tmp"))
+    sock_dir.chmod(0o700)
+    sock = sock_dir / "credd.sock"
+    login(fake)
+    assert subprocess.run(["mount", "--bind", str(home), str(home)]).returncode == 0
+    try:
+        assert subprocess.run(["mount", "-o", "remount,bind,ro", str(home)]).returncode == 0
+        serve = run_cli("serve", env={"COACTIVE_CREDD_SOCKET": str(sock)}, timeout=30)
+        assert serve.returncode == 1 and "read-only file system" in serve.stderr, serve.stderr
+        assert not sock.exists(), "serve left its socket behind"
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)
+        shutil.rmtree(sock_dir, ignore_errors=True)

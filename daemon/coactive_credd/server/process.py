@@ -260,12 +260,16 @@ def _load_daemon(
     extra_tasks = prepare(daemon) if prepare is not None else []
     try:
         daemon.load()
-    except (config.ConfigError, VaultError) as exc:
+    except BaseException as exc:
+        # Whatever stops the start (a config or vault that cannot load, a read-only or full
+        # disk under the vault's lock), the socket is not left behind for clients to find.
         for s in claim.sockets:
             s.close()
         if claim.own_socket:
             paths.socket.unlink(missing_ok=True)
-        raise StartupError(str(exc)) from exc
+        if isinstance(exc, config.ConfigError | VaultError):
+            raise StartupError(str(exc)) from exc
+        raise
     return daemon, extra_tasks
 
 
