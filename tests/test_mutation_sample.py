@@ -31,9 +31,10 @@ PLANTED = [
         ["tests/test_refresh.py::test_skew_and_refresh_fraction_come_from_the_config"],
     ),
     (
-        "server/api.py",
-        "            if not self.peer_allowed(uid):",
-        "            if False:",
+        # every connection's peer is judged here, before either serving path sees a byte
+        "server/fastpath.py",
+        "        if not self.api.peer_allowed(uid):",
+        "        if False:",
         ["tests/test_peer.py::test_the_in_process_daemon_refuses_another_uid_on_every_route"],
     ),
     (
