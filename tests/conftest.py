@@ -16,8 +16,10 @@ serial group, whose tests run one after another on one worker::
 
 (a module: ``pytestmark = pytest.mark.xdist_group("serial")``). Other workers go on beside it:
 the group keeps its members from meeting each other, not from sharing the machine. Tests that
-share an expensive module- or session-scoped fixture can share a group of their own (as
-``bench-smoke`` and each ``shims-*`` set-up do) so the fixture is made once. A long scenario
+share an expensive module- or session-scoped fixture can share a group of their own (as each
+``shims-*`` set-up does) so the fixture is made once; ``timing`` holds the scenario tests that
+judge guarantees under a load of their own (soak, kill -9 loop, benchmark smoke), so that no two
+of them run at once. A long scenario
 test is marked ``@pytest.mark.heavy``: :func:`pytest_collection_modifyitems` hands it out
 first, so it does not run alone at the end. ``python3 -m pytest -n 0`` runs all in one process.
 """

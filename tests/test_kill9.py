@@ -25,6 +25,7 @@ ITERATIONS = int(os.environ.get("COACTIVE_CREDD_KILL9_ITERATIONS", "20"))
 
 
 @pytest.mark.heavy
+@pytest.mark.xdist_group("timing")  # one at a time: each measures guarantees under its own load
 @pytest.mark.timeout(900)
 def test_kill9_loop_keeps_every_credential_and_leaves_no_temporaries() -> None:
     figures = kill9.run(ITERATIONS, seed=11, profiles=10)

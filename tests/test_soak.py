@@ -31,6 +31,7 @@ CI_CLOCK_STEPS = True
 
 
 @pytest.mark.heavy
+@pytest.mark.xdist_group("timing")  # one at a time: each measures guarantees under its own load
 @pytest.mark.timeout(400)
 def test_short_soak_holds_every_guarantee() -> None:
     plan = soak.Plan(
@@ -73,6 +74,7 @@ def _planted_copy(tmp: Path) -> Path:
 
 
 @pytest.mark.heavy
+@pytest.mark.xdist_group("timing")  # one at a time: each measures guarantees under its own load
 @pytest.mark.timeout(300)
 def test_the_soak_catches_a_token_served_past_its_deadline(tmp_path: Path) -> None:
     plan = soak.Plan(
