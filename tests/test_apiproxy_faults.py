@@ -223,21 +223,18 @@ def test_the_scrubber_masks_a_secret_however_the_chunks_cut_it(cut: int) -> None
     assert out == text.replace(b"cat_SECRET", b"**********") and len(out) == len(text)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, open: about 1 run in 3 aiohttp itself logs 'Error handling request' when "
-    "the hang-up lands while the proxy writes; the rest of the test (the caller cut, others served) "
-    "held in every run",
-)
 async def test_a_caller_hanging_up_mid_answer_costs_one_quiet_line(
     px: Proxied, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reader, writer = await asyncio.open_unix_connection(str(px.socket))
-    writer.write(b"GET /api/v1/stream?bytes=52428800 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    await writer.drain()
-    await reader.read(100000)
-    writer.transport.abort()
-    await asyncio.sleep(1.0)
+    # Twelve hang-ups: where the cut lands (the daemon writing, the fake writing, between
+    # reads) differs each time, and a line logged for any of them is a failure.
+    for _ in range(12):
+        reader, writer = await asyncio.open_unix_connection(str(px.socket))
+        writer.write(b"GET /api/v1/stream?bytes=52428800 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        await reader.read(100000)
+        writer.transport.abort()
+        await asyncio.sleep(0.2)
     status, _ = await px.call("GET", "/api/v1/echo")
     assert status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -87,10 +87,13 @@ async def _stream(request: web.Request, *, reset: bool) -> web.StreamResponse:
         resp.content_length = size
     await resp.prepare(request)
     sent = 0 if request.method != "HEAD" else size  # a HEAD: the head alone
-    while sent < size:
-        n = min(64 * 1024, size - sent)
-        await resp.write(pattern(sent, n))
-        sent += n
+    try:
+        while sent < size:
+            n = min(64 * 1024, size - sent)
+            await resp.write(pattern(sent, n))
+            sent += n
+    except ConnectionError:  # the reader left mid-body, as Coactive sees a closed connection
+        return resp
     if reset:
         abort(request, reset=True)
         return resp
