@@ -68,13 +68,13 @@ PLANTED = [
         ["tests/test_lock.py::test_auto_lock_after_idle_with_a_jumped_clock"],
     ),
     (
-        "server/refresh.py",
+        "server/persist.py",
         "if sec is not None and fingerprint(sec.secret, sec.client_id) == fp:",
         "if sec is not None:",
         ["tests/test_persist.py::test_a_token_is_not_kept_under_credentials_that_did_not_mint_it"],
     ),
     (
-        "server/refresh.py",
+        "server/reconcile.py",
         "if p.rt.token is not None and p.rt.token.expires_at >= cached.expires_at:",
         "if False:",
         ["tests/test_persist.py::test_reload_keeps_a_newer_token_than_the_vaults"],

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coactive_credd.server import api, logguard
+from coactive_credd.server import logguard, peer
 from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, InProc, both_paths, start_daemon
@@ -236,7 +236,7 @@ def test_the_macos_peer_credentials_are_read_from_a_struct_xucred(
     """macOS answers LOCAL_PEERCRED (option 1 at level SOL_LOCAL, 0) with a 76-byte struct
     xucred: cr_version, cr_uid (unsigned), cr_ngroups, 16 groups (sys/ucred.h). No Mac runs
     these tests, so a stand-in socket answers the way that kernel does."""
-    monkeypatch.setattr(api, "_SO_PEERCRED", None)  # what socket gives on macOS
+    monkeypatch.setattr(peer, "_SO_PEERCRED", None)  # what socket gives on macOS
     asked: list[tuple[int, int, int]] = []
     nobody = 4_294_967_294  # uid -2, macOS's nobody, as the unsigned uid_t it is
 
@@ -245,5 +245,5 @@ def test_the_macos_peer_credentials_are_read_from_a_struct_xucred(
             asked.append((level, option, size))
             return struct.pack("=IIh2x16I", 0, nobody, 1, *[4_294_967_294] * 16)
 
-    assert api.peer_credentials(Sock()) == (nobody, None)
+    assert peer.peer_credentials(Sock()) == (nobody, None)
     assert asked == [(0, 1, 76)]

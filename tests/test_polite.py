@@ -281,7 +281,7 @@ async def test_a_rejected_token_report_is_logged_once_with_the_tokens_tail(
 
 
 async def test_an_absurd_retry_after_is_a_day_and_status_still_answers(inproc: InProc) -> None:
-    from coactive_credd.server.refresh import rfc3339
+    from coactive_credd.server.profile import rfc3339
 
     tok = current(inproc)
     inproc.fake.fault, inproc.fake.retry_after = "429", "99999999999999999999999"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from coactive_credd.core import engine
 from coactive_credd.server import service
-from coactive_credd.server.refresh import rfc3339
+from coactive_credd.server.profile import rfc3339
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import InProc, both_paths, run_cli

@@ -40,6 +40,10 @@ WHERE = {
     "fastpath": "server.fastpath",
     "api": "server.api",
     "refresh": "server.refresh",
+    "profile": "server.profile",
+    "peer": "server.peer",
+    "reconcile": "server.reconcile",
+    "persist": "server.persist",
     "vault": "vault",
 }
 
@@ -75,13 +79,21 @@ MODULES: dict[str, list[str]] = {
         "tests/test_lock.py",
         "tests/test_polite.py",
     ],
+    "reconcile": [
+        "tests/test_persist.py",
+        "tests/test_profiles.py",
+        "tests/test_rotation.py",
+        "tests/test_refresh.py",
+    ],
+    "persist": ["tests/test_persist.py"],
+    "peer": ["tests/test_peer.py"],
+    "profile": ["tests/test_routes.py", "tests/test_profiles.py", "tests/test_fastpath.py"],
 }
 # module -> the functions mutated (Class.method or function; default: the whole module). For
 # api and refresh, the parts the core is made of: the peer check and routes, the serving
 # decisions and the refresh scheduler; status, audit, metrics and admin plumbing are not.
 CORE: dict[str, list[str]] = {
     "api": [
-        "peer_credentials",
         "Api.peer_allowed",
         "Api._peer",
         "Api.handle",
@@ -91,19 +103,16 @@ CORE: dict[str, list[str]] = {
         "Api.post_refresh",
         "Api.get_credential",
     ],
+    "profile": ["Profile.render"],
+    "peer": ["peer_credentials"],
     "refresh": [
-        "Profile.render",
         "Daemon.load",
-        "Daemon._adopt",
         "Daemon.start_refresh",
         "Daemon._refresh",
         "Daemon._has_credentials",
         "Daemon._credential",
         "Daemon._exchange",
         "Daemon._take_grant",
-        "Daemon._queue_persist",
-        "Daemon._write_pending",
-        "Daemon.flush",
         "Daemon.scheduler",
         "Daemon.lock_due",
         "Daemon.reload",
@@ -127,7 +136,11 @@ def mutant_globs(module: str, only: list[str] | None = None) -> list[str]:
 def _source(module: str) -> str:
     """The module's file, relative to the package: ``core/engine.py``, ``vault/__init__.py``."""
     path = WHERE[module].replace(".", "/")
-    return f"{path}/__init__.py" if (ROOT / "daemon" / "coactive_credd" / path).is_dir() else f"{path}.py"
+    return (
+        f"{path}/__init__.py"
+        if (ROOT / "daemon" / "coactive_credd" / path).is_dir()
+        else f"{path}.py"
+    )
 
 
 def prepare(module: str, timeout_multiplier: float) -> Path:

@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import re
-import socket
-import struct
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -24,44 +22,18 @@ from aiohttp import web
 from coactive_credd.core import config, engine, gitcred
 from coactive_credd.core.escape import escape
 from coactive_credd.core.request import BadQuery, parse_min_ttl, parse_query, wants_plain_text
-from coactive_credd.server import admin, apiproxy, audit, events, logguard, statusdoc
-from coactive_credd.server.errors import ApiError, refused_peer
-from coactive_credd.server.refresh import Daemon, Profile
-from coactive_credd.vault import VaultError, WrongPassphrase, credfile, unlock_hint
+from coactive_credd.server import apiproxy, audit, events, logguard, statusdoc
+from coactive_credd.server.adminroutes import AdminRoutes, json_body
+from coactive_credd.server.errors import ApiError, no_token, refused_peer, too_long
+from coactive_credd.server.peer import peer_credentials
+from coactive_credd.server.profile import Profile
+from coactive_credd.server.refresh import Daemon
+from coactive_credd.vault import unlock_hint
 
 log = logging.getLogger("coactive_credd")
 
-MAX_BODY = 4096
 EVENT_STREAMS_PER_UID = 32  # /v1/events streams one uid may hold open at once
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-_SO_PEERCRED: int | None = getattr(socket, "SO_PEERCRED", None)
-_UCRED = struct.Struct("=iII")  # pid_t is signed; uid_t and gid_t are unsigned (to 2**32 - 2)
-
-
-def peer_credentials(sock: Any) -> tuple[int, int | None]:
-    """The (uid, pid) of the process at the other end of a connected Unix socket, as the
-    kernel gives them: the uid unsigned (a ``uid_t``, 0 to 2**32 - 2); the pid, or None on
-    macOS, whose ``LOCAL_PEERCRED`` gives none. Raises OSError from ``getsockopt`` (not a
-    Unix socket, or not connected). Linux: ``SO_PEERCRED``, unix(7); macOS: ``struct
-    xucred`` in sys/ucred.h."""
-    if _SO_PEERCRED is not None:  # Linux: struct ucred {pid_t pid; uid_t uid; gid_t gid;}
-        pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_PEERCRED, 12))
-        return uid, pid
-    # macOS/BSD: LOCAL_PEERCRED on SOL_LOCAL (0) answers a struct xucred {u_int version; uid_t uid; ...}
-    raw = sock.getsockopt(0, 0x001, 76)
-    _version, uid = struct.unpack_from("II", raw)
-    return uid, None
-
-
-def _too_long(min_ttl: int, tok: engine.Token) -> ApiError:
-    return ApiError(
-        400,
-        "bad_request",
-        f"min_ttl={min_ttl} is longer than the tokens Coactive issues ({int(tok.lifetime)} s)",
-        "ask for a smaller min_ttl",
-    )
 
 
 class Api:
@@ -78,6 +50,7 @@ class Api:
         self._streams: dict[int, int] = {}  # open /v1/events streams per uid
         self._clients: weakref.WeakKeyDictionary[Any, audit.Client] = weakref.WeakKeyDictionary()
         self.proxy = apiproxy.ApiProxy(self.d, self._failure)
+        self.admin = AdminRoutes(daemon)
         self._routes: dict[
             tuple[str, str], Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
         ] = {
@@ -87,11 +60,11 @@ class Api:
             ("GET", "/v1/status"): self.get_status,
             ("GET", "/healthz"): self.get_healthz,
             ("GET", "/v1/events"): self.get_events,
-            ("POST", "/v1/admin/reload"): self.post_reload,
-            ("POST", "/v1/admin/lock"): self.post_lock,
-            ("POST", "/v1/admin/unlock"): self.post_unlock,
-            ("POST", "/v1/admin/credentials"): self.post_credentials,
-            ("POST", "/v1/admin/credentials/remove"): self.post_credentials,
+            ("POST", "/v1/admin/reload"): self.admin.post_reload,
+            ("POST", "/v1/admin/lock"): self.admin.post_lock,
+            ("POST", "/v1/admin/unlock"): self.admin.post_unlock,
+            ("POST", "/v1/admin/credentials"): self.admin.post_credentials,
+            ("POST", "/v1/admin/credentials/remove"): self.admin.post_credentials,
             ("GET", "/metrics"): self.get_metrics,
             ("GET", "/v1/audit"): self.get_audit,
         }
@@ -222,46 +195,8 @@ class Api:
             body=p.render(now, self.d.boot_clock()), content_type="application/json"
         )
 
-    @staticmethod
-    def _relogin_hint(p: Profile) -> str:
-        """A refused credential is replaced (a personal token made anew first); none stored,
-        or stored ones that are malformed, are stored again with the same login."""
-        name, auth, base_url = p.cfg.name, p.cfg.auth, p.cfg.base_url
-        if (p.rt.last_error or "").startswith("Coactive refused"):
-            return config.reauth_fix(name, auth, p.client_id, base_url)
-        return f"run `{config.login_command(name, auth, p.client_id, base_url)}`"
-
     def _failure(self, p: Profile, now: float) -> ApiError:
-        name = p.cfg.name
-        if p.rt.reauth:
-            return ApiError(
-                424,
-                "reauth_required",
-                # why: Coactive's refusal, or none stored, or stored ones that are malformed
-                f"profile {name!r} needs new credentials: {p.rt.last_error}",
-                credfile.fix_hint(p.cfg) or self._relogin_hint(p),
-            )
-        tok, boot = p.rt.token, self.d.boot_clock()
-        retry_in = p.rt.retry_in(now, boot)
-        retry = "" if retry_in is None else f"; next attempt in {max(0, int(retry_in))} s"
-        # Within a backoff or Coactive's Retry-After a forced refresh is refused too: say when.
-        when = "then" if retry_in is None or retry_in <= 0 else f"in {int(retry_in) + 1} s"
-        if tok is not None and engine.servable(tok, now, self.d.policy, boot=boot):
-            # A forced refresh that failed: the token being served is still good.
-            left = int(engine.serve_until(tok, self.d.policy, now, boot) - now)
-            return ApiError(
-                503,
-                "upstream_unavailable",
-                f"no new token for profile {name!r}: Coactive cannot be reached "
-                f"({p.rt.last_error}){retry}; the current token is still served for {left} s",
-                f"check the network and `coactive-credd status`; `coactive-credd refresh --profile {name}` works {when}",
-            )
-        return ApiError(
-            503,
-            "upstream_unavailable",
-            f"no valid token for profile {name!r} and Coactive cannot be reached ({p.rt.last_error}){retry}",
-            f"check the network and `coactive-credd status`; `coactive-credd refresh --profile {name}` works {when}",
-        )
+        return no_token(p, now, self.d.boot_clock(), self.d.policy)
 
     async def get_token(self, request: web.BaseRequest) -> web.Response:
         return await self._serve(request, self._profile(request))
@@ -327,7 +262,7 @@ class Api:
             await asyncio.shield(self.d.start_refresh(p))
             return self._after_refresh(request, p, min_ttl)
         if action is engine.Action.FAIL_UNSATISFIABLE and p.rt.token is not None:
-            raise _too_long(min_ttl, p.rt.token)  # no login: no token Coactive issues would do
+            raise too_long(min_ttl, p.rt.token)  # no login: no token Coactive issues would do
         raise self._failure(p, now)
 
     def _after_refresh(self, request: web.BaseRequest, p: Profile, min_ttl: int) -> web.Response:
@@ -341,13 +276,13 @@ class Api:
             and not p.rt.reauth
             and engine.servable(tok, now, self.d.policy, boot=boot)
         ):
-            raise _too_long(min_ttl, tok)
+            raise too_long(min_ttl, tok)
         raise self._failure(p, now)
 
     async def post_refresh(self, request: web.BaseRequest) -> web.Response:
         p = self._profile(request)
         rejected = None
-        doc = await self._json_body(request, '{"rejected_token_sha256": "<hex>"}')
+        doc = await json_body(request, '{"rejected_token_sha256": "<hex>"}')
         if doc is not None:
             if not isinstance(doc.get("rejected_token_sha256", ""), str):
                 raise ApiError(
@@ -382,74 +317,6 @@ class Api:
         if p.rt.reauth or p.rt.failures:  # the caller asked for a new token and got none
             raise self._failure(p, self.d.clock())
         return self._after_refresh(request, p, 0)
-
-    async def _json_body(self, request: web.BaseRequest, shape: str) -> dict[str, Any] | None:
-        """The request's JSON object body, None if there is none; 400/413 otherwise. A
-        ``Content-Length`` over :data:`MAX_BODY` bytes is refused before reading; a body is
-        read to its end however it arrives (one read may return only its first part)."""
-        too_large = ApiError(
-            413, "bad_request", "request body too large", f"send at most {MAX_BODY} bytes"
-        )
-        if (request.content_length or 0) > MAX_BODY:
-            raise too_large
-        body = b""
-        while len(body) <= MAX_BODY:
-            chunk = await request.content.read(MAX_BODY + 1 - len(body))
-            if not chunk:
-                break
-            body += chunk
-        if len(body) > MAX_BODY:
-            raise too_large
-        if not body.strip():
-            return None
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            doc = None
-        if not isinstance(doc, dict):
-            raise ApiError(400, "bad_request", "body is not a JSON object", f"send {shape}")
-        return doc
-
-    async def post_lock(self, request: web.BaseRequest) -> web.Response:
-        if self.d.key_source != "passphrase":
-            raise ApiError(
-                409,
-                "bad_request",
-                "the vault has no passphrase, so it cannot be locked",
-                "protect it first: `coactive-credd rekey --passphrase-stdin`",
-            )
-        if not self.d.locked:
-            self.d.lock_now("lock requested")
-        return web.json_response({"ok": True, "locked": True})
-
-    async def post_unlock(self, request: web.BaseRequest) -> web.Response:
-        doc = await self._json_body(request, '{"passphrase": "..."}')
-        passphrase = doc.get("passphrase") if doc else None
-        if not isinstance(passphrase, str) or not passphrase:
-            raise ApiError(400, "bad_request", "no passphrase given", 'send {"passphrase": "..."}')
-        try:
-            await self.d.unlock(passphrase)
-        except WrongPassphrase:
-            raise ApiError(
-                401,
-                "wrong_passphrase",
-                "wrong passphrase; the vault stays locked",
-                "run `coactive-credd unlock` again",
-            ) from None
-        except VaultError as exc:
-            raise ApiError(409, "bad_request", str(exc), "see `coactive-credd status`") from None
-        return web.json_response(
-            {"ok": True, "locked": self.d.locked, "profiles": len(self.d.profiles)}
-        )
-
-    async def post_credentials(self, request: web.BaseRequest) -> web.Response:
-        """The CLI's vault writes, made here when only the daemon holds the key (admin.py)."""
-        doc = await self._json_body(request, '{"profile": "...", "secret": "..."}') or {}
-        fn = admin.remove_credentials if request.path.endswith("/remove") else admin.put_credentials
-        try:
-            return web.json_response(await fn(self.d, doc))
-        except admin.AdminError as exc:
-            raise ApiError(exc.status, exc.code, exc.message, exc.hint) from None
 
     async def get_status(self, request: web.BaseRequest) -> web.Response:
         body = statusdoc.status_document(self.d)
@@ -508,10 +375,3 @@ class Api:
 
     async def get_healthz(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text="ok")
-
-    async def post_reload(self, request: web.BaseRequest) -> web.Response:
-        self.d.reload()
-        return web.Response(
-            body=json.dumps({"ok": True, "profiles": len(self.d.profiles)}).encode(),
-            content_type="application/json",
-        )

@@ -26,7 +26,7 @@ caller who stops reading) can no longer change the status: the caller's connecti
 so the answer shows as truncated rather than complete.
 
 One aiohttp client session per profile (its own connection pool, keep-alive to Coactive),
-with the profile's proxy (:func:`refresh.proxy_url`) and ``ca_bundle`` (the same TLS context
+with the profile's proxy (:func:`profile.proxy_url`) and ``ca_bundle`` (the same TLS context
 its logins use), no cookie jar, no automatic decompression or added headers.
 
 No log line carries a body, a header value or a token: a proxied request is counted
@@ -65,7 +65,8 @@ from coactive_credd.core.proxyrules import (
     target_problem,
 )
 from coactive_credd.server.errors import ApiError
-from coactive_credd.server.refresh import Daemon, Profile, proxy_url
+from coactive_credd.server.profile import Profile, proxy_url
+from coactive_credd.server.refresh import Daemon
 from coactive_credd.upstream.exchange import UpstreamError
 
 if TYPE_CHECKING:

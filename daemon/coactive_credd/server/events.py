@@ -37,7 +37,7 @@ from aiohttp import web
 
 from coactive_credd.core import engine
 from coactive_credd.server.errors import ApiError
-from coactive_credd.server.refresh import rfc3339
+from coactive_credd.server.profile import rfc3339
 
 if TYPE_CHECKING:
     from coactive_credd.server.refresh import Daemon

@@ -39,8 +39,9 @@ from coactive_credd.core.request import (
     parse_query,
 )
 from coactive_credd.server import audit, logguard
-from coactive_credd.server.api import Api, peer_credentials
+from coactive_credd.server.api import Api
 from coactive_credd.server.errors import refused_peer
+from coactive_credd.server.peer import peer_credentials
 
 __all__ = [
     "IDLE",

@@ -10,19 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from coactive_credd.core import clocks, config, credage, engine
-from coactive_credd.core import proxy_choice as proxy
-from coactive_credd.core.config import Config, ProfileConfig
+from coactive_credd.core.config import Config
 from coactive_credd.core.paths import Paths
 from coactive_credd.server import service
+from coactive_credd.server.persist import TokenKeeper
+from coactive_credd.server.profile import (
+    Profile,
+    fetch_from_command,
+    proxy_url,
+    token_tail,
+)
+from coactive_credd.server.reconcile import Moment, reconcile
 from coactive_credd.server.stats import Stats
 from coactive_credd.upstream.exchange import (
     Credential,
@@ -30,98 +34,20 @@ from coactive_credd.upstream.exchange import (
     Grant,
     Upstream,
     UpstreamError,
-    UpstreamUnavailable,
     validate_base_url,
 )
 from coactive_credd.vault import (
-    CachedToken,
     Vault,
     VaultData,
     VaultError,
     VaultLocked,
     WrongPassphrase,
-    credcommand,
     credfile,
 )
-from coactive_credd.vault.shield import Shielded
 
 log = logging.getLogger("coactive_credd")
 
 Clock = Callable[[], float]
-
-
-def rfc3339(t: float | None) -> str | None:
-    """Epoch seconds as an RFC 3339 UTC time, to the second; None for None or for a moment
-    no date can show (beyond year 9999: never one a status should fail on)."""
-    if t is None:
-        return None
-    try:
-        return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, ValueError, OSError):
-        return None
-
-
-def token_tail(token: str) -> str:
-    """The most of a token a log line may carry."""
-    return "…" + token[-4:] if len(token) > 8 else "…"
-
-
-def fingerprint(secret: str, client_id: str | None) -> bytes:
-    return hashlib.sha256(f"{client_id or ''}\0{secret}".encode()).digest()
-
-
-def status_extra(
-    p: Profile, policy: engine.Policy, now: float, boot: float | None
-) -> dict[str, object]:
-    """Status keys beside the SPEC's: ``serve_until`` (RFC 3339; the last moment the token is
-    served, ``expires_at - skew`` on both clocks, :func:`engine.serve_until`, at ``now``
-    epoch seconds and ``boot`` on the boot clock) and ``client_id`` (system credentials; not
-    a secret)."""
-    tok = p.rt.token
-    return {
-        "serve_until": rfc3339(engine.serve_until(tok, policy, now, boot)) if tok else None,
-        "client_id": p.client_id,
-    }
-
-
-def proxy_url(pc: ProfileConfig) -> str | None:
-    """The proxy for ``pc``'s calls to Coactive, None for direct; a malformed proxy variable
-    is a transient failure (the user fixes the environment; the token stays served)."""
-    try:
-        return proxy.choose(pc.base_url, pc.proxy).url
-    except ValueError as exc:
-        raise UpstreamUnavailable(f"{exc}; fix it and restart the daemon", kind="config") from None
-
-
-@dataclass
-class Profile:
-    cfg: ProfileConfig
-    secret: Shielded | None
-    client_id: str | None
-    fp: bytes | None
-    rt: engine.Runtime = field(default_factory=engine.Runtime)
-    inflight: asyncio.Task[None] | None = None
-    rendered: tuple[str, int, bytes] | None = None  # (token, expires_in, JSON body) cache
-
-    def render(self, now: float, boot: float | None = None) -> bytes:
-        tok = self.rt.token
-        assert tok is not None
-        expires_in = max(0, int(engine.expires_in(tok, now, boot)))
-        cached = self.rendered
-        if cached is not None and cached[0] is tok.access_token and cached[1] == expires_in:
-            return cached[2]
-        body = json.dumps(
-            {
-                "profile": self.cfg.name,
-                "access_token": tok.access_token,
-                "token_type": "Bearer",
-                "expires_at": rfc3339(min(tok.expires_at, now + expires_in + 1)),
-                "expires_in": expires_in,
-            },
-            separators=(",", ":"),
-        ).encode()
-        self.rendered = (tok.access_token, expires_in, body)
-        return body
 
 
 class Daemon:
@@ -154,10 +80,7 @@ class Daemon:
         self.key_source = "key-file"
         self.last_use = self.unlocked_at = clock()  # for auto-lock
         self._wake = asyncio.Event()
-        self._persist_lock = asyncio.Lock()
-        self.persist_delay = persist_delay
-        self._pending: dict[str, tuple[bytes | None, engine.Token]] = {}
-        self._writer: asyncio.Task[None] | None = None
+        self.keeper = TokenKeeper(self.vault, persist_delay)
         # Called after any change of a profile's token or state (token files, /v1/events).
         self.watchers: list[Callable[[], None]] = []
         self.last_reload_error: str | None = None  # why the last reload failed; None if it did not
@@ -167,7 +90,20 @@ class Daemon:
     @property
     def persist_lock(self) -> asyncio.Lock:
         """Held while the vault is written, so two writers of this daemon never interleave."""
-        return self._persist_lock
+        return self.keeper.lock
+
+    @property
+    def persist_delay(self) -> float:
+        """Seconds new tokens wait to go to the vault in one batch (:mod:`.persist`)."""
+        return self.keeper.delay
+
+    @persist_delay.setter
+    def persist_delay(self, delay: float) -> None:
+        self.keeper.delay = delay
+
+    @property
+    def _pending(self) -> dict[str, tuple[bytes | None, engine.Token]]:
+        return self.keeper.pending
 
     def load(self) -> None:
         """Read config and vault and bring the in-memory profiles in line with them.
@@ -193,97 +129,14 @@ class Daemon:
         except VaultLocked:
             data, self.locked = VaultData(profiles={}), True
         self.key_source = self.vault.key_source
-        now = self.clock()
-        fresh: dict[str, Profile] = {}
-        for name, pc in cfg.profiles.items():
-            sec, problem = credfile.secrets(pc, data.profiles.get(name))
-            kept = None
-            if pc.credential_command is not None:  # run when a login needs it (credcommand)
-                sec, problem = None, None
-                kept = credcommand.kept_token(data.profiles.get(name))
-            fp = fingerprint(sec.secret, sec.client_id) if sec else None
-            if pc.credential_command is not None:  # the token-only entry: tokens persist
-                fp = fingerprint(credcommand.NO_SECRET, pc.client_id)
-            old = self.profiles.get(name)
-            if (
-                problem is not None
-                and problem.pending
-                and old is not None
-                and old.cfg == pc
-                and old.secret is not None
-                and not self.locked
-            ):
-                fresh[name] = old  # briefly empty or missing: nothing changes until it is back
-                continue
-            if old is not None and old.cfg == pc and old.fp == fp and not self.locked:
-                p = old
-            else:
-                p = Profile(
-                    cfg=pc,
-                    secret=Shielded(sec.secret) if sec else None,
-                    client_id=sec.client_id if sec else None,
-                    fp=fp,
-                )
-                if old is not None and old.rt.reauth and old.fp == fp:
-                    p.rt.reauth, p.rt.last_error = True, old.rt.last_error
-                if old is not None and sec is not None and sec.token is None:
-                    self._keep_serving(old, p, now)
-            if problem is not None:
-                p.rt.on_rejected(str(problem))
-            if sec is not None and sec.token is not None:
-                self._adopt(p, sec.token, now, self.boot_clock())
-            if kept is not None:
-                self._adopt(p, kept, now, self.boot_clock())
-            if pc.credential_command is not None and p.rt.reauth:
-                p.rt.on_new_credentials()  # a reload runs a failed command again, once
-                p.rt.refresh_at = None
-            has_secret = p.secret is not None or pc.credential_command is not None
-            if has_secret and p.rt.token is None and p.rt.refresh_at is None:
-                p.rt.refresh_at = now  # log in now, before the first caller asks
-            fresh[name] = p
-        self.profiles = fresh
+        self.profiles = reconcile(
+            self.profiles,
+            cfg,
+            data,
+            Moment(self.clock(), self.boot_clock(), self.policy, self.rand, self.locked),
+        )
         self._wake.set()
         self.changed()
-
-    def _keep_serving(self, old: Profile, p: Profile, now: float) -> None:
-        """A rotation never takes away a valid token: ``p`` (new credentials or settings)
-        serves ``old``'s token, if still servable for the same base URL and client id (another
-        client id is another identity, not a rotation), until its own first login succeeds (due now when the credentials changed). Rejected new credentials make
-        ``p`` ``reauth_required`` while the old token is served to its end."""
-        tok = old.rt.token
-        if (
-            tok is None
-            or self.locked
-            or (old.cfg.base_url, old.cfg.auth) != (p.cfg.base_url, p.cfg.auth)
-            or (old.client_id != p.client_id and p.secret is not None)  # another identity
-            or not engine.servable(tok, now, self.policy, boot=self.boot_clock())
-        ):
-            return
-        if old.fp == p.fp:  # the same credentials (a settings change): the same schedule
-            p.rt, p.inflight = old.rt, old.inflight
-            return
-        p.rt.token, p.rt.last_refresh_at = tok, old.rt.last_refresh_at
-        p.rt.refresh_at = now if p.secret is not None else None
-
-    def _adopt(self, p: Profile, cached: CachedToken, now: float, boot: float) -> None:
-        """Take a token from the vault if it outlives the one in memory. Its boot-clock mint
-        is reckoned from its wall-clock age (none if the wall clock now reads earlier)."""
-        if p.rt.token is not None and p.rt.token.expires_at >= cached.expires_at:
-            return
-        age = max(0.0, now - cached.obtained_at)
-        tok = engine.Token(
-            cached.access_token,
-            cached.token_type,
-            cached.obtained_at,
-            cached.expires_at,
-            boot - age,
-        )
-        p.rt.token = tok
-        p.rt.refresh_at = engine.plan_refresh(tok, self.policy, self.rand())
-        p.rt.on_new_credentials()
-        if p.rt.last_refresh_at is None or p.rt.last_refresh_at < cached.obtained_at:
-            p.rt.last_refresh_at = cached.obtained_at  # the login (or restart) that got it
-        p.rendered = None
 
     def start_refresh(self, p: Profile) -> asyncio.Task[None]:
         """The one refresh in flight for ``p``, started if there is none."""
@@ -413,7 +266,7 @@ class Daemon:
             ahead,
         )
         if p.cfg.credential_file is None:  # nothing of it is in the vault
-            self._queue_persist(p, tok)
+            self.keeper.queue(p.cfg.name, p.fp, tok)
 
     async def replace_rejected(self, p: Profile, rejected_sha256: str) -> bool:
         """A report that the token whose SHA-256 is ``rejected_sha256`` (lower-case hex) was
@@ -438,49 +291,9 @@ class Daemon:
         await asyncio.shield(self.start_refresh(p))
         return not (p.rt.reauth or p.rt.failures)
 
-    def _queue_persist(self, p: Profile, tok: engine.Token) -> None:
-        """Keep the new token in the vault (encrypted) so a restart needs no login.
-
-        Tokens refreshed within ``persist_delay`` of each other go out in one vault write:
-        every write re-encrypts the whole vault, which with many profiles cost most of a
-        login's CPU. A crash loses at most that window, and costs one login per token lost
-        at the next start; a clean stop flushes.
-        """
-        self._pending[p.cfg.name] = (p.fp, tok)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_pending(self.persist_delay))
-
-    async def _write_pending(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._writer = None
-        pending, self._pending = self._pending, {}
-
-        def put(data: VaultData) -> None:
-            for name, (fp, tok) in pending.items():
-                sec = data.profiles.get(name)
-                # Only if the credentials on disk are still the ones that minted the token.
-                if sec is not None and fingerprint(sec.secret, sec.client_id) == fp:
-                    sec.token = CachedToken(
-                        tok.access_token, tok.token_type, tok.expires_at, tok.obtained_at
-                    )
-
-        async with self._persist_lock:
-            try:
-                await asyncio.to_thread(self.vault.update, put)
-            except (OSError, VaultError) as exc:
-                log.warning("could not keep %d new token(s) in the vault: %s", len(pending), exc)
-
     async def flush(self) -> None:
         """Write every token still waiting for the vault (at shutdown)."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
-        if self._pending:
-            await self._write_pending(0)
-        async with self._persist_lock:  # and a batch already being written has finished
-            pass
+        await self.keeper.flush()
 
     async def scheduler(self) -> None:
         """Start refreshes when they fall due; re-read the wall clock at least every 30 s."""
@@ -594,27 +407,3 @@ class Daemon:
                 watcher()
             except Exception:  # a watcher's failure must not stop a refresh or a reload
                 log.exception("a watcher failed")
-
-
-async def fetch_from_command(p: Profile) -> bool:
-    """Run `p`'s credential_command off the event loop and keep its answer (shielded) as
-    the profile's secret. False, with the profile in reauth_required and the reason logged,
-    when it fails; the scheduler does not retry a profile in reauth_required, so the
-    command runs again only after ``coactive-credd refresh`` or a reload."""
-    argv = p.cfg.credential_command
-    assert argv is not None
-    try:
-        secret = await credcommand.in_thread(argv)
-    except credcommand.CommandFailed as exc:
-        p.secret = None
-        p.rt.on_rejected(str(exc))
-        log.error(
-            "profile=%s %s; fix it, then `coactive-credd refresh --profile %s`",
-            p.cfg.name,
-            exc,
-            p.cfg.name,
-        )
-        return False
-    p.secret = Shielded(secret)
-    p.client_id = p.cfg.client_id
-    return True

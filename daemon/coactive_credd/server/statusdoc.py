@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from coactive_credd import __version__
 from coactive_credd.core import config, credage, engine
 from coactive_credd.core import proxy_choice as proxy
-from coactive_credd.server.refresh import rfc3339, status_extra
+from coactive_credd.server.profile import rfc3339, status_extra
 from coactive_credd.vault import credfile
 
 if TYPE_CHECKING:
