@@ -19,7 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 PARTS = ("serving", "coldstart", "storm", "footprint", "profiles")
 
 # one worker runs them all: the module-scoped run of bench/run.py --smoke happens once
-pytestmark = [pytest.mark.timeout(300), pytest.mark.heavy, pytest.mark.xdist_group("timing")]  # with the soak and kill -9 loop: one at a time
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.heavy,
+    pytest.mark.xdist_group("timing"),
+]  # with the soak and kill -9 loop: one at a time
 
 
 @pytest.fixture(scope="module")

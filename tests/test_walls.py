@@ -117,9 +117,7 @@ _CLI_LAZY = (
 )
 
 
-@pytest.mark.parametrize(
-    "module", sorted(p.name for p in (PACKAGE / "cli").glob("*.py")), ids=str
-)
+@pytest.mark.parametrize("module", sorted(p.name for p in (PACKAGE / "cli").glob("*.py")), ids=str)
 def test_the_cli_imports_the_heavy_rooms_only_inside_its_commands(module: str) -> None:
     lazy = _CLI_LAZY
     if module == "demo.py":  # the demo is the fake Coactive's one user outside the tests
@@ -153,7 +151,10 @@ def test_one_exception_root() -> None:
         for node in ast.walk(ast.parse(p.read_text())):
             if isinstance(node, ast.ClassDef) and node.name != "CreddError":
                 bases = [ast.unparse(b) for b in node.bases]
-                if any(b in ("Exception", "BaseException", "ValueError", "RuntimeError", "OSError") for b in bases[:1]):
+                if any(
+                    b in ("Exception", "BaseException", "ValueError", "RuntimeError", "OSError")
+                    for b in bases[:1]
+                ):
                     roots.append(f"{p.relative_to(PACKAGE)}:{node.name}({', '.join(bases)})")
     assert roots == [], f"exception classes outside the error tree: {roots}"
 

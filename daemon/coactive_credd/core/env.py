@@ -62,12 +62,36 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(LOG_MAX_BYTES, "5242880", "a log file's size before it rotates (0: never)", "serve"),
     Variable(FAST_PATH, "1", "0 hands every connection to aiohttp (a diagnosis switch)", "serve"),
     Variable(DEBUG, None, "set: an internal error prints its traceback", "every command"),
-    Variable(ACCESS_TOKEN, None, "the access token (or the proxy's placeholder)", "set for exec's child"),
-    Variable(ACCESS_TOKEN_FILE, None, "a file holding the current token, kept fresh", "set for exec's child"),
-    Variable(TOKEN_EXPIRES_AT, None, "when the token handed over stops being served (RFC 3339)", "set for exec's child"),
-    Variable(BASE_URL, None, "the profile's base URL (or exec --proxy's listener)", "set for exec's child"),
-    Variable(TEST_CLOCK_FILE, None, "test only: a file holding the wall clock's offset (s)", "testing.serve"),
-    Variable(TEST_PERSIST_DELAY, None, "test only: seconds between batched vault writes", "testing.serve"),
+    Variable(
+        ACCESS_TOKEN, None, "the access token (or the proxy's placeholder)", "set for exec's child"
+    ),
+    Variable(
+        ACCESS_TOKEN_FILE,
+        None,
+        "a file holding the current token, kept fresh",
+        "set for exec's child",
+    ),
+    Variable(
+        TOKEN_EXPIRES_AT,
+        None,
+        "when the token handed over stops being served (RFC 3339)",
+        "set for exec's child",
+    ),
+    Variable(
+        BASE_URL,
+        None,
+        "the profile's base URL (or exec --proxy's listener)",
+        "set for exec's child",
+    ),
+    Variable(
+        TEST_CLOCK_FILE,
+        None,
+        "test only: a file holding the wall clock's offset (s)",
+        "testing.serve",
+    ),
+    Variable(
+        TEST_PERSIST_DELAY, None, "test only: seconds between batched vault writes", "testing.serve"
+    ),
 )
 
 BY_NAME: dict[str, Variable] = {v.name: v for v in VARIABLES}

@@ -40,8 +40,7 @@ def check_shape(request: web.Request, body: Any) -> tuple[str, str, str | None]:
     if request.content_type != "application/json":
         raise Refused(
             400,
-            f"Content-Type must be application/json, got "
-            f"{request.headers.get('Content-Type')!r}",
+            f"Content-Type must be application/json, got {request.headers.get('Content-Type')!r}",
         )
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     kind = scheme.lower()
