@@ -61,11 +61,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from coactive_credd.core import harden
     from coactive_credd.server import logsetup
     from coactive_credd.server import process as server
 
     logsetup.configure(args.log_level)
-    server.harden_process()
+    harden.harden_process()
     try:
         # uvloop, when installed (`pip install coactive-credd[fast]`), answers a little faster.
         import uvloop

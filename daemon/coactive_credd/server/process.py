@@ -1,4 +1,4 @@
-"""The daemon process: its socket, hardening, signals and systemd/launchd integration.
+"""The daemon process: its socket, signals and systemd/launchd integration.
 
 The socket is ``0600`` in a ``0700`` folder; a stale socket is replaced only after a connect
 shows nobody answers, and an exclusive lock beside it keeps two daemons from starting at once.
@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from coactive_credd import __version__
-from coactive_credd.core import config, fsutil, harden, pidfile, request
+from coactive_credd.core import config, fsutil, pidfile, request
 from coactive_credd.core.errors import CreddError
 from coactive_credd.core.paths import Paths
 from coactive_credd.server import containers, fastpath, keywatch, logguard, logsetup, service
@@ -87,7 +87,6 @@ def bind_socket(path: Path, shared: bool = False) -> socket.socket:
     return sock
 
 
-harden_process = harden.harden_process  # kept for callers of server.harden_process
 
 
 MAX_CONNECTIONS = 4096  # connections open at once, fast path and aiohttp together

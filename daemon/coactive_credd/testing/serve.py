@@ -14,7 +14,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from coactive_credd.core import paths
+from coactive_credd.core import harden, paths
 from coactive_credd.server import logsetup, process
 from coactive_credd.testing import hooks
 
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
     logsetup.configure(args.log_level)
-    process.harden_process()
+    harden.harden_process()
     try:
         asyncio.run(process.run(paths.resolve(args.socket), prepare=hooks.prepare))
     except process.StartupError as exc:
