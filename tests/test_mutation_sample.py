@@ -134,9 +134,15 @@ def test_a_planted_bug_turns_its_tests_red(
         check=True,
     )
     assert where.stdout.strip() == str(copy / "__init__.py")  # the copy is what runs
+    # Only the plugins the named tests use: finding and loading every installed one
+    # (hypothesis, benchmark, anyio's trio...) cost about 2.5 s of CPU per run.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    plugins = ["xdist.plugin", "xdist.looponfail", "pytest_asyncio.plugin", "pytest_timeout"]
     run = subprocess.run(
         # -n 0: in this process (the named tests are few; workers would only cost start-ups)
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0", *tests],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0"]
+        + [arg for plugin in plugins for arg in ("-p", plugin)]
+        + tests,
         cwd=ROOT,
         env=env,
         capture_output=True,
