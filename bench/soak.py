@@ -3,7 +3,7 @@ and every answer checked against the fake Coactive's ledger.
 
     python bench/soak.py                                  # 10 minutes, 50 profiles
     nice python bench/soak.py --duration 900 --json /tmp/soak.json
-    python bench/soak.py --short --lifetime 24            # the CI-sized run, ~85 s
+    python bench/soak.py --short --lifetime 16            # the CI-sized run, ~70 s
 
 What runs (loopback and Unix sockets only; every loop bounded by ``--duration``):
 
@@ -75,20 +75,20 @@ SCHEDULE: list[tuple[float, str]] = [
     (35, "outage"),  # longer than the default 30 s lifetime
     (20, "ok"),
 ]
-# The CI-sized run (with --lifetime 24): one of each kind that matters most, ~85 s.
+# The CI-sized run (with --lifetime 16): one of each kind that matters most, ~70 s.
 SHORT: list[tuple[float, str]] = [
-    (4, "ok"),
-    (8, "revoke-one"),  # first, while no backoff from another fault is running
-    (6, "churn"),
-    (5, "429"),
-    (4, "503+hup"),
-    (4, "reset"),
-    (4, "clock+3600"),
-    (4, "clock-back"),
+    (3, "ok"),
+    (6, "revoke-one"),  # first, while no backoff from another fault is running
+    (5, "churn"),
+    (4, "429"),
+    (3, "503+hup"),
+    (3, "reset"),
+    (3, "clock+3600"),
+    (3, "clock-back"),
     (1, "sigstop-long"),
-    (4, "hostile"),
-    (26, "outage"),
-    (4, "ok"),
+    (3, "hostile"),
+    (18, "outage"),  # longer than a 16 s token's whole life
+    (3, "ok"),
 ]
 RETRY_AFTER = "3"
 
@@ -479,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profiles", type=int, default=50)
     ap.add_argument("--lifetime", type=int, default=30, help="token lifetime, seconds")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--short", action="store_true", help="the CI-sized schedule (~75 s)")
+    ap.add_argument(
+        "--short", action="store_true", help="the CI-sized schedule (~70 s, with --lifetime 16)"
+    )
     ap.add_argument("--no-shims", action="store_true", help="socket callers only")
     ap.add_argument(
         "--no-clock-steps", action="store_true", help="leave the daemon's wall clock alone"

@@ -1,7 +1,7 @@
 """The soak, CI-sized: the real daemon under faults, every answer checked against the ledger.
 
-bench/soak.py runs for ten minutes or more; here its short schedule runs once (~85 s): 20
-profiles on 24-second tokens, every shim kind and the C load generator calling, Coactive
+bench/soak.py runs for ten minutes or more; here its short schedule runs once (~70 s): 12
+profiles on 16-second tokens, every shim kind and the C load generator calling, Coactive
 answering 429, 503, resets, 401 for one profile, an outage longer than a token's life,
 login/logout churn, SIGHUP, the wall clock stepped an hour forward and back, SIGSTOP longer
 than a token's usable window, slowloris and never-reading clients. Then a planted fault (a scratch copy of the daemon that serves tokens
@@ -36,8 +36,8 @@ CI_CLOCK_STEPS = True
 def test_short_soak_holds_every_guarantee() -> None:
     plan = soak.Plan(
         duration=300,  # a bound; one pass of the schedule, each phase whole
-        profiles=20,
-        lifetime=24,
+        profiles=12,
+        lifetime=16,
         schedule=soak.SHORT,
         clock_steps=CI_CLOCK_STEPS,
         max_cycles=1,
@@ -80,8 +80,8 @@ def test_the_soak_catches_a_token_served_past_its_deadline(tmp_path: Path) -> No
     plan = soak.Plan(
         duration=120,
         profiles=5,
-        lifetime=20,
-        schedule=[(4, "ok"), (22, "outage"), (4, "ok")],
+        lifetime=12,
+        schedule=[(3, "ok"), (12, "outage"), (3, "ok")],  # the outage outlives every token
         max_cycles=1,
         shims=False,
         loadgen=False,
