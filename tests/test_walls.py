@@ -74,6 +74,27 @@ def test_the_fast_commands_load_neither_with_a_daemon_answering(daemon: object) 
         assert not heavy, f"`coactive-credd {' '.join(argv)}` loaded {heavy}"
 
 
+def test_login_without_verifying_loads_no_http_client(tmp_path: Path) -> None:
+    """``login --no-verify`` writes the config and the vault (cryptography) and calls nobody:
+    aiohttp, a third of a second of start-up, is for the verifying exchange alone."""
+    env = {**os.environ, "COACTIVE_CREDD_HOME": str(tmp_path), "COACTIVE_CREDD_AUTOSTART": "0"}
+    env["COACTIVE_CREDD_SOCKET"] = str(tmp_path / "credd.sock")
+    argv = ["login", "--base-url", "https://app.coactive.ai", "--personal-token-stdin"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv, "--no-verify"],
+        input="cpt_walls-personal-token\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, proc.stderr
+    loaded = set(report["loaded"])
+    assert not loaded & {"aiohttp", "multidict", "yarl"}, sorted(loaded & set(HEAVY))
+    assert "cryptography" in loaded  # the vault was written
+
+
 def _module_level_imports(path: Path) -> list[str]:
     """The modules ``path`` imports at module level (not inside a function), TYPE_CHECKING
     blocks left out."""

@@ -52,14 +52,16 @@ def _same_secret(writer: Writer, name: str, secret: str) -> bool:
 
 def cmd_login(args: argparse.Namespace) -> int:
     from coactive_credd.core import config, credage, fsutil
-    from coactive_credd.upstream import exchange as upstream
+
+    # Not upstream.exchange: that loads aiohttp, which only the verifying exchange needs.
+    from coactive_credd.upstream.credential import validate_base_url
 
     name = profile_name(args)
     paths = resolve_paths()
     guard_secret_holder(paths)  # before the credential (or passphrase) is read
     old = config.load(paths.config_file).profiles.get(name)
     try:
-        base_url = upstream.validate_base_url(
+        base_url = validate_base_url(
             args.base_url or (old.base_url if old else config.DEFAULT_BASE_URL)
         )
     except ValueError as exc:
