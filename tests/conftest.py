@@ -293,11 +293,33 @@ def wait_ready(d: Daemon, timeout: float = 15) -> None:
     raise AssertionError(f"daemon not ready after {timeout} s:\n{d.log_text()}")
 
 
+def wait_for_token(d: Daemon, profile: str = "default", timeout: float = 15) -> None:
+    """Wait until ``d``'s status shows a token for ``profile`` (its own first login done),
+    asking nothing that counts as a token handed out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, st = d.get("/v1/status")
+        if any(p["name"] == profile and p.get("expires_at") for p in st.get("profiles", [])):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no token for {profile!r} after {timeout} s:\n{d.log_text()}")
+
+
 @pytest.fixture
-def daemon(home: Path, fake: FakeCoactive) -> Iterator[Daemon]:
-    """A real `coactive-credd serve` with profile `default` logged in against the fake."""
-    login(fake)
+def daemon(
+    request: pytest.FixtureRequest, home: Path, fake: FakeCoactive, logged_in_home: Path
+) -> Iterator[Daemon]:
+    """A real `coactive-credd serve` with profile `default` saved for the fake. Saved by the
+    one ``login --no-verify`` of :func:`logged_in_home` (not a login process per test; the
+    daemon logs in itself as it starts), or, for a test marked ``verified_login``, by a real
+    ``coactive-credd login`` that verifies and leaves its token in the vault."""
+    if request.node.get_closest_marker("verified_login"):
+        login(fake)
+    else:
+        logged_in(logged_in_home, home, fake.base_url)
     d = start_daemon(home)
+    if not request.node.get_closest_marker("verified_login"):
+        wait_for_token(d)  # as after a verified login: the test starts with a token held
     yield d
     d.stop()
     assert not leaked(d.log_text(), set(fake.issued)), "a secret appeared in the daemon log"

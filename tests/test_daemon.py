@@ -27,6 +27,7 @@ from .conftest import (
 )
 
 
+@pytest.mark.verified_login
 def test_personal_token_login_serve_and_every_client_command(
     daemon: Daemon, fake: FakeCoactive
 ) -> None:
@@ -64,6 +65,7 @@ def test_personal_token_login_serve_and_every_client_command(
     assert fake.issued[-1] not in refreshed.stdout + refreshed.stderr
 
 
+@pytest.mark.verified_login
 def test_status_json_has_the_spec_fields_and_no_secret(daemon: Daemon, fake: FakeCoactive) -> None:
     status, body = daemon.get("/v1/status")
     assert status == 200

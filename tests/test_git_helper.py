@@ -212,6 +212,7 @@ def test_no_answer_unless_scheme_host_and_port_match(
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
 
 
+@pytest.mark.verified_login
 def test_username_and_coactive_profile_pick_among_matching_profiles(
     daemon: Daemon, fake: FakeCoactive
 ) -> None:
@@ -255,6 +256,7 @@ def test_host_matches_without_case_and_with_the_default_port_folded(
     assert helper("get", "protocol=http\nhost=localhost:8080\n\n").stderr == ""
 
 
+@pytest.mark.verified_login
 def test_erase_reports_the_token_only_for_a_matching_host(
     daemon: Daemon, fake: FakeCoactive
 ) -> None:

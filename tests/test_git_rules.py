@@ -31,6 +31,7 @@ def _reload(daemon: Daemon) -> None:
     assert daemon.post("/v1/admin/reload")[0] == 200
 
 
+@pytest.mark.verified_login
 def test_a_username_that_names_no_profile_gets_nothing(
     daemon: Daemon, fake: FakeCoactive, git_env: dict[str, str]
 ) -> None:

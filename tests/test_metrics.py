@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from coactive_credd.testing.fakeupstream import FakeCoactive
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +25,7 @@ def scrape(d: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return samples
 
 
+@pytest.mark.verified_login
 def test_a_scrape_counts_what_happened(daemon: Daemon, fake: FakeCoactive) -> None:
     for _ in range(5):
         assert daemon.get("/v1/token")[0] == 200  # the fast path

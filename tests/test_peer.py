@@ -102,6 +102,7 @@ def curl_as_nobody(
     return int(code), body
 
 
+@pytest.mark.verified_login
 def test_another_uid_is_refused_on_every_route(opened: Daemon, fake: FakeCoactive) -> None:
     port = fake.base_url.rsplit(":", 1)[1]
     logins = fake.logins

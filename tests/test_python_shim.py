@@ -138,6 +138,7 @@ def test_refresh_with_the_rejected_token_replaces_it_once(
         assert forced.access_token != new.access_token and fake.logins == logins + 2
 
 
+@pytest.mark.verified_login
 def test_status_and_generic_requests(daemon: Daemon, fake: FakeCoactive) -> None:
     with ct.Client() as client:
         status = client.status()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, login, run_cli
@@ -83,6 +84,7 @@ def test_setup_git_is_idempotent_and_names_the_origin_only(
     assert helpers(git_env, "https://api.example.com") == ["", "coactive"]
 
 
+@pytest.mark.verified_login
 def test_a_second_profile_of_the_same_origin_is_named_for_git(
     daemon: Daemon, fake: FakeCoactive, git_env: dict[str, str]
 ) -> None:
@@ -101,6 +103,7 @@ def test_unknown_profile_is_one_line_and_exit_4(home: Path, git_env: dict[str, s
     assert git(git_env, "config", "--global", "--list").stdout == ""
 
 
+@pytest.mark.verified_login
 def test_setup_git_again_for_the_default_really_switches_back(
     daemon: Daemon, fake: FakeCoactive, git_env: dict[str, str]
 ) -> None:
