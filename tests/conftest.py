@@ -313,12 +313,13 @@ def daemon(
     one ``login --no-verify`` of :func:`logged_in_home` (not a login process per test; the
     daemon logs in itself as it starts), or, for a test marked ``verified_login``, by a real
     ``coactive-credd login`` that verifies and leaves its token in the vault."""
-    if request.node.get_closest_marker("verified_login"):
+    verified = request.node.get_closest_marker("verified_login") is not None
+    if verified:
         login(fake)
     else:
         logged_in(logged_in_home, home, fake.base_url)
     d = start_daemon(home)
-    if not request.node.get_closest_marker("verified_login"):
+    if not verified:
         wait_for_token(d)  # as after a verified login: the test starts with a token held
     yield d
     d.stop()

@@ -29,7 +29,7 @@ def current(ip: InProc) -> engine.Token:
 
 async def test_a_token_is_not_kept_under_credentials_that_did_not_mint_it(inproc: InProc) -> None:
     minted = current(inproc)  # the first login's token, waiting for the batched vault write
-    assert inproc.daemon._pending, "the first token should wait for the batch write"
+    assert inproc.daemon.keeper.pending, "the first token should wait for the batch write"
     inproc.fake.fault = "401"  # the new credentials do not log in, so nothing replaces it
     await asyncio.to_thread(login, inproc.fake, "default", "--no-verify", token=OTHER_TOKEN)
     await inproc.settle()

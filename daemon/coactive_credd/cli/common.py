@@ -28,6 +28,8 @@ from coactive_credd.core.errors import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
     from coactive_credd.core.paths import Paths
     from coactive_credd.vault import Vault
 
@@ -183,3 +185,16 @@ def progress(text: str) -> None:
     """Say what a slow step waits for, on a terminal only."""
     if on_terminal():
         print(f"{text}…", file=sys.stderr, flush=True)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when it is installed (``pip install coactive-credd[fast]``;
+    its C transports make each request a little cheaper), asyncio's otherwise. For ``serve``
+    and for ``exec --proxy``'s listener; asyncio is imported here, not by the fast commands."""
+    try:
+        import uvloop
+    except ImportError:
+        import asyncio
+
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

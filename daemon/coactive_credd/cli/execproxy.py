@@ -41,6 +41,7 @@ from typing import Any
 import coactive_token
 
 from coactive_credd.cli import execchild
+from coactive_credd.cli.common import new_event_loop
 from coactive_credd.core.proxyrules import WITHHOLD_HEADER, end_to_end, target_problem
 
 __all__ = ["PLACEHOLDER_PREFIX", "Listener", "run"]
@@ -73,16 +74,6 @@ def _error(status: int, code: str, message: str, hint: str, **headers: str) -> A
     )
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop when installed (``coactive-credd[fast]``), as ``serve`` uses:
-    its C transports take a fair part of each forwarded request's cost; asyncio's otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 class Listener(threading.Thread):
     """The loopback listener: an event loop in its own thread. :meth:`begin` binds it
     (``port`` is then set) and raises OSError when it cannot; :meth:`end` stops it."""
@@ -95,7 +86,7 @@ class Listener(threading.Thread):
         self._hosts: frozenset[str] = frozenset()
         self._ready = threading.Event()
         self._failed: BaseException | None = None
-        self._loop = _new_loop()
+        self._loop = new_event_loop()
         self._quit: asyncio.Event | None = None
 
     def begin(self) -> None:

@@ -13,7 +13,7 @@ import argparse
 import errno
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from coactive_credd.cli.common import (
     EXIT_FAILURE,
@@ -22,6 +22,7 @@ from coactive_credd.cli.common import (
     PROG,
     CommandError,
     CreddError,
+    new_event_loop,
     profile_name,
     resolve_paths,
     say,
@@ -68,14 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logsetup.configure(args.log_level)
     harden.harden_process()
     try:
-        # uvloop, when installed (`pip install coactive-credd[fast]`), answers a little faster.
-        import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(server.run(resolve_paths(args.socket)))
     except server.StartupError as exc:
         raise CommandError(str(exc)) from None

@@ -101,10 +101,6 @@ class Daemon:
     def persist_delay(self, delay: float) -> None:
         self.keeper.delay = delay
 
-    @property
-    def _pending(self) -> dict[str, tuple[bytes | None, engine.Token]]:
-        return self.keeper.pending
-
     def load(self) -> None:
         """Read config and vault and bring the in-memory profiles in line with them.
 
