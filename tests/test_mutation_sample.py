@@ -151,3 +151,7 @@ def test_a_planted_bug_turns_its_tests_red(
     )
     # 1: tests failed (not 2-5: interrupted, internal error, usage error, no tests collected)
     assert run.returncode == 1, f"the bug survived ({run.returncode}):\n{run.stdout[-2000:]}"
+    # and red because a test failed, not because one could not run (a set-up error, such as a
+    # plugin missing from the list above, also exits 1)
+    summary = run.stdout.strip().splitlines()[-1]
+    assert " failed" in summary and " error" not in summary, run.stdout[-2000:]
