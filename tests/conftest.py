@@ -62,6 +62,33 @@ CREDENTIALS = frozenset({PERSONAL_TOKEN, CLIENT_SECRET})
 # every process the tests run; tests/test_autostart.py turns it on where it tests it.
 os.environ["COACTIVE_CREDD_AUTOSTART"] = "0"
 
+# ---- what every process the tests start pays for at start-up ---------------------------------
+#
+# The suite starts about 1,500 Python processes (daemons, logins, shims), and the machine is
+# CPU-bound, so their start-up is most of its time (docs/TESTING.md, "Where the time goes").
+#
+# - aiohttp builds two TLS contexts when it is imported, each loading the system's CA store
+#   (144 certificates here): about 100 ms of CPU in every daemon. No test reaches a host the
+#   system store vouches for; the tests that use TLS name their own CA (ca_bundle), so the
+#   processes they start read an empty store instead. A user's own SSL_CERT_FILE is kept.
+os.environ.setdefault("SSL_CERT_FILE", os.devnull)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package once, in the controller, before any worker starts.
+
+    Where PYTHONDONTWRITEBYTECODE is set (CI's machine sets it) Python never caches bytecode,
+    and an editable install is not compiled at install time, so every process the tests start
+    compiled the package from source again: about 100 ms of CPU per daemon start.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    import compileall
+
+    root = Path(__file__).resolve().parent.parent
+    compileall.compile_dir(root / "daemon" / "coactive_credd", quiet=1)
+    compileall.compile_file(root / "client_shim" / "python" / "coactive_token.py", quiet=1)
+
 
 # ---- in CI, a skip is a failure -------------------------------------------------------------
 #
