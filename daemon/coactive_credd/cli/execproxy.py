@@ -21,13 +21,19 @@ a path under ``/api/`` (:func:`proxyrules.target_problem`); anything else is ans
 and asks Coactive for an uncompressed answer, so that the mask can be applied. Bodies stream both
 ways with backpressure, as on the socket.
 
-It runs aiohttp on an event loop in a thread of its own, so the process's main thread keeps
-relaying signals to CMD exactly as plain ``exec`` does (:func:`execchild.wait`).
+It is a relay, not a second HTTP server and client: each caller's connection gets one of its
+own to the socket, request heads are read with llhttp (httptools: the parser of Node.js,
+strict about framing, RFC 9112) and rewritten, and bodies and answers pass as bytes. That
+keeps the hop cheap (docs/BENCHMARKS.md, "The API proxy"). The daemon answers
+``Expect: 100-continue`` itself. The relay runs on an event loop in a thread of its own, so
+the process's main thread keeps relaying signals to CMD exactly as plain ``exec`` does
+(:func:`execchild.wait`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
@@ -36,7 +42,7 @@ import secrets
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, cast
 
 import coactive_token
 
@@ -47,7 +53,6 @@ from coactive_credd.core.proxyrules import WITHHOLD_HEADER, end_to_end, target_p
 __all__ = ["PLACEHOLDER_PREFIX", "Listener", "run"]
 
 PLACEHOLDER_PREFIX = "ccdp_"  # so a placeholder seen in a log or a bug report is recognised
-CHUNK = 64 * 1024
 # Never handed to CMD in proxy mode: each would lead it to the real token.
 WITHHELD = ("COACTIVE_ACCESS_TOKEN_FILE", "COACTIVE_TOKEN_EXPIRES_AT", "COACTIVE_CREDD_SOCKET")
 # Accept-Encoding too: the daemon masks the token in the answer, which it can only do in
@@ -56,34 +61,67 @@ _NOT_FORWARDED = (
     "host",
     "authorization",
     "coactive-profile",
-    "expect",
     "accept-encoding",
     WITHHOLD_HEADER,
 )
 
 
-def _error(status: int, code: str, message: str, hint: str, **headers: str) -> Any:
-    from aiohttp import web
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+MAX_HEAD = (
+    64 * 1024
+)  # bytes of one request's target and headers (aiohttp's own limit is 8 KiB a line)
+IDLE = 75.0  # seconds a connection may sit with no request under way (aiohttp's keep-alive default)
+HIGH_WATER = 256 * 1024  # bytes held for the daemon before the caller is read no further
 
-    body = {"error": {"code": code, "message": message, "hint": hint}}
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type="application/json",
-        headers=headers,
+
+def _error(status: int, code: str, message: str, hint: str, **headers: str) -> bytes:
+    """A whole answer in the socket protocol's error body, ending the connection."""
+    body = json.dumps({"error": {"code": code, "message": message, "hint": hint}}).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
     )
+    return head.encode("latin-1") + body
+
+
+_UNAUTHORIZED = _error(
+    401,
+    "unauthorized",
+    "this listener forwards only requests that carry its placeholder token",
+    "send Authorization: Bearer $COACTIVE_ACCESS_TOKEN, as exec --proxy set it",
+    **{"WWW-Authenticate": "Bearer"},
+)
+_UNREACHABLE = _error(
+    503,
+    "unreachable",
+    "coactive-credd cannot be reached on its socket",
+    "start it: coactive-credd serve",
+)
 
 
 class Listener(threading.Thread):
     """The loopback listener: an event loop in its own thread. :meth:`begin` binds it
-    (``port`` is then set) and raises OSError when it cannot; :meth:`end` stops it."""
+    (``port`` is then set) and raises OSError when it cannot; :meth:`end` stops it.
+
+    Each caller's connection is relayed byte for byte over a connection of its own to the
+    daemon's socket (:class:`_Caller`): the request heads are read with llhttp (httptools,
+    the parser Node.js uses), checked, and rewritten; bodies and answers pass through."""
 
     def __init__(self, sock: str, profile: str, placeholder: str) -> None:
         super().__init__(name="coactive-exec-proxy", daemon=True)
         self.sock, self.profile = sock, profile
         self._placeholder = placeholder.encode()
         self.port = 0
-        self._hosts: frozenset[str] = frozenset()
+        self.hosts: frozenset[bytes] = frozenset()
+        self.callers: set[_Caller] = set()
         self._ready = threading.Event()
         self._failed: BaseException | None = None
         self._loop = new_event_loop()
@@ -107,124 +145,449 @@ class Listener(threading.Thread):
             self._loop.close()
 
     async def _serve(self) -> None:
-        import aiohttp
-        from aiohttp import web
-
         self._quit = asyncio.Event()
         try:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=self.sock),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            listening = await self._loop.create_server(
+                lambda: _Caller(self), "127.0.0.1", 0, reuse_address=True
             )
-            server = web.Server(self._handle, access_log=None)
-            listening = await self._loop.create_server(server, "127.0.0.1", 0)
         except BaseException as exc:
             self._failed = exc
             self._ready.set()
             raise
+        self._loop.set_exception_handler(_quiet)
         self.port = listening.sockets[0].getsockname()[1]
-        self._hosts = frozenset({f"127.0.0.1:{self.port}", f"localhost:{self.port}"})
-        self._session = session
+        self.hosts = frozenset(
+            {f"127.0.0.1:{self.port}".encode(), f"localhost:{self.port}".encode()}
+        )
         self._ready.set()
         try:
             await self._quit.wait()
         finally:
             listening.close()
-            await server.shutdown(1.0)
-            await session.close()
+            for caller in list(self.callers):
+                caller.abort()
+            await listening.wait_closed()
 
-    def allowed(self, headers: Any) -> bool:
-        """Does the request carry exactly ``Authorization: Bearer <placeholder>``? Compared
-        in constant time, whatever else it carries."""
-        values = headers.getall("Authorization", ())
+    def allowed(self, values: list[bytes]) -> bool:
+        """Do the request's Authorization ``values`` say exactly ``Bearer <placeholder>``?
+        Compared in constant time, whatever else the request carries."""
         if len(values) != 1:
             return False
-        scheme, _, given = values[0].strip().partition(" ")
-        ok = hmac.compare_digest(given.strip().encode(), self._placeholder)
-        return ok and scheme.lower() == "bearer"
+        scheme, _, given = values[0].strip().partition(b" ")
+        ok = hmac.compare_digest(given.strip(), self._placeholder)
+        return ok and scheme.lower() == b"bearer"
 
-    async def _handle(self, request: Any) -> Any:
-        from aiohttp import web
-
-        if not self.allowed(request.headers):
-            return _error(
-                401,
-                "unauthorized",
-                "this listener forwards only requests that carry its placeholder token",
-                "send Authorization: Bearer $COACTIVE_ACCESS_TOKEN, as exec --proxy set it",
-                **{"WWW-Authenticate": "Bearer"},
-            )
-        hosts = request.headers.getall("Host", ())
-        if len(hosts) != 1 or hosts[0].strip().lower() not in self._hosts:
+    def problem(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bytes | None:
+        """The answer to a request that goes no further (401, 400 or 404), or None."""
+        auth = [v for k, v in headers if k.lower() == b"authorization"]
+        if not self.allowed(auth):
+            return _UNAUTHORIZED
+        hosts = [v.strip().lower() for k, v in headers if k.lower() == b"host"]
+        if len(hosts) != 1 or hosts[0] not in self.hosts:
             return _error(
                 400,
                 "bad_request",
                 "the Host header does not name this listener",
                 "send requests to $COACTIVE_BASE_URL",
             )
-        problem = target_problem(request.method, request.raw_path)
-        if problem is not None:
-            if problem == "login":
-                return _error(
-                    404,
-                    "not_found",
-                    "logins are not forwarded: the daemon logs in itself",
-                    "call the API directly with $COACTIVE_ACCESS_TOKEN",
-                )
-            return _error(400, "bad_request", problem, "send a path under /api/")
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        headers = end_to_end(request.headers.items(), _NOT_FORWARDED)
-        headers.append(("Coactive-Profile", self.profile))
-        headers.append((WITHHOLD_HEADER, "1"))
-        body = _stream(request) if request.body_exists else None
-        import aiohttp
-
         try:
-            resp = await self._session.request(
-                request.method,
-                "http://localhost" + request.raw_path,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, OSError):
+            why = target_problem(method.decode("ascii"), target.decode("ascii"))
+        except UnicodeDecodeError:
+            why = "malformed API target: it must be a path under /api/ without . or .. segments"
+        if why == "login":
             return _error(
-                503,
-                "unreachable",
-                "coactive-credd cannot be reached on its socket",
-                "start it: coactive-credd serve",
+                404,
+                "not_found",
+                "logins are not forwarded: the daemon logs in itself",
+                "call the API directly with $COACTIVE_ACCESS_TOKEN",
             )
+        if why is not None:
+            return _error(400, "bad_request", why, "send a path under /api/")
+        return None
+
+
+def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """One line on stderr for what goes wrong in the relay, never a traceback (and never a
+    header or body: the exception's type and message only)."""
+    exc = context.get("exception")
+    what = f"{type(exc).__name__}: {exc}" if exc is not None else context.get("message", "")
+    print(f"coactive-credd: exec --proxy listener: {what}", file=sys.stderr)
+
+
+class _Request:
+    """One request of a caller: what is to go to the daemon, or the answer that ends it here."""
+
+    __slots__ = ("complete", "http10", "method", "out", "refusal", "started")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.http10 = False
+        self.out = bytearray()
+        self.complete = False
+        self.refusal: bytes | None = None
+        self.started = False
+
+
+class _Caller(asyncio.Protocol):
+    """One connection to the listener (RFC 9112 framing by llhttp).
+
+    Requests go to the daemon one at a time over this caller's own connection to the socket,
+    opened at its first forwarded request (a refused caller reaches nothing). A request
+    waits, with the caller no further read, until the answer before it has come back whole,
+    so the listener's own answers (401, 400, 404, 431) keep their place; each ends the
+    connection. Memory stays bounded both ways: the caller is not read while the daemon's
+    side is full, and the daemon is not read while the caller's is."""
+
+    def __init__(self, listener: Listener) -> None:
+        import httptools
+
+        self.listener = listener
+        self.parser = httptools.HttpRequestParser(self)
+        self.caller: asyncio.Transport | None = None
+        self.daemon: asyncio.Transport | None = None
+        self.answer = _Answer(self)
+        self.connect_task: asyncio.Future[None] | None = None
+        self.requests: collections.deque[_Request] = collections.deque()
+        self.current: _Request | None = None  # being read
+        self.target = bytearray()
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.chunked = False
+        self.stopped = False  # the caller is read no further: a refusal is queued
+        self.waiting = False  # a request went to the daemon; its answer is not whole yet
+        self.caller_done = False  # the caller half-closed: it sends nothing more
+        self.paused: set[str] = set()
+        self.idle: asyncio.TimerHandle | None = None
+
+    # ---- the caller's side --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.caller = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.listener.callers.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.callers.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.daemon is not None:
+            self.daemon.abort()
+        self.caller = None
+
+    def data_received(self, data: bytes) -> None:
+        import httptools
+
+        self._arm_idle()
+        if self.stopped:
+            return
         try:
-            out = web.StreamResponse(
-                status=resp.status,
-                reason=resp.reason,
-                headers=end_to_end(resp.headers.items(), ("content-length",)),
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # refused in on_headers_complete; what follows is not read
+        except httptools.HttpParserError:
+            if not self.stopped:
+                self._refuse(_error(400, "bad_request", "malformed HTTP request", "send HTTP/1.1"))
+        self._pump()
+
+    def eof_received(self) -> bool:
+        self.caller_done = True  # its last answer may still be on its way
+        self._end_if_done()
+        return True
+
+    def pause_writing(self) -> None:  # the caller reads slower than the daemon answers
+        if self.daemon is not None:
+            self.daemon.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.daemon is not None:
+            self.daemon.resume_reading()
+
+    def abort(self) -> None:
+        if self.caller is not None:
+            self.caller.abort()
+
+    # ---- llhttp's callbacks (the request) ------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.current = _Request()
+        self.requests.append(self.current)
+        self.target.clear()
+        self.headers = []
+        self.head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        self._count(len(name) + len(value) + 4)
+
+    def _count(self, n: int) -> None:
+        self.head_bytes += n
+        if self.head_bytes > MAX_HEAD and not self.stopped:
+            self._refuse(
+                _error(
+                    431, "bad_request", "the request's head is too large", "send smaller headers"
+                )
             )
-            length = resp.headers.get("Content-Length")
-            if length is not None and length.isdigit() and "Transfer-Encoding" not in resp.headers:
-                out.content_length = int(length)
-            await out.prepare(request)
-            if request.method != "HEAD":
-                try:
-                    while chunk := await resp.content.readany():
-                        await out.write(chunk)
-                except (aiohttp.ClientError, OSError):
-                    if request.transport is not None:  # cut: the answer is incomplete
-                        request.transport.abort()
-                    return out
-            await out.write_eof()
-            return out
-        finally:
-            resp.release()
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        if self.stopped or req is None:
+            return
+        method = self.parser.get_method()
+        refusal = self.listener.problem(method, bytes(self.target), self.headers)
+        if refusal is None and self.parser.should_upgrade():
+            refusal = _error(
+                400, "bad_request", "upgrades are not forwarded", "send plain HTTP/1.1"
+            )
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        req.method = method
+        self.chunked = any(
+            k.lower() == b"transfer-encoding" and b"chunked" in v.lower() for k, v in self.headers
+        )
+        kept = end_to_end(
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers], _NOT_FORWARDED
+        )
+        version = self.parser.get_http_version()
+        req.http10 = version == "1.0"
+        lines = [
+            f"{method.decode('ascii')} {self.target.decode('ascii')} HTTP/{version}",
+            "Host: localhost",
+            f"Coactive-Profile: {self.listener.profile}",
+            f"{WITHHOLD_HEADER}: 1",
+            *(f"{k}: {v}" for k, v in kept),
+        ]
+        if self.chunked:
+            lines.append("Transfer-Encoding: chunked")
+        if not self.parser.should_keep_alive():
+            lines.append("Connection: close")
+        elif req.http10:
+            lines.append("Connection: keep-alive")
+        req.out += ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        req = self.current
+        if self.stopped or req is None:
+            return
+        if self.chunked:
+            req.out += b"%x\r\n" % len(body) + body + b"\r\n"
+        else:
+            req.out += body
+        if len(req.out) > HIGH_WATER:
+            self._pause("held")
+
+    def on_message_complete(self) -> None:
+        req = self.current
+        if self.stopped or req is None:
+            return
+        if self.chunked:
+            req.out += b"0\r\n\r\n"
+        req.complete = True
+        self.current = None
+
+    # ---- to the daemon, in order -------------------------------------------------------
+
+    def _refuse(self, answer: bytes) -> None:
+        self.stopped = True
+        self._pause("stopped")
+        if self.current is None:
+            self.current = _Request()
+            self.requests.append(self.current)
+        self.current.refusal = answer
+
+    def _pump(self) -> None:
+        """Send what can go now: the first request's bytes once the daemon has answered the
+        one before, or its refusal once every earlier answer is whole."""
+        while self.requests and self.caller is not None:
+            req = self.requests[0]
+            if req.refusal is not None:
+                if req.started:  # refused halfway through its body: no answer can follow
+                    self.caller.abort()
+                elif self.waiting:
+                    self._pause("order")
+                else:
+                    self.caller.write(req.refusal)
+                    self.caller.close()
+                return
+            if not req.started:
+                if self.waiting:
+                    self._pause("order")
+                    return
+                if not req.out:
+                    return  # its head is still arriving
+                if self.daemon is None:
+                    self._connect()
+                    return
+                req.started = self.waiting = True
+                self.answer.expect(req)
+            if req.out:
+                assert self.daemon is not None
+                self.daemon.write(bytes(req.out))
+                req.out.clear()
+            if not req.complete:
+                break
+            self.requests.popleft()
+        self._resume("order")
+        self._resume("held")
+
+    def _connect(self) -> None:
+        if self.connect_task is not None:
+            return
+        self._pause("connecting")
+        self.connect_task = asyncio.ensure_future(self._open())
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_unix_connection(
+                lambda: self.answer, self.listener.sock
+            )
+        except OSError:
+            if self.caller is not None:
+                self.caller.write(_UNREACHABLE)
+                self.caller.close()
+            return
+        if self.caller is None:
+            transport.abort()
+            return
+        self.daemon = transport
+        self._resume("connecting")
+        self._pump()
+
+    def answered(self) -> None:
+        """The daemon's answer to the request under way came back whole."""
+        self.waiting = False
+        self._pump()
+        self._end_if_done()
+
+    def daemon_gone(self, req: _Request | None, relayed: bool) -> None:
+        """The daemon ended its connection; ``req`` was under way (None: none was), and
+        ``relayed``: some of its answer reached the caller."""
+        self.daemon = None
+        if self.caller is None:
+            return
+        if req is None or (relayed and req.http10):
+            self.caller.close()  # a keep-alive ended, or an answer delimited by the close
+        elif not relayed:
+            self.caller.write(_UNREACHABLE)
+            self.caller.close()
+        else:
+            self.caller.abort()  # an answer cut short must not look whole
+
+    def _end_if_done(self) -> None:
+        if self.caller_done and not self.waiting and not self.requests and self.caller is not None:
+            self.caller.close()
+
+    # ---- reading the caller, or not ---------------------------------------------------------
+
+    def pause(self, why: str) -> None:
+        self._pause(why)
+
+    def resume(self, why: str) -> None:
+        self._resume(why)
+
+    def _pause(self, why: str) -> None:
+        if not self.paused and self.caller is not None:
+            self.caller.pause_reading()
+        self.paused.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why in self.paused:
+            self.paused.discard(why)
+            if not self.paused and self.caller is not None:
+                self.caller.resume_reading()
+
+    def _arm_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = asyncio.get_running_loop().call_later(IDLE, self._idle)
+
+    def _idle(self) -> None:
+        if self.caller is None:
+            return
+        if self.waiting or self.requests:
+            self._arm_idle()
+        else:
+            self.caller.close()
 
 
-async def _stream(request: Any) -> Any:
-    while chunk := await request.content.read(CHUNK):
-        yield chunk
+class _Answer(asyncio.Protocol):
+    """The daemon's side of one caller's connection. Answers are written to the caller as
+    they arrive, and read by llhttp only to see where each ends (an answer to ``HEAD``:
+    after its head, which llhttp cannot be told)."""
+
+    def __init__(self, owner: _Caller) -> None:
+        self.owner = owner
+        self.req: _Request | None = None
+        self.parser: Any = None
+        self.head = bytearray()
+        self.relayed = False
+        self.status = 0
+
+    def expect(self, req: _Request) -> None:
+        """The answer to come is to ``req``."""
+        import httptools
+
+        self.req, self.relayed, self.status = req, False, 0
+        self.head.clear()
+        self.parser = None if req.method == b"HEAD" else httptools.HttpResponseParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        import httptools
+
+        owner = self.owner
+        if owner.caller is not None:
+            owner.caller.write(data)
+        if self.req is None:
+            return  # nothing was asked: the daemon will not say more
+        self.relayed = True
+        if self.parser is None:
+            self._head_only(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            owner.abort()
+
+    def _head_only(self, data: bytes) -> None:
+        self.head += data
+        while (end := self.head.find(b"\r\n\r\n")) >= 0:
+            status, self.head = bytes(self.head[9:12]), self.head[end + 4 :]
+            if not (status.startswith(b"1") and status != b"101"):
+                self._done()
+                return
+        if len(self.head) > MAX_HEAD:
+            self.owner.abort()
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:
+            return  # 100 Continue: the final answer follows
+        self._done()
+
+    def _done(self) -> None:
+        self.req = None
+        self.owner.answered()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.daemon_gone(self.req, self.relayed)
+
+    def pause_writing(self) -> None:  # the daemon reads slower than the caller sends
+        self.owner.pause("daemon")
+
+    def resume_writing(self) -> None:
+        self.owner.resume("daemon")
 
 
 def child_env(base: dict[str, str], port: int, placeholder: str, profile: str) -> dict[str, str]:
