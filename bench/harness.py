@@ -471,9 +471,12 @@ class Credd:
             stop_process(self.proc)
             self.proc = None
 
-    def stop_cpu(self, timeout: float = 10.0) -> float:
+    def stop_cpu(self, timeout: float = 60.0) -> float:
         """Stop ``serve`` with SIGTERM and return the CPU seconds of its whole life, including
-        what it did while stopping (a clean stop flushes pending vault writes)."""
+        what it did while stopping (a clean stop flushes pending vault writes).
+
+        ``timeout`` is generous: that last write waits on fsync, which a disk busy with other
+        work (the test suite's containers and 200 MiB bodies) can hold for seconds."""
         assert self.proc is not None
         proc, self.proc = self.proc, None
         proc.send_signal(signal.SIGTERM)
@@ -487,7 +490,9 @@ class Credd:
                 proc.kill()
                 _, status, usage = os.wait4(proc.pid, 0)
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                raise RuntimeError(f"coactive-credd did not stop within {timeout} s")
+                raise RuntimeError(
+                    f"coactive-credd did not stop within {timeout} s; {self.log_tail()}"
+                )
             time.sleep(0.01)
 
     def event_loop(self) -> str:
