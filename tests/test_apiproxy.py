@@ -181,6 +181,7 @@ def test_no_login_for_a_401_inside_a_backoff_window(daemon: Daemon, fake: FakeCo
     assert status == 401 and fake.logins == logins
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_bodies_of_200_mib_flow_both_ways_in_bounded_memory(
     daemon: Daemon, fake: FakeCoactive, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ def one_line(text: str) -> bool:
     return len(text.strip().splitlines()) == 1 and "Traceback" not in text
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_a_stopped_daemon_is_named_quickly_and_stop_ends_it(daemon: Daemon) -> None:
     pid = daemon.proc.pid
     os.kill(pid, signal.SIGSTOP)

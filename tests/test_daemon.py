@@ -405,6 +405,7 @@ def test_the_daemon_process_is_hardened(daemon: Daemon) -> None:
     assert core.split()[4:6] == ["0", "0"]
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_two_processes_adding_fifty_profiles_each_lose_nothing(
     daemon: Daemon, fake: FakeCoactive
 ) -> None:

@@ -71,6 +71,7 @@ def _gone(pid: int, timeout: float = 15) -> bool:
     return False
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
 def test_the_demo_cleans_up_on_hangup_and_terminate(sig: signal.Signals) -> None:
     proc = _demo()

@@ -107,6 +107,7 @@ def test_followers_see_each_rotation_and_never_a_token(home: Path, short: FakeCo
         assert not any(tok in text for tok in short.issued), "an event carried a token"
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_watch_ends_with_exit_3_when_the_daemon_stops(home: Path, short: FakeCoactive) -> None:
     login(short)
     d = start_daemon(home)

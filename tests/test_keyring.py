@@ -429,6 +429,7 @@ def test_commands_on_a_locked_collection_say_what_to_unlock(
     assert header_source(home)[0] == SOURCE_SECRET_SERVICE
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_a_secret_service_that_hangs_is_one_line_not_a_hang(
     home: Path, fake: FakeCoactive, bus: Bus
 ) -> None:

@@ -17,6 +17,7 @@ from .conftest import PERSONAL_TOKEN, InProc, both_paths, login, run_cli, start_
 PASSPHRASE = "correct horse battery staple"
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_passphrase_round_trip_through_a_restarted_daemon(home: Path, fake: FakeCoactive) -> None:
     login(fake)
     rekey = run_cli("rekey", "--passphrase-stdin", input=PASSPHRASE + "\n")
@@ -58,6 +59,7 @@ def test_passphrase_round_trip_through_a_restarted_daemon(home: Path, fake: Fake
     assert all(tok not in log for tok in fake.issued)
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_rekey_back_to_a_key_file_keeps_the_daemon_serving(home: Path, fake: FakeCoactive) -> None:
     login(fake)
     assert run_cli("rekey", "--passphrase-stdin", input=PASSPHRASE + "\n").returncode == 0

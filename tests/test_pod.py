@@ -61,6 +61,7 @@ def run_as(uid: int, gid: int, *argv: str, env: dict[str, str]) -> subprocess.Co
     )
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_the_pod(home: Path, pod: Path, short: FakeCoactive) -> None:
     secret = Secret(pod / "secret")
     secret.put(PERSONAL_TOKEN)
@@ -163,6 +164,7 @@ def test_the_pod(home: Path, pod: Path, short: FakeCoactive) -> None:
 PODMAN_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "podman" / "run-pod.sh"
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_the_pod_runs_for_real_in_podman() -> None:
     """deploy/podman/run-pod.sh: the image from deploy/Containerfile, the classic-sidecar
     Deployment's pod under `podman kube play` (sidecar uid 10001, app uid 10002), a fake

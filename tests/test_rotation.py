@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from coactive_credd.testing.fakeupstream import FakeCoactive, credential_id
 
 from .conftest import PERSONAL_TOKEN, Daemon, start_daemon
@@ -73,6 +74,7 @@ def test_a_slow_login_with_the_new_secret_keeps_the_old_token_served(
         d.stop()
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_coactive_down_during_a_rotation_still_serves_the_old_token(
     home: Path, fake: FakeCoactive
 ) -> None:

@@ -134,6 +134,7 @@ sys.exit(3)
 """
 
 
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
 def test_exec_child_outliving_two_lifetimes_always_reads_a_valid_token_from_the_file(
     home: Path, short: FakeCoactive
 ) -> None:
