@@ -157,7 +157,25 @@ def test_oversized_malformed_and_upgrade_requests_get_one_answer_and_go_nowhere(
                              "Connection: Upgrade\\r\\nUpgrade: websocket\\r\\n\\r\\n").encode()),
             "silent_idle": talk(b"GET /api/v1/echo HTTP/1.1\\r\\n", idle=1.0),
         }
-        print(json.dumps({k: [statuses(v), v[-120:]] for k, v in got.items()}))
+        # one header that never ends, 8 MiB of it in 64 KiB writes: llhttp holds a field
+        # until its end, so the listener must count the bytes itself
+        def hwm():
+            for line in open(f"/proc/{os.getppid()}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        before = hwm()
+        s = connect()
+        try:
+            s.sendall(("GET /api/v1/echo HTTP/1.1\\r\\n" + HOST + "X-Long: ").encode())
+            for _ in range(128):
+                s.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        got["endless"] = read_all(s, idle=5).decode("latin-1")
+        endless_growth = hwm() - before
+        out = {k: [statuses(v), v[-120:]] for k, v in got.items()}
+        out["endless_growth_kib"] = endless_growth
+        print(json.dumps(out))
         """,
     )
     assert out["big"][0] == [431]
@@ -165,6 +183,12 @@ def test_oversized_malformed_and_upgrade_requests_get_one_answer_and_go_nowhere(
     assert out["smuggle"][0] == [400]  # Content-Length with chunked: refused, never guessed
     assert out["upgrade"][0] == [400] and "upgrades are not forwarded" in out["upgrade"][1]
     assert out["silent_idle"][0] == []  # half a head: nothing answered yet, nothing sent on
+    # refused at 64 KiB (431, or a reset when the listener closes on bytes still unread),
+    # not read to the end, and not held
+    endless = out["endless"][1]
+    assert out["endless"][0] == [431] or endless.endswith("<reset>"), out["endless"]
+    assert not endless.endswith("<idle>")
+    assert out["endless_growth_kib"] < 4 * 1024, out
     for name in ("big", "garbage", "smuggle", "upgrade"):
         assert out[name][1].endswith("}"), (name, out[name])  # the error body, then closed
     assert fake.api_requests == []

@@ -99,6 +99,7 @@ _UNAUTHORIZED = _error(
     "send Authorization: Bearer $COACTIVE_ACCESS_TOKEN, as exec --proxy set it",
     **{"WWW-Authenticate": "Bearer"},
 )
+_TOO_LARGE = _error(431, "bad_request", "the request's head is too large", "send smaller headers")
 _UNREACHABLE = _error(
     503,
     "unreachable",
@@ -254,6 +255,9 @@ class _Caller(asyncio.Protocol):
         self.target = bytearray()
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.in_head = True  # the bytes arriving belong to a request head not yet whole
+        self.raw_head = 0  # and how many have, as llhttp holds them until a field ends
+        self.messages = 0  # requests read whole
         self.chunked = False
         self.stopped = False  # the caller is read no further: a refusal is queued
         self.waiting = False  # a request went to the daemon; its answer is not whole yet
@@ -282,6 +286,7 @@ class _Caller(asyncio.Protocol):
         self._arm_idle()
         if self.stopped:
             return
+        open_before, messages = self.in_head, self.messages
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -289,6 +294,12 @@ class _Caller(asyncio.Protocol):
         except httptools.HttpParserError:
             if not self.stopped:
                 self._refuse(_error(400, "bad_request", "malformed HTTP request", "send HTTP/1.1"))
+        if open_before and self.in_head and messages == self.messages and not self.stopped:
+            # All of it went to one head still open: a field whose end llhttp has not seen
+            # yet is held, unbounded, before any callback counts it.
+            self.raw_head += len(data)
+            if self.raw_head > MAX_HEAD:
+                self._refuse(_TOO_LARGE)
         self._pump()
 
     def eof_received(self) -> bool:
@@ -328,14 +339,11 @@ class _Caller(asyncio.Protocol):
     def _count(self, n: int) -> None:
         self.head_bytes += n
         if self.head_bytes > MAX_HEAD and not self.stopped:
-            self._refuse(
-                _error(
-                    431, "bad_request", "the request's head is too large", "send smaller headers"
-                )
-            )
+            self._refuse(_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         req = self.current
+        self.in_head = False
         if self.stopped or req is None:
             return
         method = self.parser.get_method()
@@ -390,6 +398,8 @@ class _Caller(asyncio.Protocol):
             req.out += b"0\r\n\r\n"
         req.complete = True
         self.current = None
+        self.in_head, self.raw_head = True, 0
+        self.messages += 1
 
     # ---- to the daemon, in order -------------------------------------------------------
 
