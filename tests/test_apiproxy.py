@@ -113,6 +113,14 @@ def test_a_request_reaches_coactive_with_the_current_token_and_end_to_end_header
         (["-H", "Host: evil.invalid", "http://localhost/api/v1/echo"], 400, "bad_request"),
         (["--path-as-is", "http://localhost/api/v1/../../v1/token"], 400, "bad_request"),
         (["--path-as-is", "http://localhost/api/v1/%2e%2e/x"], 400, "bad_request"),
+        # the login, spelled with percent-encoded unreserved characters (RFC 3986 §6.2.2.2)
+        (["-X", "POST", "http://localhost/api/v0/%6cogin"], 404, "not_found"),
+        (["-X", "POST", "http://localhost/api/%76%30/logi%6E"], 404, "not_found"),
+        # segments a front end may read otherwise: an encoded /, an empty segment, `..;`
+        (["-X", "POST", "http://localhost/api/v0%2flogin"], 400, "bad_request"),
+        (["--path-as-is", "http://localhost/api/%2f..%2fv1/token"], 400, "bad_request"),
+        (["-X", "POST", "http://localhost/api/v0//login"], 400, "bad_request"),
+        (["--path-as-is", "http://localhost/api/..;/v1/token"], 400, "bad_request"),
         (
             ["-H", "Coactive-Profile: nobody-has-it", "http://localhost/api/v1/echo"],
             404,

@@ -44,9 +44,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-# A "." or ".." segment, raw or percent-encoded: a client library or Coactive's front end may
-# resolve it, and then the path that arrives is not the one that was checked.
-_DOT_SEGMENT = re.compile(r"(^|/)(\.|%2e){1,2}(/|$)", re.IGNORECASE)
+# RFC 3986 §2.3: ALPHA DIGIT - . _ ~, which mean the same encoded or not.
+_UNRESERVED = re.compile(
+    r"%(3[0-9]|4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a]|2[de]|5f|7e)", re.IGNORECASE
+)
+# An encoded / or \: a front end that decodes it would see other segments than were checked.
+_ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
 
 
 def end_to_end(
@@ -64,16 +67,34 @@ def end_to_end(
 
 def target_problem(method: str, target: str) -> str | None:
     """Why a request target may not be forwarded (one line), or None when it may: the
-    origin form of a path under :data:`PREFIX`, without dot segments, fragment or
-    backslash; never CONNECT, an absolute-form or authority-form target, or the login."""
+    origin form of a path under :data:`PREFIX`; never CONNECT, an absolute-form or
+    authority-form target, or the login.
+
+    The path is judged as a front end may read it: percent-encoded unreserved characters
+    decoded (they are the same URI, RFC 3986 §6.2.2.2: ``/api/v0/%6cogin`` is the login), and
+    refused outright with an encoded ``/`` or ``\\``, an empty segment (``//``, which some
+    front ends merge), a ``.`` or ``..`` segment (also with ``;`` parameters, ``..;``), a
+    fragment or a backslash. The target forwarded is the one sent, unchanged."""
     if method.upper() == "CONNECT" or not target.startswith("/"):
         return (
             "the API proxy forwards only to the profile's base URL: no CONNECT and no "
             "absolute-form target"
         )
-    path = target.split("?", 1)[0]
-    if not path.startswith(PREFIX) or _DOT_SEGMENT.search(path) or "#" in target or "\\" in path:
-        return "malformed API target: it must be a path under /api/ without . or .. segments"
+    malformed = "malformed API target: it must be a path under /api/ without . or .. segments"
+    raw = target.split("?", 1)[0]
+    if "#" in target or "\\" in raw or _ENCODED_SEPARATOR.search(raw):
+        return malformed
+    path = _UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), raw)
+    segments = path.split("/")[1:]
+    if (
+        not raw.startswith(PREFIX)
+        or not path.startswith(PREFIX)
+        or any(
+            seg.split(";", 1)[0] in (".", "..") or (not seg and i < len(segments) - 1)
+            for i, seg in enumerate(segments)
+        )
+    ):
+        return malformed
     if path.rstrip("/").lower() == LOGIN_PATH:
         return "login"
     return None
