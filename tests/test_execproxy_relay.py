@@ -14,6 +14,7 @@ import sys
 import textwrap
 from typing import Any
 
+import pytest
 from coactive_credd.testing.fakeupstream import FakeCoactive
 
 from .conftest import Daemon, run_cli
@@ -232,3 +233,92 @@ def test_expect_100_continue_and_a_caller_that_stops_reading_a_large_answer(
     assert out["expect"] == []  # answered by the daemon, not sent on to Coactive
     assert out["growth_kib"] < 16 * 1024, out  # bounded: far below the 200 MiB asked for
     assert out["again"] == [200]
+
+
+def test_a_connection_header_cannot_unframe_a_body_into_a_second_request(
+    daemon: Daemon, fake: FakeCoactive
+) -> None:
+    """A body the daemon would read as a request of its own, had the listener dropped the
+    Content-Length a Connection header names: /v1/token, the admin routes, or /api/ unmasked."""
+    out = run_child(
+        daemon,
+        """
+        got = {}
+        for name, inner in (
+            ("token", "GET /v1/token HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n"),
+            ("reload", "POST /v1/admin/reload HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Length: 0\\r\\n\\r\\n"),
+            ("unmasked", "GET /api/v1/echo HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n"),
+        ):
+            for connection in ("Content-Length", "keep-alive, content-length", "Transfer-Encoding"):
+                req = ("POST /api/v1/echo HTTP/1.1\\r\\n" + HOST + AUTH + f"Connection: {connection}\\r\\n"
+                       f"Content-Length: {len(inner)}\\r\\n\\r\\n" + inner)
+                got[f"{name} / {connection}"] = talk(req.encode(), idle=3)
+        http10 = ("POST /api/v1/echo HTTP/1.0\\r\\n" + HOST + AUTH + "Connection: keep-alive, content-length\\r\\n"
+                  "Content-Length: 43\\r\\n\\r\\nGET /v1/token HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n")
+        got["http10"] = talk(http10.encode(), idle=3)
+        print(json.dumps({k: [statuses(v), v] for k, v in got.items()}))
+        """,
+    )
+    for name, (codes, text) in out.items():
+        assert codes == [400], (name, codes, text[-300:])
+        assert "Connection header may not name" in text, name
+        assert not any(t in text for t in fake.issued), name
+    assert fake.api_requests == []
+
+
+def test_trailers_versions_and_http10_answers_of_unknown_length(
+    daemon: Daemon, fake: FakeCoactive
+) -> None:
+    out = run_child(
+        daemon,
+        """
+        def hwm():
+            for line in open(f"/proc/{os.getppid()}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        before = hwm()
+        s = connect()
+        try:
+            s.sendall(("POST /api/v1/echo HTTP/1.1\\r\\n" + HOST + AUTH +
+                       "Transfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n0\\r\\nX-Trailer: ").encode())
+            for _ in range(128):
+                s.sendall(b"a" * 65536)
+        except OSError:
+            pass
+        trailer = read_all(s, idle=5).decode("latin-1")
+        got = {"trailer_growth_kib": hwm() - before, "trailer_idle": trailer.endswith("<idle>")}
+        got["http2"] = statuses(talk(("GET /api/v1/echo HTTP/2.0\\r\\n" + HOST + AUTH + "\\r\\n").encode()))
+        # an answer of unknown length to HTTP/1.0 ends with the connection, keep-alive or not
+        text = talk(("GET /api/v1/stream?bytes=1000&chunked=1 HTTP/1.0\\r\\n" + HOST + AUTH +
+                     "Connection: keep-alive\\r\\n\\r\\n").encode(), idle=5)
+        got["http10_unknown_length"] = [statuses(text), text.endswith("<idle>"), len(text)]
+        print(json.dumps(got))
+        """,
+    )
+    assert out["trailer_growth_kib"] < 4 * 1024, out
+    assert not out["trailer_idle"], out  # cut, not held
+    assert out["http2"] == [505]
+    codes, idle, size = out["http10_unknown_length"]
+    assert codes == [200] and not idle and size > 1000, out
+
+
+@pytest.mark.heavy  # long: started first, so it does not end the run alone
+def test_a_head_that_trickles_in_is_refused_after_30_s(daemon: Daemon) -> None:
+    out = run_child(
+        daemon,
+        """
+        s = connect()
+        start = time.monotonic()
+        for b in b"GET /api/v1/echo HTTP/1.1\\r\\nX-Slow: abcdefghijklmnopqrstuvwxyz0123456789":
+            try:
+                s.sendall(bytes([b]))
+            except OSError:  # refused and closed: what was answered is still to be read
+                break
+            time.sleep(0.5)
+        text = read_all(s, idle=15).decode("latin-1")
+        print(json.dumps({"statuses": statuses(text), "after_s": time.monotonic() - start}))
+        """,
+        timeout=120,
+    )
+    assert out["statuses"] == [408], out
+    assert out["after_s"] < 45, out

@@ -62,11 +62,17 @@ _NOT_FORWARDED = (
     "authorization",
     "coactive-profile",
     "accept-encoding",
+    "content-length",  # the framing is written again from what llhttp read, below
     WITHHOLD_HEADER,
 )
+# A Connection header may not name these: a hop that drops a field Connection names would
+# send a body without its framing, and the daemon would read the body as a request of its
+# own, one this listener never checked.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 
 
 _REASONS = {
+    505: "HTTP Version Not Supported",
     400: "Bad Request",
     401: "Unauthorized",
     404: "Not Found",
@@ -74,6 +80,7 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
+HEAD_TIMEOUT = 30.0  # seconds for a whole request head to arrive, however slowly it trickles
 MAX_HEAD = (
     64 * 1024
 )  # bytes of one request's target and headers (aiohttp's own limit is 8 KiB a line)
@@ -255,9 +262,9 @@ class _Caller(asyncio.Protocol):
         self.target = bytearray()
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
-        self.in_head = True  # the bytes arriving belong to a request head not yet whole
-        self.raw_head = 0  # and how many have, as llhttp holds them until a field ends
-        self.messages = 0  # requests read whole
+        self.progress = False  # a callback came of the bytes just read
+        self.held = 0  # bytes read since the last callback: llhttp holds an unended field
+        self.head_timer: asyncio.TimerHandle | None = None
         self.chunked = False
         self.stopped = False  # the caller is read no further: a refusal is queued
         self.waiting = False  # a request went to the daemon; its answer is not whole yet
@@ -274,8 +281,9 @@ class _Caller(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.callers.discard(self)
-        if self.idle is not None:
-            self.idle.cancel()
+        for timer in (self.idle, self.head_timer):
+            if timer is not None:
+                timer.cancel()
         if self.daemon is not None:
             self.daemon.abort()
         self.caller = None
@@ -286,7 +294,7 @@ class _Caller(asyncio.Protocol):
         self._arm_idle()
         if self.stopped:
             return
-        open_before, messages = self.in_head, self.messages
+        self.progress = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -294,11 +302,16 @@ class _Caller(asyncio.Protocol):
         except httptools.HttpParserError:
             if not self.stopped:
                 self._refuse(_error(400, "bad_request", "malformed HTTP request", "send HTTP/1.1"))
-        if open_before and self.in_head and messages == self.messages and not self.stopped:
-            # All of it went to one head still open: a field whose end llhttp has not seen
-            # yet is held, unbounded, before any callback counts it.
-            self.raw_head += len(data)
-            if self.raw_head > MAX_HEAD:
+        if self.progress:
+            self.held = 0
+        elif not self.stopped:
+            # Nothing came of these bytes: they are in a field (of a head, or a trailer) whose
+            # end llhttp has not seen yet, held unbounded before any callback counts them.
+            self.held += len(data)
+            if self.held > MAX_HEAD:
+                if self.current is not None and self.current.started:
+                    self.abort()  # trailers of a request under way: no answer can follow
+                    return
                 self._refuse(_TOO_LARGE)
         self._pump()
 
@@ -322,6 +335,9 @@ class _Caller(asyncio.Protocol):
     # ---- llhttp's callbacks (the request) ------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.progress = True
+        if self.head_timer is None:
+            self.head_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self._slow_head)
         self.current = _Request()
         self.requests.append(self.current)
         self.target.clear()
@@ -333,6 +349,7 @@ class _Caller(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.progress = True
         self.headers.append((name, value))
         self._count(len(name) + len(value) + 4)
 
@@ -343,11 +360,29 @@ class _Caller(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         req = self.current
-        self.in_head = False
+        self.progress = True
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         if self.stopped or req is None:
             return
         method = self.parser.get_method()
         refusal = self.listener.problem(method, bytes(self.target), self.headers)
+        version = self.parser.get_http_version()
+        if refusal is None and version not in ("1.0", "1.1"):
+            refusal = _error(
+                505, "bad_request", f"HTTP/{version} is not spoken here", "send HTTP/1.1"
+            )
+        if refusal is None and any(
+            k.lower() == b"connection" and any(t.strip().lower() in _FRAMING for t in v.split(b","))
+            for k, v in self.headers
+        ):
+            refusal = _error(
+                400,
+                "bad_request",
+                "a Connection header may not name Content-Length, Transfer-Encoding or Host",
+                "send the request without that Connection option",
+            )
         if refusal is None and self.parser.should_upgrade():
             refusal = _error(
                 400, "bad_request", "upgrades are not forwarded", "send plain HTTP/1.1"
@@ -362,7 +397,7 @@ class _Caller(asyncio.Protocol):
         kept = end_to_end(
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers], _NOT_FORWARDED
         )
-        version = self.parser.get_http_version()
+        lengths = [v for k, v in self.headers if k.lower() == b"content-length"]
         req.http10 = version == "1.0"
         lines = [
             f"{method.decode('ascii')} {self.target.decode('ascii')} HTTP/{version}",
@@ -373,13 +408,15 @@ class _Caller(asyncio.Protocol):
         ]
         if self.chunked:
             lines.append("Transfer-Encoding: chunked")
-        if not self.parser.should_keep_alive():
+        elif lengths:  # one value: llhttp refuses two that differ
+            lines.append(f"Content-Length: {int(lengths[0].split(b',')[0])}")
+        if req.http10 or not self.parser.should_keep_alive():
+            # HTTP/1.0: an answer of unknown length ends with the connection, so it must end
             lines.append("Connection: close")
-        elif req.http10:
-            lines.append("Connection: keep-alive")
         req.out += ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def on_body(self, body: bytes) -> None:
+        self.progress = True
         req = self.current
         if self.stopped or req is None:
             return
@@ -391,6 +428,7 @@ class _Caller(asyncio.Protocol):
             self._pause("held")
 
     def on_message_complete(self) -> None:
+        self.progress = True
         req = self.current
         if self.stopped or req is None:
             return
@@ -398,8 +436,6 @@ class _Caller(asyncio.Protocol):
             req.out += b"0\r\n\r\n"
         req.complete = True
         self.current = None
-        self.in_head, self.raw_head = True, 0
-        self.messages += 1
 
     # ---- to the daemon, in order -------------------------------------------------------
 
@@ -513,6 +549,17 @@ class _Caller(asyncio.Protocol):
             if not self.paused and self.caller is not None:
                 self.caller.resume_reading()
 
+    def _slow_head(self) -> None:
+        """A request head that took :data:`HEAD_TIMEOUT` seconds and is still not whole."""
+        self.head_timer = None
+        if self.caller is not None and not self.stopped:
+            self._refuse(
+                _error(
+                    408, "bad_request", "the request's head did not arrive in time", "send it whole"
+                )
+            )
+            self._pump()
+
     def _arm_idle(self) -> None:
         if self.idle is not None:
             self.idle.cancel()
@@ -552,10 +599,15 @@ class _Answer(asyncio.Protocol):
         import httptools
 
         owner = self.owner
+        if self.req is None:
+            # Nothing is asked: bytes now would answer a request this listener did not
+            # check. Pass none of them, and end both connections.
+            owner.abort()
+            if owner.daemon is not None:
+                owner.daemon.abort()
+            return
         if owner.caller is not None:
             owner.caller.write(data)
-        if self.req is None:
-            return  # nothing was asked: the daemon will not say more
         self.relayed = True
         if self.parser is None:
             self._head_only(data)
