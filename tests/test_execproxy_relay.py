@@ -322,3 +322,21 @@ def test_a_head_that_trickles_in_is_refused_after_30_s(daemon: Daemon) -> None:
     )
     assert out["statuses"] == [408], out
     assert out["after_s"] < 45, out
+
+
+def test_an_answer_the_daemon_cannot_read_for_the_token_does_not_pass(
+    daemon: Daemon, fake: FakeCoactive
+) -> None:
+    """The token is masked in the bytes of the answer; a compressed answer (which repeats the
+    bearer here) would carry it past the mask."""
+    out = run_child(
+        daemon,
+        """
+        echo = talk(("GET /api/v1/echo HTTP/1.1\\r\\n" + HOST + AUTH + "Accept-Encoding: gzip\\r\\nConnection: close\\r\\n\\r\\n").encode())
+        gz = talk(("GET /api/v1/gzip HTTP/1.1\\r\\n" + HOST + AUTH + "Accept-Encoding: gzip\\r\\nConnection: close\\r\\n\\r\\n").encode())
+        print(json.dumps({"echo": echo, "gzip": [statuses(gz), gz[-300:]]}))
+        """,
+    )
+    assert 'Accept-Encoding", "identity"' in out["echo"]
+    codes, text = out["gzip"]
+    assert codes == [502] and "cannot be checked for the token" in text, out["gzip"]

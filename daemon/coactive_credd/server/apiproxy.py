@@ -258,6 +258,16 @@ class ApiProxy:
         scrub = None
         if WITHHOLD_HEADER in request.headers:  # exec --proxy: the token never reaches CMD
             scrub = Scrubber([token, p.rt.token.access_token if p.rt.token else ""])
+            coding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+            if coding not in ("", "identity"):
+                if isinstance(resp, aiohttp.ClientResponse):
+                    resp.close()
+                raise ApiError(
+                    502,
+                    "bad_gateway",
+                    f"Coactive answered in {coding}, which cannot be checked for the token",
+                    "the request asked for an uncompressed answer; report it to Coactive",
+                )
         return await self._pass_back(request, p, resp, scrub)
 
     async def _hold(self, request: web.BaseRequest) -> _Held:
@@ -327,6 +337,10 @@ class ApiProxy:
         pc = p.cfg
         url = URL(pc.base_url + request.raw_path, encoded=True)
         headers = forwarded_headers(request.headers, token)
+        if WITHHOLD_HEADER in request.headers:
+            # The token is masked in the answer, which needs bytes that can be read: no
+            # Accept-Encoding would allow any coding (RFC 9110 §12.5.3).
+            headers["Accept-Encoding"] = "identity"
         if held.body is not None and "Content-Length" not in headers and held.body:
             headers["Content-Length"] = str(len(held.body))
         data: Any = held.body if held.stream is None else held.stream
@@ -424,7 +438,10 @@ class ApiProxy:
                 (k, scrub.mask(v.encode("latin-1", "replace")).decode("latin-1"))
                 for k, v in headers.items()
             )
-        out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
+        reason = resp.reason
+        if scrub is not None and reason:
+            reason = scrub.mask(reason.encode("latin-1", "replace")).decode("latin-1")
+        out = web.StreamResponse(status=resp.status, reason=reason, headers=headers)
         if isinstance(resp, _Canned):
             out.content_length = len(resp.body)
             await out.prepare(request)

@@ -6,6 +6,7 @@ The routes are listed in :mod:`.fakeupstream`'s docstring; the bearer check and 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +42,9 @@ async def answer(
         return await _echo(request, record)
     if tail == "stream" or tail == "reset":
         return await _stream(request, reset=tail == "reset")
+    if tail == "gzip":  # a server that compresses whatever the request accepts
+        body = gzip.compress(request.headers.get("Authorization", "").encode())
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
     if tail == "redirect":
         return web.Response(status=302, headers={"Location": "https://elsewhere.invalid/"})
     if tail == "stall":

@@ -20,6 +20,7 @@ fake issued>`` (else 401), and::
     GET  /api/v1/stream?bytes=N N bytes (a repeating pattern), streamed 64 KiB at a time,
                                  with Content-Length unless &chunked=1
     GET  /api/v1/redirect       302 to https://elsewhere.invalid/
+    GET  /api/v1/gzip           the request's Authorization, gzip-compressed whatever was accepted
     GET  /api/v1/stall          the head after an hour (a Coactive that stalls)
     GET  /api/v1/reset?bytes=N  N bytes of a longer announced body, then a reset
     GET  /api/v1/datasets       an empty page of datasets, the shape Coactive's SDK reads
