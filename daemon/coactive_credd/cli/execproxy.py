@@ -552,6 +552,11 @@ class _Caller(asyncio.Protocol):
     def _slow_head(self) -> None:
         """A request head that took :data:`HEAD_TIMEOUT` seconds and is still not whole."""
         self.head_timer = None
+        if self.paused - {"stopped"}:
+            # It is this side that reads no further (an answer before it is still coming):
+            # the caller is not late.
+            self.head_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT, self._slow_head)
+            return
         if self.caller is not None and not self.stopped:
             self._refuse(
                 _error(
