@@ -340,3 +340,30 @@ def test_an_answer_the_daemon_cannot_read_for_the_token_does_not_pass(
     assert 'Accept-Encoding", "identity"' in out["echo"]
     codes, text = out["gzip"]
     assert codes == [502] and "cannot be checked for the token" in text, out["gzip"]
+
+
+def test_large_posts_coactive_answers_before_reading_keep_the_connection(
+    daemon: Daemon, fake: FakeCoactive
+) -> None:
+    """Forty 3 MiB POSTs on one httpx connection to a route that answers without reading
+    the body. A new user's loop lost 2 of 40: the daemon still had a task reading the
+    body when its handler returned, aiohttp logged a traceback and closed the connection."""
+    out = run_child(
+        daemon,
+        """
+        import httpx
+        big = b"x" * (3 * 1024 * 1024)
+        c = httpx.Client(base_url=URL, headers={"Authorization": "Bearer " + PH}, timeout=20)
+        fails = []
+        for i in range(40):
+            try:
+                c.post("/api/v1/datasets", content=big).raise_for_status()
+            except Exception as e:
+                fails.append([i, type(e).__name__, str(e)])
+        print(json.dumps({"fails": fails}))
+        """,
+        timeout=120,
+    )
+    assert out["fails"] == []
+    log = daemon.log_text()
+    assert "Traceback" not in log and "Unhandled exception" not in log, log[-2000:]

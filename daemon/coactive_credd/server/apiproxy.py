@@ -42,11 +42,12 @@ piece would need the others' state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -121,10 +122,23 @@ def passed_back_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 @dataclass
 class _Held:
-    """A request body read whole (it can be sent twice), or None for one that streams."""
+    """A request body read whole (it can be sent twice), or None for one that streams.
+
+    ``reader`` is the task that reads a streamed body (aiohttp's client sends it from a task
+    of its own): Coactive may answer before it has read the whole body, and the caller's
+    request must have no reader left when its handler returns, since aiohttp then reads what
+    is left of the body itself (two readers are an error, and the connection is lost)."""
 
     body: bytes | None
     stream: AsyncIterator[bytes] | None
+    reader: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def stop_reading(self) -> None:
+        for task in self.reader:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 class ApiProxy:
@@ -251,6 +265,14 @@ class ApiProxy:
             # The caller waits for this before sending its body (curl does, over 1 MiB).
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         held = await self._hold(request)
+        try:
+            return await self._forward_held(request, p, held)
+        finally:
+            await held.stop_reading()
+
+    async def _forward_held(
+        self, request: web.BaseRequest, p: Profile, held: _Held
+    ) -> web.StreamResponse:
         token = await self._token(p)
         resp: aiohttp.ClientResponse | _Canned = await self._send(request, p, token, held)
         if resp.status == 401 and isinstance(resp, aiohttp.ClientResponse):
@@ -276,15 +298,16 @@ class ApiProxy:
         if not request.body_exists:
             return _Held(b"", None)
         declared = request.content_length
-        if declared is not None and declared > REPLAY_MAX:
-            return _Held(None, self._stream_body(request, b""))
         head = b""
-        while len(head) <= REPLAY_MAX:
-            chunk = await self._read_body(request, REPLAY_MAX + 1 - len(head))
-            if not chunk:
-                return _Held(head, None)
-            head += chunk
-        return _Held(None, self._stream_body(request, head))
+        if declared is None or declared <= REPLAY_MAX:
+            while len(head) <= REPLAY_MAX:
+                chunk = await self._read_body(request, REPLAY_MAX + 1 - len(head))
+                if not chunk:
+                    return _Held(head, None)
+                head += chunk
+        held = _Held(None, None)
+        held.stream = self._stream_body(request, head, held.reader)
+        return held
 
     async def _read_body(self, request: web.BaseRequest, n: int) -> bytes:
         try:
@@ -297,7 +320,12 @@ class ApiProxy:
                 "send the whole body Content-Length announces",
             ) from None
 
-    async def _stream_body(self, request: web.BaseRequest, head: bytes) -> AsyncIterator[bytes]:
+    async def _stream_body(
+        self, request: web.BaseRequest, head: bytes, reader: list[asyncio.Task[Any]]
+    ) -> AsyncIterator[bytes]:
+        task = asyncio.current_task()
+        if task is not None:
+            reader.append(task)
         if head:
             yield head
         while chunk := await self._read_body(request, CHUNK):
