@@ -209,7 +209,7 @@ class Listener(threading.Thread):
                 404,
                 "not_found",
                 "logins are not forwarded: the daemon logs in itself",
-                "call the API directly with $COACTIVE_ACCESS_TOKEN",
+                "no login is needed here: send API requests under /api/ with $COACTIVE_ACCESS_TOKEN",
             )
         if why is not None:
             return _error(400, "bad_request", why, "send a path under /api/")
