@@ -135,7 +135,7 @@ class _Held:
 
     async def stop_reading(self) -> None:
         for task in self.reader:
-            if not task.done():
+            if not task.done() and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
