@@ -21,7 +21,7 @@ from .conftest import Daemon, run_cli
 
 # The child's helpers: `talk(data)` sends raw bytes on one connection and returns all it
 # reads until the listener closes (or `idle` seconds pass with nothing), `head(text)` fills
-# in the Host and the placeholder.
+# in the Host and the placeholder, `hwm()` is the exec process's peak memory.
 PRELUDE = textwrap.dedent(
     """
     import json, os, re, socket, subprocess, sys, time
@@ -50,6 +50,10 @@ PRELUDE = textwrap.dedent(
         out = read_all(s, idle)
         s.close()
         return out.decode("latin-1")
+    def hwm():  # the exec process's peak memory, KiB
+        for line in open(f"/proc/{os.getppid()}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
     def statuses(text):
         return [int(code) for code in re.findall(r"HTTP/1\\.[01] (\\d{3}) ", text)]
     def read_response(s, head_only=False):
@@ -160,10 +164,6 @@ def test_oversized_malformed_and_upgrade_requests_get_one_answer_and_go_nowhere(
         }
         # one header that never ends, 8 MiB of it in 64 KiB writes: llhttp holds a field
         # until its end, so the listener must count the bytes itself
-        def hwm():
-            for line in open(f"/proc/{os.getppid()}/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
         before = hwm()
         s = connect()
         try:
@@ -212,10 +212,6 @@ def test_expect_100_continue_and_a_caller_that_stops_reading_a_large_answer(
         echoed = json.loads(p.stdout)
         # a caller asks for 200 MiB and reads none of it for 2 s: the listener must not
         # hold the answer for it
-        def hwm():
-            for line in open(f"/proc/{os.getppid()}/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
         before = hwm()
         s = connect()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -272,10 +268,6 @@ def test_trailers_versions_and_http10_answers_of_unknown_length(
     out = run_child(
         daemon,
         """
-        def hwm():
-            for line in open(f"/proc/{os.getppid()}/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
         before = hwm()
         s = connect()
         try:
