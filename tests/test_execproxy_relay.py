@@ -20,8 +20,9 @@ from coactive_credd.testing.fakeupstream import FakeCoactive
 from .conftest import Daemon, run_cli
 
 # The child's helpers: `talk(data)` sends raw bytes on one connection and returns all it
-# reads until the listener closes (or `idle` seconds pass with nothing), `head(text)` fills
-# in the Host and the placeholder, `hwm()` is the exec process's peak memory.
+# reads until the listener closes (or `idle` seconds pass with nothing), HOST and AUTH are the
+# header lines for this listener and its placeholder, `read_response(s)` reads one answer,
+# `statuses(text)` lists the status codes in it, `hwm()` is the exec process's peak memory.
 PRELUDE = textwrap.dedent(
     """
     import json, os, re, socket, subprocess, sys, time
