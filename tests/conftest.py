@@ -88,6 +88,42 @@ def pytest_configure(config: pytest.Config) -> None:
     root = Path(__file__).resolve().parent.parent
     compileall.compile_dir(root / "daemon" / "coactive_credd", quiet=1)
     compileall.compile_file(root / "client_shim" / "python" / "coactive_token.py", quiet=1)
+    if config.getoption("numprocesses", None):
+        _cache_rewritten_tests(config)
+
+
+def _cache_rewritten_tests(config: pytest.Config) -> None:
+    """Rewrite the asserts of every test module once, here, into the cache pytest reads.
+
+    Each xdist worker imports every test module, and pytest rewrites its asserts as it does;
+    under PYTHONDONTWRITEBYTECODE it keeps none of that work, so six workers each spent 4 s of
+    CPU rewriting the same files. pytest reads a rewritten module's cache whether or not it may
+    write one, so the workers load what is written here. This uses pytest's own (private)
+    functions, and does nothing where they are not there.
+    """
+    if config.getoption("assertmode", "rewrite") != "rewrite":
+        return
+    try:
+        from _pytest.assertion import rewrite
+
+        state = config.stash[rewrite.assertstate_key]
+        read_pyc, rewrite_test, write_pyc = (
+            rewrite._read_pyc,
+            rewrite._rewrite_test,
+            rewrite._write_pyc,
+        )
+        cache_dir, tail, makedirs = rewrite.get_cache_dir, rewrite.PYC_TAIL, rewrite.try_makedirs
+    except (ImportError, AttributeError, KeyError):
+        return
+    here = Path(__file__).resolve().parent
+    for fn in sorted(here.glob("test_*.py")):
+        pyc = cache_dir(fn) / (fn.name[:-3] + tail)
+        if read_pyc(fn, pyc, state.trace) is not None:
+            continue
+        if not makedirs(pyc.parent):
+            return  # a read-only tree: each worker rewrites as before
+        source_stat, co = rewrite_test(fn, config)
+        write_pyc(state, co, source_stat, pyc)
 
 
 # ---- in CI, a skip is a failure -------------------------------------------------------------
