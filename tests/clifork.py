@@ -1,20 +1,26 @@
-"""``coactive-credd`` commands for the tests' set-up, each in a process of its own that starts
+"""``coactive-credd`` commands for the tests, each in a process of its own that starts
 already loaded: a fork server, as multiprocessing's ``forkserver`` start method is one.
 
-A ``login`` run as ``python3 -m coactive_credd login`` spends about 0.5 s of CPU, almost all
-of it importing aiohttp and cryptography; the suite runs a few hundred of them to set up
-the profiles its tests need, on a 2-core machine that the suite keeps busy. A copy forked
-from a process that has imported those already spends about 0.06 s, and is otherwise the
-same run: its own process, stdin, stdout, stderr, environment, working folder and exit
-status, and ``coactive_credd.cli.main.main`` called with the same arguments, as
-``__main__`` calls it.
+A ``python3 -m coactive_credd serve`` spends about 0.65 s of CPU before it answers, and a
+``login`` 0.3 to 0.5 s, almost all of it importing aiohttp and cryptography; the suite starts
+about 300 daemons and 700 commands, on a 2-core machine that it keeps busy. A copy forked
+from a process that has imported those already spends about 0.04 s, and is otherwise the
+same run: its own process and pid, stdin, stdout, stderr, environment, working folder, umask
+and exit status, and ``coactive_credd.cli.main.main`` called with the same arguments, as
+``__main__`` calls it. :func:`run` runs a command to its end, as ``subprocess.run`` does;
+:func:`spawn` starts one (a daemon) and gives a :class:`Forked`, a small ``Popen``.
 
-Only set-up goes through here (:func:`tests.conftest.login`). A test about what a command
-does as a process of its own (what it loads, its signals, its core dumps) runs it with
-``run_cli``, as before.
+What a forked copy does not have of a fresh ``python3``: what Python reads only as it starts.
+Its argv and environment as ``/proc`` shows them are the server's (``os.environ`` and
+``sys.argv`` are the command's); ``PYTHONPATH``, ``-X`` options and other ``PYTHON*``
+variables in its environment change nothing (its modules are imported already); and its
+``sys.modules`` holds more than the command would load. A test about any of those runs the
+command as Python starts it: ``run_cli(..., fresh=True)``, ``start_daemon(..., fresh=True)``,
+or a ``subprocess`` of its own (tests/test_walls.py, tests/test_metrics.py).
 
 Each pytest process (each xdist worker) starts one server on first use; it ends when that
-process does (its end of the socket closes). One command runs at a time per server.
+process does (its end of the socket closes). The server answers one request at a time and
+reaps its children as they end, sending each one's wait status down a pipe of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -33,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# What the server imports before it forks: what `login` loads, and the rest of the CLI.
+# What the server imports before it forks: what `login` loads, the CLI's commands, `serve`.
 PRELOAD = (
     "coactive_credd.cli.main",
     "coactive_credd.cli.commands",
@@ -43,10 +50,19 @@ PRELOAD = (
     "coactive_credd.cli.login_writer",
     "coactive_credd.upstream.exchange",
     "coactive_credd.vault",
+    # the commands the tests run most
+    "coactive_credd.cli.client",
+    "coactive_credd.cli.daemon",
+    "coactive_credd.cli.doctor",
+    "coactive_credd.cli.execrun",
+    "coactive_credd.cli.status",
+    "coactive_credd.cli.vault",
+    # and what `serve` loads
+    "coactive_credd.server.process",
 )
 
 _lock = threading.Lock()
-_server: tuple[subprocess.Popen[bytes], socket.socket] | None = None
+_server: tuple[subprocess.Popen[bytes], socket.socket, Any] | None = None
 
 
 def run(
@@ -55,47 +71,112 @@ def run(
     """``coactive-credd ARGV`` with ``env`` (the whole environment), as ``subprocess.run``
     with ``capture_output=True, text=True`` would run it. Raises subprocess.TimeoutExpired
     (after killing it) when it runs past ``timeout`` seconds."""
-    with _lock:
-        _, sock = _ensure()
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        request = {"argv": argv, "env": env, "cwd": os.getcwd()}
-        try:
-            socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [in_r, out_w, err_w])
-        finally:
-            for fd in (in_r, out_w, err_w):
-                os.close(fd)
-        reader = sock.makefile("rb")
-        pid = int(reader.readline())
-        out: dict[int, bytes] = {}
-        threads = [
-            threading.Thread(target=_feed, args=(in_w, (input or "").encode()), daemon=True),
-            threading.Thread(target=_drain, args=(out_r, out), daemon=True),
-            threading.Thread(target=_drain, args=(err_r, out), daemon=True),
-        ]
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        child = spawn(argv, env=env, stdin=in_r, stdout=out_w, stderr=err_w)
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    out: dict[int, bytes] = {}
+    threads = [
+        threading.Thread(target=_feed, args=(in_w, (input or "").encode()), daemon=True),
+        threading.Thread(target=_drain, args=(out_r, out), daemon=True),
+        threading.Thread(target=_drain, args=(err_r, out), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        code = child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
         for t in threads:
-            t.start()
-        sock.settimeout(timeout)
-        try:
-            status = int(reader.readline())
-        except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-            sock.settimeout(None)
-            reader.readline()  # the server reaps it
-            for t in threads:
-                t.join(5)
-            raise subprocess.TimeoutExpired(argv, timeout) from None
-        finally:
-            sock.settimeout(None)
-        for t in threads:
-            t.join()
-        return subprocess.CompletedProcess(
-            ["coactive-credd", *argv],
-            os.waitstatus_to_exitcode(status),
-            out.get(out_r, b"").decode(),
-            out.get(err_r, b"").decode(),
-        )
+            t.join(5)
+        raise subprocess.TimeoutExpired(argv, timeout) from None
+    for t in threads:
+        t.join()
+    return subprocess.CompletedProcess(
+        ["coactive-credd", *argv], code, out.get(out_r, b"").decode(), out.get(err_r, b"").decode()
+    )
+
+
+class Forked:
+    """A child of the server, with the part of :class:`subprocess.Popen` the tests use:
+    ``pid``, ``returncode``, :meth:`poll`, :meth:`wait`, :meth:`send_signal`,
+    :meth:`terminate`, :meth:`kill`. ``returncode`` is as Popen gives it (the exit code, or
+    minus the signal that ended it)."""
+
+    def __init__(self, args: list[str], pid: int, status_fd: int) -> None:
+        self.args = args
+        self.pid = pid
+        self.returncode: int | None = None
+        self._status_fd = status_fd
+
+    def poll(self) -> int | None:
+        """The exit code once it ended, else None."""
+        if self.returncode is None and select.select([self._status_fd], [], [], 0)[0]:
+            self._read_status()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code, once it ends; raises subprocess.TimeoutExpired after ``timeout``
+        seconds (None: no limit)."""
+        if self.returncode is None:
+            if not select.select([self._status_fd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self._read_status()
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Signal it, unless it has ended (as Popen does)."""
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _read_status(self) -> None:
+        data = b""
+        while chunk := os.read(self._status_fd, 64):
+            data += chunk
+        os.close(self._status_fd)
+        if not data:  # the server ended first: nobody can tell how the child ended
+            raise RuntimeError(f"the fork server ended before its child {self.pid}")
+        self.returncode = os.waitstatus_to_exitcode(int(data))
+
+    def __del__(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(OSError):
+                os.close(self._status_fd)
+
+
+def spawn(argv: list[str], *, env: dict[str, str], stdin: int, stdout: int, stderr: int) -> Forked:
+    """Start ``coactive-credd ARGV`` with ``env`` (the whole environment), this process's
+    working folder and umask, and the three file descriptors as its stdin, stdout and
+    stderr (they stay open here; close them when you no longer need them)."""
+    status_r, status_w = os.pipe()
+    umask = os.umask(0o077)
+    os.umask(umask)
+    request = {"argv": argv, "env": env, "cwd": os.getcwd(), "umask": umask}
+    try:
+        with _lock:
+            _, sock, reader = _ensure()
+            socket.send_fds(
+                sock, [json.dumps(request).encode() + b"\n"], [stdin, stdout, stderr, status_w]
+            )
+            pid = int(reader.readline())
+    except BaseException:
+        os.close(status_r)
+        raise
+    finally:
+        os.close(status_w)
+    return Forked(["coactive-credd", *argv], pid, status_r)
 
 
 def _feed(fd: int, data: bytes) -> None:
@@ -114,7 +195,7 @@ def _drain(fd: int, out: dict[int, bytes]) -> None:
     out[fd] = b"".join(chunks)
 
 
-def _ensure() -> tuple[subprocess.Popen[bytes], socket.socket]:
+def _ensure() -> tuple[subprocess.Popen[bytes], socket.socket, Any]:
     global _server
     if _server is not None and _server[0].poll() is None:
         return _server
@@ -126,7 +207,7 @@ def _ensure() -> tuple[subprocess.Popen[bytes], socket.socket]:
         stdin=subprocess.DEVNULL,
     )
     theirs.close()
-    _server = (proc, ours)
+    _server = (proc, ours, ours.makefile("rb"))
     atexit.register(_stop, proc, ours)
     return _server
 
@@ -143,8 +224,9 @@ def _stop(proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
 
 
 def serve(fd: int) -> None:
-    """Import :data:`PRELOAD`, then fork one child per request read from ``fd``; send back
-    its pid, then its wait status, each on a line."""
+    """Import :data:`PRELOAD`, then fork one child per request read from ``fd`` and send back
+    its pid on a line; when a child ends, write its wait status to the pipe that came with
+    its request, and close that pipe."""
     import importlib
     import importlib.util
 
@@ -153,36 +235,71 @@ def serve(fd: int) -> None:
     spec = importlib.util.find_spec("coactive_credd.__main__")  # found, not run
     main_path = str(spec.origin if spec is not None else "")
     sock = socket.socket(fileno=fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    status_fds: dict[int, int] = {}  # child pid -> the write end of its status pipe
     buf = b""
     while True:
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+        ready = select.select([sock, wake_r], [], [])[0]
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_r, 256):
+                    pass
+        _reap(status_fds)
+        if sock not in ready:
+            continue
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
         if not data:
-            return
+            return  # the pytest process ended; children still running go on alone
         buf += data
         if not buf.endswith(b"\n"):
             continue  # a request larger than one read (a big environment)
         request, buf = json.loads(buf), b""
         pid = os.fork()
         if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             sock.close()
+            for f in (wake_r, wake_w, *status_fds.values()):
+                os.close(f)
             _child(request, fds, main_path)  # never returns
-        for f in fds:
+        for f in fds[:3]:
             os.close(f)
+        status_fds[pid] = fds[3]
         sock.sendall(f"{pid}\n".encode())
-        _, status = os.waitpid(pid, 0)
-        sock.sendall(f"{status}\n".encode())
+
+
+def _reap(status_fds: dict[int, int]) -> None:
+    while status_fds:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        fd = status_fds.pop(pid, None)
+        if fd is not None:
+            with contextlib.suppress(BrokenPipeError):  # nobody waits for it any more
+                os.write(fd, f"{status}\n".encode())
+            os.close(fd)
 
 
 def _child(request: dict[str, Any], fds: list[int], main_path: str) -> None:
     code = 1
     try:
-        for target, f in zip((0, 1, 2), fds, strict=True):
+        os.close(fds[3])
+        for target, f in zip((0, 1, 2), fds[:3], strict=True):
             os.dup2(f, target)
+        for f in set(fds[:3]) - {0, 1, 2}:
             os.close(f)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
+        os.umask(request["umask"])
         sys.argv = [main_path, *request["argv"]]
         time.tzset()
         from coactive_credd.cli.main import main
@@ -204,6 +321,8 @@ def _child(request: dict[str, Any], fds: list[int], main_path: str) -> None:
         traceback.print_exc()
         code = 1
     finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()  # as the interpreter's exit would (the vault's clean-ups)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # a reader gone, a closed stream
                 stream.flush()

@@ -124,7 +124,7 @@ def test_the_rejected_credentials_hint_runs_verbatim(home: Path, fake: FakeCoact
 def test_passphrase_vault_login_and_logout_from_a_script(home: Path, fake: FakeCoactive) -> None:
     login(fake)
     assert run_cli("rekey", "--passphrase-stdin", input=PASSPHRASE + "\n").returncode == 0
-    d = start_daemon(home)
+    d = start_daemon(home, fresh=True)  # its environment, as the kernel shows it, is checked
     try:
         assert run_detached("unlock", "--passphrase-stdin", input=PASSPHRASE + "\n").returncode == 0
         before = fake.logins

@@ -22,7 +22,7 @@ def test_passphrase_round_trip_through_a_restarted_daemon(home: Path, fake: Fake
     login(fake)
     rekey = run_cli("rekey", "--passphrase-stdin", input=PASSPHRASE + "\n")
     assert rekey.returncode == 0, rekey.stderr
-    d = start_daemon(home)
+    d = start_daemon(home, fresh=True)  # its argv, as the kernel shows it, is checked
     try:
         st = json.loads(run_cli("status", "--json").stdout)
         assert st["locked"] is True and st["key_source"] == "passphrase"
