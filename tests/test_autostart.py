@@ -209,7 +209,9 @@ def test_off_fails_fast_and_starts_nothing(
 ) -> None:
     started = time.monotonic()
     proc = run(cli, go_cli, {"COACTIVE_CREDD_AUTOSTART": "0"})
-    assert time.monotonic() - started < 2.0
+    # It does not wait for a daemon: a start waits up to 10 s. (A fresh python3 took 2.5 s to
+    # answer once in CI, with the suite's six workers on two cores: the bound is the machine's.)
+    assert time.monotonic() - started < 5.0
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "" and "coactive-credd serve" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
