@@ -10,13 +10,16 @@ and exit status, and ``coactive_credd.cli.main.main`` called with the same argum
 ``__main__`` calls it. :func:`run` runs a command to its end, as ``subprocess.run`` does;
 :func:`spawn` starts one (a daemon) and gives a :class:`Forked`, a small ``Popen``.
 
-What a forked copy does not have of a fresh ``python3``: what Python reads only as it starts.
-Its argv and environment as ``/proc`` shows them are the server's (``os.environ`` and
-``sys.argv`` are the command's); ``PYTHONPATH``, ``-X`` options and other ``PYTHON*``
-variables in its environment change nothing (its modules are imported already); and its
-``sys.modules`` holds more than the command would load. A test about any of those runs the
-command as Python starts it: ``run_cli(..., fresh=True)``, ``start_daemon(..., fresh=True)``,
-or a ``subprocess`` of its own (tests/test_walls.py, tests/test_metrics.py).
+What a forked copy does not have of a fresh ``python3``: what is read once, as Python
+starts or as a library is imported. Its argv and environment as ``/proc`` shows them are the
+server's (``os.environ`` and ``sys.argv`` are the command's); ``sys.path`` is the server's,
+so ``PYTHONPATH`` and ``-X`` options in its environment change nothing; aiohttp's default CA
+store was loaded by the server, from the suite's ``SSL_CERT_FILE``; its stdin is a pipe
+(empty unless given input); and its ``sys.modules`` holds more than the command would load.
+A test about any of those runs the command as Python starts it:
+``run_cli(..., fresh=True)``, ``start_daemon(..., fresh=True)``, or a ``subprocess`` of its
+own (tests/test_walls.py, tests/test_metrics.py). It ends as the interpreter would: it
+waits for its threads, runs its ``atexit`` functions and flushes its output.
 
 Each pytest process (each xdist worker) starts one server on first use; it ends when that
 process does (its end of the socket closes). The server answers one request at a time and
@@ -76,6 +79,10 @@ def run(
     err_r, err_w = os.pipe()
     try:
         child = spawn(argv, env=env, stdin=in_r, stdout=out_w, stderr=err_w)
+    except BaseException:
+        for fd in (in_w, out_r, err_r):
+            os.close(fd)
+        raise
     finally:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
@@ -87,6 +94,7 @@ def run(
     ]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + timeout
     try:
         code = child.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -95,8 +103,10 @@ def run(
         for t in threads:
             t.join(5)
         raise subprocess.TimeoutExpired(argv, timeout) from None
-    for t in threads:
-        t.join()
+    for t in threads:  # a child of its own may hold stdout open after it ended
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            raise subprocess.TimeoutExpired(argv, timeout)
     return subprocess.CompletedProcess(
         ["coactive-credd", *argv], code, out.get(out_r, b"").decode(), out.get(err_r, b"").decode()
     )
@@ -106,34 +116,33 @@ class Forked:
     """A child of the server, with the part of :class:`subprocess.Popen` the tests use:
     ``pid``, ``returncode``, :meth:`poll`, :meth:`wait`, :meth:`send_signal`,
     :meth:`terminate`, :meth:`kill`. ``returncode`` is as Popen gives it (the exit code, or
-    minus the signal that ended it)."""
+    minus the signal that ended it). Raises RuntimeError from poll and wait when the server
+    ended before the child did (nobody can tell how it ended then)."""
 
     def __init__(self, args: list[str], pid: int, status_fd: int) -> None:
         self.args = args
         self.pid = pid
         self.returncode: int | None = None
-        self._status_fd = status_fd
+        self._status_fd = status_fd  # -1 once read and closed
+        self._lock = threading.Lock()
 
     def poll(self) -> int | None:
         """The exit code once it ended, else None."""
-        if self.returncode is None and select.select([self._status_fd], [], [], 0)[0]:
-            self._read_status()
-        return self.returncode
+        return self._collect(0)
 
     def wait(self, timeout: float | None = None) -> int:
         """The exit code, once it ends; raises subprocess.TimeoutExpired after ``timeout``
         seconds (None: no limit)."""
-        if self.returncode is None:
-            if not select.select([self._status_fd], [], [], timeout)[0]:
-                raise subprocess.TimeoutExpired(self.args, timeout or 0)
-            self._read_status()
-        assert self.returncode is not None
-        return self.returncode
+        code = self._collect(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return code
 
     def send_signal(self, sig: int) -> None:
         """Signal it, unless it has ended (as Popen does)."""
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # it ended, and was reaped, just now
+                os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -141,17 +150,28 @@ class Forked:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def _read_status(self) -> None:
-        data = b""
-        while chunk := os.read(self._status_fd, 64):
-            data += chunk
-        os.close(self._status_fd)
-        if not data:  # the server ended first: nobody can tell how the child ended
-            raise RuntimeError(f"the fork server ended before its child {self.pid}")
-        self.returncode = os.waitstatus_to_exitcode(int(data))
+    def _collect(self, timeout: float | None) -> int | None:
+        with self._lock:
+            if self.returncode is not None:
+                return self.returncode
+            if self._status_fd < 0:
+                raise RuntimeError(f"the fork server ended before its child {self.pid}")
+            poller = select.poll()
+            poller.register(self._status_fd, select.POLLIN)
+            if not poller.poll(None if timeout is None else timeout * 1000):
+                return None
+            data = b""
+            while chunk := os.read(self._status_fd, 64):
+                data += chunk
+            os.close(self._status_fd)
+            self._status_fd = -1
+            if not data:
+                raise RuntimeError(f"the fork server ended before its child {self.pid}")
+            self.returncode = os.waitstatus_to_exitcode(int(data))
+            return self.returncode
 
     def __del__(self) -> None:
-        if self.returncode is None:
+        if self._status_fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._status_fd)
 
@@ -161,9 +181,7 @@ def spawn(argv: list[str], *, env: dict[str, str], stdin: int, stdout: int, stde
     working folder and umask, and the three file descriptors as its stdin, stdout and
     stderr (they stay open here; close them when you no longer need them)."""
     status_r, status_w = os.pipe()
-    umask = os.umask(0o077)
-    os.umask(umask)
-    request = {"argv": argv, "env": env, "cwd": os.getcwd(), "umask": umask}
+    request = {"argv": argv, "env": env, "cwd": os.getcwd(), "umask": _umask()}
     try:
         with _lock:
             _, sock, reader = _ensure()
@@ -177,6 +195,14 @@ def spawn(argv: list[str], *, env: dict[str, str], stdin: int, stdout: int, stde
     finally:
         os.close(status_w)
     return Forked(["coactive-credd", *argv], pid, status_r)
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (another thread may be creating files)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    raise RuntimeError("no Umask line in /proc/self/status")
 
 
 def _feed(fd: int, data: bytes) -> None:
@@ -197,8 +223,10 @@ def _drain(fd: int, out: dict[int, bytes]) -> None:
 
 def _ensure() -> tuple[subprocess.Popen[bytes], socket.socket, Any]:
     global _server
-    if _server is not None and _server[0].poll() is None:
-        return _server
+    if _server is not None:
+        if _server[0].poll() is None:
+            return _server
+        _close(_server[1], _server[2])  # it died: its children's statuses went with it
     ours, theirs = socket.socketpair()
     proc = subprocess.Popen(
         [sys.executable, "-c", f"from tests import clifork; clifork.serve({theirs.fileno()})"],
@@ -207,13 +235,21 @@ def _ensure() -> tuple[subprocess.Popen[bytes], socket.socket, Any]:
         stdin=subprocess.DEVNULL,
     )
     theirs.close()
-    _server = (proc, ours, ours.makefile("rb"))
-    atexit.register(_stop, proc, ours)
+    reader = ours.makefile("rb")
+    _server = (proc, ours, reader)
+    atexit.register(_stop, proc, ours, reader)
     return _server
 
 
-def _stop(proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
-    sock.close()  # the server reads the end, and exits
+def _close(sock: socket.socket, reader: Any) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # the server reads the end, even while a file is open
+    reader.close()
+    sock.close()
+
+
+def _stop(proc: subprocess.Popen[bytes], sock: socket.socket, reader: Any) -> None:
+    _close(sock, reader)
     try:
         proc.wait(5)
     except subprocess.TimeoutExpired:
@@ -242,6 +278,7 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     status_fds: dict[int, int] = {}  # child pid -> the write end of its status pipe
     buf = b""
+    fds: list[int] = []
     while True:
         ready = select.select([sock, wake_r], [], [])[0]
         if wake_r in ready:
@@ -251,13 +288,15 @@ def serve(fd: int) -> None:
         _reap(status_fds)
         if sock not in ready:
             continue
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+        data, more, _, _ = socket.recv_fds(sock, 1 << 20, 4)
         if not data:
             return  # the pytest process ended; children still running go on alone
         buf += data
+        fds += more  # they come with the first part of a request only
         if not buf.endswith(b"\n"):
             continue  # a request larger than one read (a big environment)
         request, buf = json.loads(buf), b""
+        fds, taken = [], fds
         pid = os.fork()
         if pid == 0:
             signal.set_wakeup_fd(-1)
@@ -265,10 +304,10 @@ def serve(fd: int) -> None:
             sock.close()
             for f in (wake_r, wake_w, *status_fds.values()):
                 os.close(f)
-            _child(request, fds, main_path)  # never returns
-        for f in fds[:3]:
+            _child(request, taken, main_path)  # never returns
+        for f in taken[:3]:
             os.close(f)
-        status_fds[pid] = fds[3]
+        status_fds[pid] = taken[3]
         sock.sendall(f"{pid}\n".encode())
 
 
@@ -321,9 +360,16 @@ def _child(request: dict[str, Any], fds: list[int], main_path: str) -> None:
         traceback.print_exc()
         code = 1
     finally:
+        # As the interpreter ends: wait for the threads that are not daemons, run the atexit
+        # functions (the vault's clean-ups), flush stdout (exit 120 when that fails).
         with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()  # as the interpreter's exit would (the vault's clean-ups)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # a reader gone, a closed stream
-                stream.flush()
+            threading._shutdown()  # type: ignore[attr-defined]
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            code = code or 120
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
         os._exit(code)
