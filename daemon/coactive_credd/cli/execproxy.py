@@ -45,6 +45,7 @@ import threading
 from typing import Any, cast
 
 import coactive_token
+import httptools
 
 from coactive_credd.cli import execchild
 from coactive_credd.cli.common import new_event_loop
@@ -81,9 +82,8 @@ _REASONS = {
     503: "Service Unavailable",
 }
 HEAD_TIMEOUT = 30.0  # seconds for a whole request head to arrive, however slowly it trickles
-MAX_HEAD = (
-    64 * 1024
-)  # bytes of one request's target and headers (aiohttp's own limit is 8 KiB a line)
+# bytes of one request's target and headers (aiohttp's own limit is 8 KiB a line)
+MAX_HEAD = 64 * 1024
 IDLE = 75.0  # seconds a connection may sit with no request under way (aiohttp's keep-alive default)
 HIGH_WATER = 256 * 1024  # bytes held for the daemon before the caller is read no further
 
@@ -249,8 +249,6 @@ class _Caller(asyncio.Protocol):
     side is full, and the daemon is not read while the caller's is."""
 
     def __init__(self, listener: Listener) -> None:
-        import httptools
-
         self.listener = listener
         self.parser = httptools.HttpRequestParser(self)
         self.caller: asyncio.Transport | None = None
@@ -289,8 +287,6 @@ class _Caller(asyncio.Protocol):
         self.caller = None
 
     def data_received(self, data: bytes) -> None:
-        import httptools
-
         self._arm_idle()
         if self.stopped:
             return
@@ -425,7 +421,7 @@ class _Caller(asyncio.Protocol):
         else:
             req.out += body
         if len(req.out) > HIGH_WATER:
-            self._pause("held")
+            self.pause("held")
 
     def on_message_complete(self) -> None:
         self.progress = True
@@ -441,7 +437,7 @@ class _Caller(asyncio.Protocol):
 
     def _refuse(self, answer: bytes) -> None:
         self.stopped = True
-        self._pause("stopped")
+        self.pause("stopped")
         if self.current is None:
             self.current = _Request()
             self.requests.append(self.current)
@@ -456,14 +452,14 @@ class _Caller(asyncio.Protocol):
                 if req.started:  # refused halfway through its body: no answer can follow
                     self.caller.abort()
                 elif self.waiting:
-                    self._pause("order")
+                    self.pause("order")
                 else:
                     self.caller.write(req.refusal)
                     self.caller.close()
                 return
             if not req.started:
                 if self.waiting:
-                    self._pause("order")
+                    self.pause("order")
                     return
                 if not req.out:
                     return  # its head is still arriving
@@ -479,13 +475,13 @@ class _Caller(asyncio.Protocol):
             if not req.complete:
                 break
             self.requests.popleft()
-        self._resume("order")
-        self._resume("held")
+        self.resume("order")
+        self.resume("held")
 
     def _connect(self) -> None:
         if self.connect_task is not None:
             return
-        self._pause("connecting")
+        self.pause("connecting")
         self.connect_task = asyncio.ensure_future(self._open())
 
     async def _open(self) -> None:
@@ -503,7 +499,7 @@ class _Caller(asyncio.Protocol):
             transport.abort()
             return
         self.daemon = transport
-        self._resume("connecting")
+        self.resume("connecting")
         self._pump()
 
     def answered(self) -> None:
@@ -533,17 +529,12 @@ class _Caller(asyncio.Protocol):
     # ---- reading the caller, or not ---------------------------------------------------------
 
     def pause(self, why: str) -> None:
-        self._pause(why)
-
-    def resume(self, why: str) -> None:
-        self._resume(why)
-
-    def _pause(self, why: str) -> None:
+        """Read the caller no further until every reason given is withdrawn (:meth:`resume`)."""
         if not self.paused and self.caller is not None:
             self.caller.pause_reading()
         self.paused.add(why)
 
-    def _resume(self, why: str) -> None:
+    def resume(self, why: str) -> None:
         if why in self.paused:
             self.paused.discard(why)
             if not self.paused and self.caller is not None:
@@ -594,15 +585,11 @@ class _Answer(asyncio.Protocol):
 
     def expect(self, req: _Request) -> None:
         """The answer to come is to ``req``."""
-        import httptools
-
         self.req, self.relayed, self.status = req, False, 0
         self.head.clear()
         self.parser = None if req.method == b"HEAD" else httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
-        import httptools
-
         owner = self.owner
         if self.req is None:
             # Nothing is asked: bytes now would answer a request this listener did not
