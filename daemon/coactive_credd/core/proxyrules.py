@@ -87,8 +87,7 @@ def target_problem(method: str, target: str) -> str | None:
     path = _UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), raw)
     segments = path.split("/")[1:]
     if (
-        not raw.startswith(PREFIX)
-        or not path.startswith(PREFIX)
+        not raw.startswith(PREFIX)  # decoding leaves that prefix as it is
         or any(
             seg.split(";", 1)[0] in (".", "..") or (not seg and i < len(segments) - 1)
             for i, seg in enumerate(segments)

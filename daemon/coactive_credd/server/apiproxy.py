@@ -47,7 +47,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -131,14 +131,14 @@ class _Held:
 
     body: bytes | None
     stream: AsyncIterator[bytes] | None
-    reader: list[asyncio.Task[Any]] = field(default_factory=list)
+    reader: asyncio.Task[Any] | None = None
 
     async def stop_reading(self) -> None:
-        for task in self.reader:
-            if not task.done() and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        task = self.reader
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 class ApiProxy:
@@ -306,7 +306,7 @@ class ApiProxy:
                     return _Held(head, None)
                 head += chunk
         held = _Held(None, None)
-        held.stream = self._stream_body(request, head, held.reader)
+        held.stream = self._stream_body(request, head, held)
         return held
 
     async def _read_body(self, request: web.BaseRequest, n: int) -> bytes:
@@ -321,11 +321,9 @@ class ApiProxy:
             ) from None
 
     async def _stream_body(
-        self, request: web.BaseRequest, head: bytes, reader: list[asyncio.Task[Any]]
+        self, request: web.BaseRequest, head: bytes, held: _Held
     ) -> AsyncIterator[bytes]:
-        task = asyncio.current_task()
-        if task is not None:
-            reader.append(task)
+        held.reader = asyncio.current_task()  # the task aiohttp's client sends the body from
         if head:
             yield head
         while chunk := await self._read_body(request, CHUNK):
