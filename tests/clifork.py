@@ -17,8 +17,8 @@ so ``PYTHONPATH`` and ``-X`` options in its environment change nothing; aiohttp'
 store was loaded by the server, from the suite's ``SSL_CERT_FILE``; its stdin is a pipe
 (empty unless given input); and its ``sys.modules`` holds more than the command would load.
 A test about any of those runs the command as Python starts it:
-``run_cli(..., fresh=True)``, ``start_daemon(..., fresh=True)``, or a ``subprocess`` of its
-own (tests/test_walls.py, tests/test_metrics.py). It ends as the interpreter would: it
+``start_daemon(..., fresh=True)``, or a ``subprocess`` of its own (tests/test_walls.py,
+tests/test_metrics.py). It ends as the interpreter would: it
 waits for its threads, runs its ``atexit`` functions and flushes its output.
 
 Each pytest process (each xdist worker) starts one server on first use; it ends when that

@@ -224,34 +224,20 @@ def fake() -> Iterator[FakeCoactive]:
 
 
 def run_cli(
-    *args: str,
-    input: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 30,
-    fresh: bool = False,
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     """Run ``coactive-credd ARGS`` in a process of its own, and check its output carries no
     credential.
 
     The process is forked from one that has imported the CLI already (:mod:`tests.clifork`:
     about 0.05 s of CPU instead of 0.1 to 0.5), with its own stdin, stdout, stderr, environment,
-    working folder and exit status. ``fresh`` runs ``python3 -m coactive_credd`` instead, for
-    a test about the process as Python starts it (what it imports, how long its start takes).
+    working folder and exit status. A test about the process as Python starts it (what it
+    imports, how long its start takes) runs ``python3 -m coactive_credd`` itself, as
+    tests/test_walls.py does.
     """
-    full_env = {**os.environ, **(env or {})}
-    if fresh:
-        proc = subprocess.run(
-            [sys.executable, "-m", "coactive_credd", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=full_env,
-        )
-    else:
-        from . import clifork
+    from . import clifork
 
-        proc = clifork.run(list(args), input=input, env=full_env, timeout=timeout)
+    proc = clifork.run(list(args), input=input, env={**os.environ, **(env or {})}, timeout=timeout)
     found = leaked(proc.stdout + proc.stderr)
     assert not found, f"coactive-credd {args[0] if args else ''} printed a credential"
     return proc
