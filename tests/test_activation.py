@@ -125,7 +125,14 @@ def test_socket_activation_serves_on_the_inherited_socket(
         inode = sock.stat().st_ino
 
         started = time.monotonic()
-        status, body = call(sock, "GET", "/v1/token?profile=default")
+        while True:
+            # The file appears at bind(); until the activator's listen(), a connect is refused.
+            try:
+                status, body = call(sock, "GET", "/v1/token?profile=default")
+                break
+            except ConnectionRefusedError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.01)
         first_token = time.monotonic() - started
         assert status == 200, body
         assert body["access_token"] in fake.issued
