@@ -70,7 +70,8 @@ os.environ["COACTIVE_CREDD_AUTOSTART"] = "0"
 # - aiohttp builds two TLS contexts when it is imported, each loading the system's CA store
 #   (144 certificates here): about 100 ms of CPU in every daemon. No test reaches a host the
 #   system store vouches for; the tests that use TLS name their own CA (ca_bundle), so the
-#   processes they start read an empty store instead. A user's own SSL_CERT_FILE is kept.
+#   processes they start read an empty store instead. A user's own SSL_CERT_FILE is kept
+#   (the machine CI runs on sets one in its environment: there, this changes nothing).
 os.environ.setdefault("SSL_CERT_FILE", os.devnull)
 
 
